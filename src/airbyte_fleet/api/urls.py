@@ -1,0 +1,224 @@
+"""Turn whatever URL a user pasted into the base of Airbyte's public API, and say what we understood.
+
+Airbyte serves the same public API at three places: Cloud at ``https://api.airbyte.com/v1``,
+self-managed servers ≥ 0.59 at ``<host>:8000|8001/api/public/v1``, and the old standalone API server at
+``<host>:8006/v1`` (health at the root there). Users paste any of these, with or without the path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from airbyte_fleet.api.errors import ConfigError, UnreachableError
+
+__all__ = ["CLOUD_BASE_URL", "ApiUrl", "UrlPlan", "plan_url", "resolve_url"]
+
+CLOUD_BASE_URL = "https://api.airbyte.com/v1"
+CLOUD_HOST = "api.airbyte.com"
+PUBLIC_PATH = "/api/public/v1"
+LEGACY_PATH = "/v1"
+
+Layout = Literal["cloud", "public", "legacy"]
+
+
+@dataclass(frozen=True)
+class ApiUrl:
+    """A resolved API base: requests go to ``base + "/jobs"`` and so on."""
+
+    base: str
+    layout: Layout
+    health_url: str
+    explanation: str
+
+    @property
+    def is_cloud(self) -> bool:
+        return self.layout == "cloud"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base}/applications/token"
+
+
+@dataclass(frozen=True)
+class UrlPlan:
+    """What a raw URL can mean; more than one candidate means we must ask the server."""
+
+    raw: str
+    source: str
+    candidates: tuple[ApiUrl, ...]
+
+    @property
+    def ambiguous(self) -> bool:
+        return len(self.candidates) > 1
+
+
+def _candidate(root: str, prefix: str, layout: Layout, why: str) -> ApiUrl:
+    base = f"{root}{prefix}{PUBLIC_PATH if layout == 'public' else LEGACY_PATH}"
+    # The standalone server (8006) answers health at its root, outside /v1; Cloud and the
+    # self-managed public API answer it under the base.
+    health = f"{root}{prefix}/health" if layout == "legacy" else f"{base}/health"
+    return ApiUrl(base=base, layout=layout, health_url=health, explanation=why)
+
+
+def plan_url(raw: str | None, *, source: str = "AIRBYTE_BASE_URL") -> UrlPlan:
+    """Interpret *raw* without touching the network.
+
+    Raises :class:`ConfigError` with one sentence naming the fix when *raw* cannot be a URL of
+    Airbyte's public API.
+    """
+    if raw is None or not raw.strip():
+        cloud = ApiUrl(
+            base=CLOUD_BASE_URL,
+            layout="cloud",
+            health_url=f"{CLOUD_BASE_URL}/health",
+            explanation=f"no AIRBYTE_BASE_URL set: using Airbyte Cloud at {CLOUD_BASE_URL}",
+        )
+        return UrlPlan(raw="", source=source, candidates=(cloud,))
+    text = raw.strip()
+    if "://" not in text:
+        raise ConfigError(
+            f"{source} '{text}' has no scheme; write it as http://{text} or https://{text}."
+        )
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:
+        raise ConfigError(f"{source} '{text}' is not a valid URL ({exc}).") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(
+            f"{source} '{text}' uses the scheme '{parts.scheme}'; Airbyte's API needs http:// "
+            "or https://."
+        )
+    if not parts.hostname:
+        raise ConfigError(f"{source} '{text}' has no host name; write it like http://host:8000.")
+    if parts.username or parts.password:
+        raise ConfigError(
+            f"{source} must not carry credentials; set AIRBYTE_USERNAME and AIRBYTE_PASSWORD "
+            "instead."
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port_text = parts.netloc.rsplit(":", 1)[-1]
+        raise ConfigError(
+            f"{source} '{text}' has the port '{port_text}', which is not a number from 1 to 65535."
+        ) from None
+    if port == 0:
+        raise ConfigError(f"{source} '{text}' has port 0; use the port Airbyte listens on.")
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            f"{source} '{text}' has a query or fragment; give only scheme, host, port and path."
+        )
+
+    root = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+    path = re.sub(r"/{2,}", "/", parts.path).rstrip("/")
+    host = parts.hostname.lower()
+    shown = f"{root}{path}"
+
+    def one(prefix: str, layout: Layout, why: str) -> UrlPlan:
+        return UrlPlan(raw=text, source=source, candidates=(_candidate(root, prefix, layout, why),))
+
+    if path.endswith(PUBLIC_PATH):
+        return one(path[: -len(PUBLIC_PATH)], "public", f"{shown}: the public API as given")
+    if path.endswith("/api/v1"):
+        fixed = f"{root}{path[: -len('/api/v1')]}{PUBLIC_PATH}"
+        raise ConfigError(
+            f"{source} '{text}' points at Airbyte's internal Configuration API; airbyte-fleet uses "
+            f"the public API, so set {source}={fixed}."
+        )
+    if path.endswith("/api/public"):
+        return one(
+            path[: -len("/api/public")], "public", f"{shown}: added /v1 to the public API path"
+        )
+    if path.endswith(LEGACY_PATH):
+        prefix = path[: -len(LEGACY_PATH)]
+        if host == CLOUD_HOST:
+            cloud = ApiUrl(
+                base=f"{root}{path}",
+                layout="cloud",
+                health_url=f"{root}{path}/health",
+                explanation=f"{shown}: Airbyte Cloud",
+            )
+            return UrlPlan(raw=text, source=source, candidates=(cloud,))
+        return one(prefix, "legacy", f"{shown}: the standalone API server's /v1 as given")
+
+    if host == CLOUD_HOST and not path:
+        cloud = ApiUrl(
+            base=CLOUD_BASE_URL if root == "https://api.airbyte.com" else f"{root}/v1",
+            layout="cloud",
+            health_url=f"{root}/v1/health",
+            explanation=f"{shown}: Airbyte Cloud, added /v1",
+        )
+        return UrlPlan(raw=text, source=source, candidates=(cloud,))
+    if not path and port == 8006:
+        return one("", "legacy", f"{shown}: port 8006 is the standalone API server, added /v1")
+    if not path and port in (8000, 8001):
+        return one("", "public", f"{shown}: port {port} serves the public API, added {PUBLIC_PATH}")
+    # A host behind a proxy or on another port: both layouts are possible, so ask the server.
+    return UrlPlan(
+        raw=text,
+        source=source,
+        candidates=(
+            _candidate(root, path, "public", f"{shown}: found the public API at {PUBLIC_PATH}"),
+            _candidate(
+                root, path, "legacy", f"{shown}: found the standalone API server at {LEGACY_PATH}"
+            ),
+        ),
+    )
+
+
+async def resolve_url(
+    plan: UrlPlan, session: aiohttp.ClientSession, *, probe_timeout: float = 10.0
+) -> ApiUrl:
+    """Pick the candidate that answers ``GET <health>``; a single candidate is taken as is."""
+    if not plan.ambiguous:
+        return plan.candidates[0]
+    tried: list[str] = []
+    answered = False
+    for candidate in plan.candidates:
+        try:
+            async with session.get(
+                candidate.health_url,
+                timeout=aiohttp.ClientTimeout(total=probe_timeout),
+                allow_redirects=False,
+            ) as response:
+                await response.read()
+                answered = True
+                if response.status == 200:
+                    return candidate
+                tried.append(f"{candidate.health_url} (HTTP {response.status})")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            tried.append(f"{candidate.health_url} ({describe_transport_error(exc)})")
+    listing = " and ".join(tried)
+    if answered:
+        raise ConfigError(
+            f"Airbyte's API answered at none of {listing}; set {plan.source} to the API's full "
+            f"URL, e.g. {plan.candidates[0].base}."
+        )
+    raise UnreachableError(
+        f"Could not reach Airbyte at {listing}; check {plan.source} and that the server is up."
+    )
+
+
+def describe_transport_error(exc: BaseException) -> str:
+    """A few words for a failed connection, without aiohttp's multi-line reprs."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "host name not found"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "connection refused"
+        errno = exc.os_error.errno
+        reason = os.strerror(errno) if errno else type(exc.os_error).__name__
+        return reason.lower()
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "connection closed without an answer"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return (exc.strerror or "connection error").lower()
+    return type(exc).__name__

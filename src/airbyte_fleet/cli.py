@@ -1,0 +1,446 @@
+"""The ``airbyte-fleet`` command.
+
+Exit codes: 0 success; 1 some sync (or the command's work) failed; 2 usage or configuration error,
+nothing sent; 3 Airbyte unreachable or authentication failed, nothing triggered; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn
+
+import anyio
+import structlog
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from airbyte_fleet import __version__
+from airbyte_fleet._embed import open_client
+from airbyte_fleet._logging import configure_logging
+from airbyte_fleet._redact import redact
+from airbyte_fleet.api import (
+    AirbyteError,
+    AuthError,
+    ConfigError,
+    Connection,
+    TransportError,
+)
+from airbyte_fleet.config import load_settings
+from airbyte_fleet.engine.events import EventBus
+from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.engine.plan import Plan, build_plan
+from airbyte_fleet.engine.result import ResultBuilder, RunResult
+from airbyte_fleet.engine.run import Engine
+from airbyte_fleet.settings_file import (
+    FileConfig,
+    load_file_config,
+    merge_run_options,
+    run_overrides_from_env,
+)
+from airbyte_fleet.sinks import (
+    LogSink,
+    ProgressSink,
+    progress_wanted,
+    render_result_table,
+    result_json,
+)
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+
+log = structlog.get_logger("airbyte_fleet.cli")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One sentence and the way out, instead of argparse's usage dump.
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}; see '{self.prog} --help'.\n")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        default="json",
+        help="log lines on stderr: JSON (default) or console",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="airbyte-fleet",
+        description="Trigger many Airbyte syncs at once, follow each to its end, report once.",
+    )
+    parser.add_argument("--version", action="version", version=f"airbyte-fleet {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    conns = commands.add_parser("connections", help="list connections (all pages)")
+    conns.add_argument(
+        "--workspace", action="append", default=[], metavar="ID", help="only these workspaces"
+    )
+    conns.add_argument("--tag", action="append", default=[], metavar="NAME", help="only with tag")
+    conns.add_argument("--output", choices=("table", "json"), default="table")
+    _add_common(conns)
+
+    run = commands.add_parser(
+        "run",
+        help="trigger syncs, follow each to its end, report once",
+        description="Trigger syncs for the selected connections, follow every job to its end and "
+        "print one result. Exit 0: all succeeded; 1: some failed, were cancelled, timed out or "
+        "errored; 2: usage or configuration error (nothing triggered); 3: Airbyte unreachable or "
+        "credentials refused (nothing triggered); 130: interrupted.",
+    )
+    pick = run.add_argument_group("selection (combinable)")
+    pick.add_argument(
+        "--connection",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a connection id; repeat or give a comma list",
+    )
+    pick.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="connection names matching this glob (case-insensitive)",
+    )
+    pick.add_argument(
+        "--tag", action="append", default=[], metavar="NAME", help="connections with this tag"
+    )
+    pick.add_argument(
+        "--workspace",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="connections in this workspace",
+    )
+    pick.add_argument("--all", action="store_true", default=None, help="every connection")
+    pick.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a named group from the config file",
+    )
+    how = run.add_argument_group("how to run (flags > AIRBYTE_FLEET_* env > config file)")
+    how.add_argument(
+        "--config", metavar="PATH", help="TOML file (default config/airbyte-fleet.toml)"
+    )
+    how.add_argument("--job-type", choices=("sync", "reset", "clear", "refresh"))
+    how.add_argument("--max-concurrency", type=int, metavar="N", help="syncs in flight (25)")
+    how.add_argument("--poll-interval", metavar="DURATION", help="between status polls (10s)")
+    how.add_argument("--timeout", metavar="DURATION", help="per sync, e.g. 45m (24h)")
+    how.add_argument("--deadline", metavar="DURATION", help="for the whole run")
+    how.add_argument(
+        "--retries", type=int, metavar="N", help="re-trigger a failed sync N times (0)"
+    )
+    how.add_argument("--retry-backoff", metavar="DURATION", help="first wait before a retry (30s)")
+    how.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        default=None,
+        help="trigger only; outcome 'triggered'",
+    )
+    how.add_argument(
+        "--if-running",
+        choices=("adopt", "skip", "fail"),
+        help="when a sync is already running (adopt)",
+    )
+    how.add_argument(
+        "--include-inactive",
+        action="store_true",
+        default=None,
+        help="try inactive connections too instead of skipping them",
+    )
+    how.add_argument(
+        "--no-cancel-on-timeout",
+        dest="cancel_on_timeout",
+        action="store_false",
+        default=None,
+        help="leave a timed-out job running",
+    )
+    how.add_argument(
+        "--on-interrupt",
+        choices=("cancel", "detach"),
+        default="cancel",
+        help="on SIGINT/SIGTERM: cancel in-flight jobs (default) or leave them",
+    )
+    how.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="time allowed for cancels after an interrupt (30)",
+    )
+    how.add_argument("--dry-run", action="store_true", help="print the plan and exit 0")
+    out = run.add_argument_group("output")
+    out.add_argument(
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="stdout: a table (default) or only the JSON result",
+    )
+    out.add_argument("--result-file", metavar="PATH", help="also write the JSON result here")
+    out.add_argument("--no-progress", action="store_true", help="no live display on a terminal")
+    _add_common(run)
+
+    commands.add_parser(
+        "simulate",
+        help="run a local, spec-faithful Airbyte (see 'airbyte-fleet simulate --help')",
+        add_help=False,
+    )
+    return parser
+
+
+def stdout_console() -> Console:
+    # Piped output has no width to fit; keep rows whole instead of folding them at 80 columns.
+    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 240)
+
+
+def fail(code: int, message: str) -> int:
+    print(f"airbyte-fleet: {redact(message)}", file=sys.stderr, flush=True)
+    return code
+
+
+def exit_code_for(exc: BaseException) -> int:
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE
+    if isinstance(exc, TransportError | AuthError):
+        return EXIT_UNREACHABLE
+    return EXIT_FAILED
+
+
+def _run(coro_fn: Callable[[], Awaitable[int]]) -> int:
+    try:
+        return asyncio.run(_guard(coro_fn))
+    except KeyboardInterrupt:
+        return fail(EXIT_INTERRUPTED, "interrupted.")
+
+
+async def _guard(coro_fn: Callable[[], Awaitable[int]]) -> int:
+    try:
+        return await coro_fn()
+    except AirbyteError as exc:
+        return fail(exit_code_for(exc), exc.message)
+
+
+def _connection_view(c: Connection) -> dict[str, Any]:
+    return {
+        "connection_id": c.connection_id,
+        "name": c.name,
+        "workspace_id": c.workspace_id,
+        "status": c.status,
+        "tags": list(c.tag_names),
+        "schedule_type": (c.schedule or {}).get("scheduleType"),
+    }
+
+
+async def cmd_connections(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    client = await open_client(settings)
+    async with client:
+        connections = await client.list_connections(workspace_ids=args.workspace or None)
+    if args.tag:
+        wanted = set(args.tag)
+        connections = [c for c in connections if wanted & set(c.tag_names)]
+    connections.sort(key=lambda c: (c.name, c.connection_id))
+    if args.output == "json":
+        sys.stdout.write(json.dumps([_connection_view(c) for c in connections], indent=2) + "\n")
+        return EXIT_OK
+    table = Table(title=f"{len(connections)} connections")
+    for column in ("connection id", "name", "workspace", "status", "tags"):
+        # Ids are what users copy into --connection: never truncate them.
+        table.add_column(column, no_wrap=column in ("connection id", "workspace"))
+    for c in connections:
+        # Text() so that names like "[red]" are shown as written, never parsed as markup.
+        table.add_row(
+            Text(c.connection_id),
+            Text(c.name),
+            Text(c.workspace_id),
+            Text(c.status),
+            Text(", ".join(c.tag_names)),
+        )
+    stdout_console().print(table)
+    return EXIT_OK
+
+
+_RUN_FLAGS = (
+    "job_type",
+    "max_concurrency",
+    "poll_interval",
+    "timeout",
+    "deadline",
+    "retries",
+    "retry_backoff",
+    "wait",
+    "if_running",
+    "include_inactive",
+    "cancel_on_timeout",
+)
+
+
+_FLAG_OF = {"connections": "--connection", "workspaces": "--workspace", "names": "--name"}
+
+
+def _selection(args: argparse.Namespace, file: FileConfig) -> Selection:
+    try:
+        given = Selection(
+            connections=args.connection,
+            names=args.name,
+            tags=args.tag,
+            workspaces=args.workspace,
+            all=bool(args.all),
+            groups=args.group,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        flag = _FLAG_OF.get(str(error["loc"][0]) if error["loc"] else "", "the selection")
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{flag}: {reason}; connection and workspace ids are UUIDs.") from None
+    # The file's default selection applies only when the command line selects nothing.
+    return file.selection if given.empty else given
+
+
+def _plan_rows(plan: Plan) -> list[dict[str, Any]]:
+    return plan.describe()
+
+
+def _print_plan(plan: Plan, fmt: str) -> None:
+    rows = _plan_rows(plan)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(title=f"plan: {len(plan.runnable)} to run, {len(plan.skipped)} skipped")
+    for column in ("connection id", "name", "workspace", "status", "action"):
+        table.add_column(column, no_wrap=column in ("connection id", "workspace"))
+    for item in plan.items:
+        c = item.connection
+        table.add_row(
+            Text(c.connection_id),
+            Text(c.name),
+            Text(c.workspace_id),
+            Text(c.status),
+            Text(f"skip: {item.skip_reason}" if item.skip_reason else "run"),
+        )
+    stdout_console().print(table)
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    file = load_file_config(args.config)
+    overrides = run_overrides_from_env(os.environ)
+    overrides.update({k: getattr(args, k) for k in _RUN_FLAGS if getattr(args, k) is not None})
+    options = merge_run_options(file.run, overrides, file_path=file.path)
+    selection = _selection(args, file)
+    settings = load_settings(file.airbyte)
+    settings.validate_offline()
+    if selection.empty:
+        # Say so before touching the network: nothing could run anyway.
+        raise ConfigError(
+            "Nothing selected; pass --connection ID, --name GLOB, --tag NAME, --workspace ID, "
+            "--group NAME or --all."
+        )
+    client = await open_client(settings)
+    async with client:
+        plan = await build_plan(
+            client, selection, groups=file.groups, include_inactive=options.include_inactive
+        )
+        for warning in plan.warnings:
+            log.warning("selection_warning", message=warning)
+        if args.dry_run:
+            _print_plan(plan, args.output)
+            return EXIT_OK
+        result = await _execute(client, plan, options, args)
+    # Defence in depth: error texts from anywhere pass one more secret filter before output.
+    text = redact(result_json(result))
+    if args.result_file:
+        path = anyio.Path(args.result_file)
+        await path.parent.mkdir(parents=True, exist_ok=True)
+        await path.write_text(text)
+    if args.output == "json":
+        sys.stdout.write(text)
+    else:
+        render_result_table(result, stdout_console())
+    sys.stdout.flush()
+    if result.outcome == "interrupted":
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+async def _execute(
+    client: Any, plan: Plan, options: RunOptions, args: argparse.Namespace
+) -> RunResult:
+    builder = ResultBuilder()
+    bus = EventBus([builder, LogSink()])
+    progress: ProgressSink | None = None
+    if progress_wanted(args.no_progress, sys.stderr):
+        progress = ProgressSink()
+        bus.subscribe(progress)
+    engine = Engine(client, options, bus, grace=args.grace)
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        name = signal.Signals(signum).name
+        if signals_seen == 1:
+            log.warning("interrupted", signal=name, action=args.on_interrupt, grace_s=args.grace)
+            engine.stop(args.on_interrupt)
+        else:
+            log.warning("interrupted_again", signal=name, action="abort")
+            engine.abort()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        if progress is not None:
+            progress.start()
+            # Log lines go above the live display instead of tearing through it.
+            configure_logging(args.log_format, args.log_level, stream=progress.log_stream)
+        await engine.run(plan)
+    finally:
+        if progress is not None:
+            progress.stop()
+            configure_logging(args.log_format, args.log_level)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return builder.result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "simulate":
+        from airbyte_fleet.simulator import main as simulate_main
+
+        return simulate_main(args_list[1:])
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    configure_logging(args.log_format, args.log_level)
+    if args.command == "connections":
+        return _run(lambda: cmd_connections(args))
+    if args.command == "run":
+        return _run(lambda: cmd_run(args))
+    parser.error(f"unknown command '{args.command}'")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

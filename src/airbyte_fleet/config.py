@@ -1,0 +1,230 @@
+"""Settings from the environment (and, below it, a TOML file), named as Paradime's integration page names them.
+
+``AIRBYTE_BASE_URL`` (or ``AIRBYTE_HOST``), ``AIRBYTE_CLIENT_ID``, ``AIRBYTE_CLIENT_SECRET``,
+``USE_SERVER_AUTH``, ``AIRBYTE_AUTH_TYPE`` work exactly as written there; ``AIRBYTE_API_TOKEN``,
+``AIRBYTE_USERNAME``/``AIRBYTE_PASSWORD`` and the timeouts are ours.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, get_args
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from airbyte_fleet._redact import register_secret
+from airbyte_fleet.api import (
+    ApiUrl,
+    Auth,
+    AuthMode,
+    BasicAuth,
+    BearerToken,
+    ClientCredentials,
+    ConfigError,
+    NoAuth,
+    RetryPolicy,
+    Timeouts,
+    UrlPlan,
+    plan_url,
+)
+
+__all__ = ["AirbyteSettings", "load_settings"]
+
+AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class AirbyteSettings(BaseSettings):
+    """Where Airbyte is and how to log in. Environment wins over values passed in (the TOML file)."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    base_url: str | None = Field(
+        default=None, validation_alias=_env("AIRBYTE_BASE_URL", "base_url")
+    )
+    host: str | None = Field(default=None, validation_alias=_env("AIRBYTE_HOST", "host"))
+    client_id: str | None = Field(
+        default=None, validation_alias=_env("AIRBYTE_CLIENT_ID", "client_id")
+    )
+    client_secret: SecretStr | None = Field(
+        default=None, validation_alias=_env("AIRBYTE_CLIENT_SECRET", "client_secret")
+    )
+    use_server_auth: bool = Field(
+        default=False, validation_alias=_env("USE_SERVER_AUTH", "use_server_auth")
+    )
+    auth_type: str | None = Field(
+        default=None, validation_alias=_env("AIRBYTE_AUTH_TYPE", "auth_type")
+    )
+    api_token: SecretStr | None = Field(
+        default=None, validation_alias=_env("AIRBYTE_API_TOKEN", "api_token")
+    )
+    username: str | None = Field(
+        default=None, validation_alias=_env("AIRBYTE_USERNAME", "username")
+    )
+    password: SecretStr | None = Field(
+        default=None, validation_alias=_env("AIRBYTE_PASSWORD", "password")
+    )
+    connect_timeout: float = Field(
+        default=10.0, gt=0, validation_alias=_env("AIRBYTE_CONNECT_TIMEOUT", "connect_timeout")
+    )
+    read_timeout: float = Field(
+        default=120.0, gt=0, validation_alias=_env("AIRBYTE_READ_TIMEOUT", "read_timeout")
+    )
+    max_connections: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        validation_alias=_env("AIRBYTE_MAX_CONNECTIONS", "max_connections"),
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Values passed in come from the TOML file; the environment overrides them.
+        return (env_settings, init_settings)
+
+    @field_validator("base_url", "host", "client_id", "auth_type", "username", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # `AIRBYTE_HOST=` in a .env file or a CI secret that expands to nothing means "not set".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("client_secret", "api_token", "password", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value:
+            return None
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        for secret in (self.client_secret, self.api_token, self.password):
+            if secret is not None:
+                register_secret(secret.get_secret_value())
+
+    # ----------------------------------------------------------------- derived
+
+    @property
+    def url_source(self) -> str:
+        return "AIRBYTE_BASE_URL" if self.base_url else "AIRBYTE_HOST"
+
+    def url_plan(self) -> UrlPlan:
+        raw = self.base_url or self.host
+        if raw is None and self.use_server_auth:
+            raise ConfigError(
+                "USE_SERVER_AUTH=TRUE means a self-hosted Airbyte, so set AIRBYTE_BASE_URL to it, "
+                "e.g. http://airbyte.internal:8000."
+            )
+        return plan_url(raw, source=self.url_source)
+
+    def auth_mode(self) -> AuthMode:
+        """The explicit ``AIRBYTE_AUTH_TYPE``, or what the variables that are set imply."""
+        if self.auth_type is not None:
+            mode = self.auth_type.lower().replace("-", "_")
+            if mode not in AUTH_MODES:
+                raise ConfigError(
+                    f"AIRBYTE_AUTH_TYPE='{self.auth_type}' is not one of "
+                    f"{', '.join(AUTH_MODES)}; set one of those or leave it unset."
+                )
+            chosen: AuthMode = mode  # type: ignore[assignment]
+        elif self.use_server_auth or self.client_id or self.client_secret:
+            chosen = "client_credentials"
+        elif self.api_token:
+            chosen = "bearer"
+        elif self.username or self.password:
+            chosen = "basic"
+        else:
+            chosen = "none"
+        self._check_complete(chosen)
+        return chosen
+
+    def _check_complete(self, mode: AuthMode) -> None:
+        needed: dict[str, object] = {}
+        if mode == "client_credentials":
+            needed = {
+                "AIRBYTE_CLIENT_ID": self.client_id,
+                "AIRBYTE_CLIENT_SECRET": self.client_secret,
+            }
+        elif mode == "bearer":
+            needed = {"AIRBYTE_API_TOKEN": self.api_token}
+        elif mode == "basic":
+            needed = {"AIRBYTE_USERNAME": self.username, "AIRBYTE_PASSWORD": self.password}
+        missing = [name for name, value in needed.items() if not value]
+        if missing:
+            why = (
+                "USE_SERVER_AUTH=TRUE"
+                if mode == "client_credentials" and self.use_server_auth and not self.auth_type
+                else f"{mode} auth"
+            )
+            raise ConfigError(f"{why} needs {' and '.join(needed)}, but {missing[0]} is not set.")
+
+    def make_auth(self, api: ApiUrl) -> Auth:
+        mode = self.auth_mode()
+        if mode == "none" and api.is_cloud:
+            raise ConfigError(
+                "Airbyte Cloud needs credentials; set AIRBYTE_CLIENT_ID and AIRBYTE_CLIENT_SECRET "
+                "from an application in Cloud's settings."
+            )
+        if mode == "client_credentials":
+            assert self.client_id is not None
+            assert self.client_secret is not None
+            return ClientCredentials(self.client_id, self.client_secret, api.token_url)
+        if mode == "bearer":
+            assert self.api_token is not None
+            return BearerToken(self.api_token)
+        if mode == "basic":
+            assert self.username is not None
+            assert self.password is not None
+            return BasicAuth(self.username, self.password)
+        return NoAuth()
+
+    def client_options(self) -> dict[str, Any]:
+        return {
+            "timeouts": Timeouts(connect=self.connect_timeout, read=self.read_timeout),
+            "retry": RetryPolicy(),
+            "max_connections": self.max_connections,
+        }
+
+    def validate_offline(self) -> None:
+        """Every check that needs no network: URL shape and credentials present."""
+        self.url_plan()
+        self.auth_mode()
+
+
+def load_settings(file_values: Mapping[str, Any] | None = None) -> AirbyteSettings:
+    """Read the environment over *file_values*; any invalid value becomes one :class:`ConfigError`."""
+    values = dict(file_values or {})
+    if os.environ.get("AIRBYTE_BASE_URL", "").strip() or os.environ.get("AIRBYTE_HOST", "").strip():
+        # Either URL variable in the environment overrides both URL keys of the file.
+        values.pop("base_url", None)
+        values.pop("host", None)
+    try:
+        return AirbyteSettings(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = str(error["loc"][0]) if error["loc"] else "setting"
+        field = AirbyteSettings.model_fields.get(loc)
+        name = loc
+        if field is not None and isinstance(field.validation_alias, AliasChoices):
+            first = field.validation_alias.choices[0]
+            name = first if isinstance(first, str) else loc
+        shown = (
+            ""
+            if "secret" in loc or loc in ("password", "api_token")
+            else f"='{error.get('input')}'"
+        )
+        raise ConfigError(f"{name}{shown} is invalid: {error['msg'].lower()}.") from None

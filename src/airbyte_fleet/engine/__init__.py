@@ -1,0 +1,1 @@
+"""The run engine: plan → fan-out → follow → events. Knows no CLI, no HTTP server, no sink."""

@@ -1,0 +1,187 @@
+"""Typed events: what the engine says happened, and nothing about who listens.
+
+Every event carries the run id, the time, and the seconds since the run started; sync events carry the
+connection, job and attempt, and rows/bytes/error when known. Sinks (log, progress, result, journal,
+metrics) subscribe to an :class:`EventBus`; the engine only calls :meth:`EventBus.emit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+import structlog
+
+__all__ = [
+    "Event",
+    "EventBus",
+    "EventSink",
+    "PlannedSync",
+    "RunFinished",
+    "RunStarted",
+    "SyncAdopted",
+    "SyncCancelled",
+    "SyncEvent",
+    "SyncFailed",
+    "SyncRetrying",
+    "SyncSkipped",
+    "SyncStatusChanged",
+    "SyncSucceeded",
+    "SyncTimedOut",
+    "SyncTriggered",
+]
+
+log = structlog.get_logger("airbyte_fleet.events")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    kind: ClassVar[str] = "event"
+
+    run_id: str
+    at: datetime
+    elapsed_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A flat JSON-ready mapping, ``event`` first, unknown values left out."""
+        out: dict[str, Any] = {"event": self.kind}
+        for f in dataclasses.fields(self):
+            if not f.metadata.get("log", True):
+                continue
+            value = getattr(self, f.name)
+            if value is None or value == ():
+                continue
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, float):
+                value = round(value, 3)
+            out[f.name] = value
+        return out
+
+
+@dataclass(frozen=True)
+class PlannedSync:
+    connection_id: str
+    connection_name: str = ""
+    workspace_id: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStarted(Event):
+    kind: ClassVar[str] = "run_started"
+
+    total: int
+    job_type: str
+    max_concurrency: int
+    wait: bool = True
+    # Every selected connection, in plan order: sinks that must account for each one read it here.
+    planned: tuple[PlannedSync, ...] = field(default=(), metadata={"log": False})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFinished(Event):
+    kind: ClassVar[str] = "run_finished"
+
+    outcome: str
+    counts: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncEvent(Event):
+    """Something that happened to one connection's sync."""
+
+    connection_id: str
+    connection_name: str = ""
+    workspace_id: str = ""
+    job_type: str = "sync"
+    job_id: int | None = None
+    attempt: int = 1
+    status: str | None = None
+    rows_synced: int | None = None
+    bytes_synced: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncTriggered(SyncEvent):
+    kind: ClassVar[str] = "sync_triggered"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncAdopted(SyncEvent):
+    """The connection was already running a job, and we follow that one instead of starting another."""
+
+    kind: ClassVar[str] = "sync_adopted"
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncStatusChanged(SyncEvent):
+    kind: ClassVar[str] = "sync_status_changed"
+
+    old_status: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncRetrying(SyncEvent):
+    """A finished-but-failed sync will be triggered again (``--retries``)."""
+
+    kind: ClassVar[str] = "sync_retrying"
+    wait_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncSucceeded(SyncEvent):
+    kind: ClassVar[str] = "sync_succeeded"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncFailed(SyncEvent):
+    """Airbyte reported failure, or we could not run the sync at all (``outcome`` says which)."""
+
+    kind: ClassVar[str] = "sync_failed"
+    outcome: str = "failed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncTimedOut(SyncEvent):
+    kind: ClassVar[str] = "sync_timed_out"
+
+    cancelled: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncCancelled(SyncEvent):
+    kind: ClassVar[str] = "sync_cancelled"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncSkipped(SyncEvent):
+    kind: ClassVar[str] = "sync_skipped"
+
+    reason: str = ""
+    outcome: str = "skipped"
+
+
+EventSink = Callable[[Event], None]
+
+
+class EventBus:
+    """Delivers each event to every subscribed sink, in order; a failing sink never stops the run."""
+
+    def __init__(self, sinks: list[EventSink] | None = None) -> None:
+        self._sinks: list[EventSink] = list(sinks or [])
+
+    def subscribe(self, sink: EventSink) -> None:
+        self._sinks.append(sink)
+
+    def emit(self, event: Event) -> None:
+        for sink in self._sinks:
+            try:
+                sink(event)
+            except Exception as exc:
+                log.error("sink_failed", sink=repr(sink), error=repr(exc), event_kind=event.kind)

@@ -1,0 +1,109 @@
+"""What to run and how: the same models serve CLI flags, the TOML file and (later) the HTTP API."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+__all__ = ["Duration", "IfRunning", "JobTypeName", "RunOptions", "Selection", "parse_duration"]
+
+JobTypeName = Literal["sync", "reset", "clear", "refresh"]
+IfRunning = Literal["adopt", "skip", "fail"]
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_duration(value: Any) -> float:
+    """``45m``, ``1h30m``, ``90s``, ``1.5h``, ``250ms`` or plain seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a text like 45m, 1h30m, 90s")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _PART.findall(text)
+            if not parts or "".join(n + u for n, u in parts) != text:
+                raise ValueError(
+                    f"'{value}' is not a duration; write it like 45m, 1h30m, 90s or 2.5"
+                ) from None
+            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    else:
+        raise ValueError("a duration is a number of seconds or a text like 45m, 1h30m, 90s")
+    if seconds != seconds or seconds < 0 or seconds == float("inf"):
+        raise ValueError(f"'{value}' is not a duration of zero or more seconds")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _as_list(value: Any) -> Any:
+    """Accept ``"a,b"`` and ``["a", "b,c"]`` alike: flags repeat and users paste comma lists."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        return value
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            return value
+        out.extend(part.strip() for part in item.split(",") if part.strip())
+    return out
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Selection(_Strict):
+    """Which connections: explicit ids, plus the connections that match every filter given."""
+
+    connections: StrList = Field(default_factory=list, description="connection ids")
+    names: StrList = Field(default_factory=list, description="connection name globs")
+    tags: StrList = Field(default_factory=list, description="connection tag names")
+    workspaces: StrList = Field(default_factory=list, description="workspace ids")
+    all: bool = Field(default=False, description="every connection the credentials can see")
+    groups: StrList = Field(default_factory=list, description="named groups from the config file")
+
+    @field_validator("connections", "workspaces")
+    @classmethod
+    def _uuids(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                uuid.UUID(item)
+            except ValueError:
+                raise ValueError(f"'{item}' is not a UUID") from None
+        return value
+
+    @property
+    def filters_given(self) -> bool:
+        return bool(self.names or self.tags or self.workspaces or self.all)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.connections or self.filters_given or self.groups)
+
+
+class RunOptions(_Strict):
+    job_type: JobTypeName = "sync"
+    max_concurrency: int = Field(default=25, ge=1, le=100_000)
+    poll_interval: Duration = Field(default=10.0, gt=0)
+    timeout: Duration = Field(default=24 * 3600.0, gt=0, description="per sync")
+    deadline: Duration | None = Field(default=None, gt=0, description="for the whole run")
+    retries: int = Field(default=0, ge=0, le=100)
+    retry_backoff: Duration = Field(default=30.0, ge=0, description="first wait before a retry")
+    wait: bool = True
+    if_running: IfRunning = "adopt"
+    include_inactive: bool = False
+    cancel_on_timeout: bool = True

@@ -1,0 +1,390 @@
+"""Which connections a run touches, decided before anything is triggered.
+
+A selection is read as a union of parts: the command line's own selection and each named group
+are evaluated separately, and the plan holds every connection any of them picked. Within one part,
+explicit ids are always taken, and the filters given intersect (name AND tag AND workspace), while
+the values of one filter are alternatives (any glob, any tag, any workspace). So
+``--group finance --group marketing`` runs both groups, whatever kind of filter each group uses.
+
+Name globs are matched with :func:`fnmatch.fnmatchcase` on case-folded text, so ``postgres*``
+matches ``Postgres → Snowflake``; tag names are compared case-insensitively too, because Airbyte's
+UI shows tags as typed but users rarely remember the casing.
+
+Order: explicit ids as given (the command line's, then each group's), then every filter match
+sorted by name (case-folded) and id; a connection appears once, where it first appeared. Inactive
+and locked connections are planned as skipped unless ``include_inactive``; deleted (deprecated)
+ones are always skipped.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any
+
+import anyio
+
+from airbyte_fleet.api import AirbyteClient, AuthError, ConfigError, Connection, NotFoundError
+from airbyte_fleet.engine.options import Selection
+
+__all__ = ["Plan", "PlanError", "PlannedConnection", "build_plan"]
+
+_NO_GROUPS: Mapping[str, Selection] = MappingProxyType({})
+# Past this many ids an error message stops listing them: it must stay one readable sentence.
+_MAX_IDS_SHOWN = 10
+_NOTHING_SELECTED = (
+    "Nothing selected; pass --connection ID, --name GLOB, --tag NAME, --workspace ID, "
+    "--group NAME or --all."
+)
+# Airbyte "deletes" a connection by marking it deprecated; no job can ever start on it again, so
+# --include-inactive does not bring it back.
+_NEVER_RUNNABLE = frozenset({"deprecated"})
+
+
+class PlanError(ConfigError):
+    """The selection cannot be planned (unknown ids or groups, nothing selected or matched)."""
+
+
+@dataclass(frozen=True)
+class PlannedConnection:
+    connection: Connection
+    skip_reason: str | None = None
+    # Which part of the selection picked it: "selection" or "group NAME" (shown by --dry-run).
+    selected_by: str = "selection"
+
+    @property
+    def runnable(self) -> bool:
+        return self.skip_reason is None
+
+
+@dataclass(frozen=True)
+class Plan:
+    items: tuple[PlannedConnection, ...]
+    # Parts of the selection that contributed nothing (a glob or tag that matched no connection):
+    # not errors, since other parts matched, but almost always a typo worth logging.
+    warnings: tuple[str, ...] = ()
+    connections_listed: int | None = field(default=None, compare=False)
+
+    @property
+    def runnable(self) -> tuple[PlannedConnection, ...]:
+        return tuple(item for item in self.items if item.runnable)
+
+    @property
+    def skipped(self) -> tuple[PlannedConnection, ...]:
+        return tuple(item for item in self.items if not item.runnable)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One JSON-ready row per connection, in run order, for ``--dry-run``."""
+        return [
+            {
+                "connection_id": item.connection.connection_id,
+                "name": item.connection.name,
+                "workspace_id": item.connection.workspace_id,
+                "status": item.connection.status,
+                "tags": list(item.connection.tag_names),
+                "action": "run" if item.runnable else "skip",
+                "skip_reason": item.skip_reason,
+                "selected_by": item.selected_by,
+            }
+            for item in self.items
+        ]
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One independently evaluated piece of the selection."""
+
+    source: str
+    selection: Selection
+
+    @property
+    def selects(self) -> bool:
+        return bool(self.selection.connections or self.selection.filters_given)
+
+    @cached_property
+    def _workspaces(self) -> set[str]:
+        return _ids(self.selection.workspaces)
+
+    @cached_property
+    def _tags(self) -> set[str]:
+        return {tag.casefold() for tag in self.selection.tags}
+
+    @cached_property
+    def _globs(self) -> list[str]:
+        return [glob.casefold() for glob in self.selection.names]
+
+    def matches(self, connection: Connection) -> bool:
+        if self._workspaces and _norm_id(connection.workspace_id) not in self._workspaces:
+            return False
+        if self._tags and not self._tags & {name.casefold() for name in connection.tag_names}:
+            return False
+        if self._globs:
+            name = connection.name.casefold()
+            if not any(fnmatch.fnmatchcase(name, glob) for glob in self._globs):
+                return False
+        return True
+
+
+async def build_plan(
+    client: AirbyteClient,
+    selection: Selection,
+    *,
+    groups: Mapping[str, Selection] = _NO_GROUPS,
+    include_inactive: bool = False,
+    lookup_concurrency: int = 16,
+) -> Plan:
+    """Resolve *selection* (and the *groups* it names) to connections, in run order.
+
+    Raises :class:`PlanError` before anything could be triggered; authentication and transport
+    errors propagate unchanged.
+    """
+    if lookup_concurrency < 1:
+        raise ValueError("lookup_concurrency must be at least 1")
+    parts = _parts(selection, groups)
+    if not any(part.selects for part in parts):
+        # Name the groups that are empty themselves, not those that only include others.
+        empty = [p.source for p in parts if p.source != "selection" and not p.selection.groups]
+        empty = empty or [p.source for p in parts if p.source != "selection"]
+        if empty:
+            text = _join(empty)
+            raise PlanError(
+                f"{text[0].upper()}{text[1:]} {'selects' if len(empty) == 1 else 'select'} "
+                "nothing; give it connections, names, tags, workspaces or all = true in the "
+                "config file, or pass --connection, --name, --tag, --workspace or --all."
+            )
+        raise PlanError(_NOTHING_SELECTED)
+    warnings = [
+        f"{part.source} selects nothing"
+        for part in parts
+        if part.source != "selection" and not part.selects and not part.selection.groups
+    ]
+
+    # Explicit ids, in the order given, first occurrence wins; remember who asked for each.
+    explicit: dict[str, str] = {}
+    for part in parts:
+        for connection_id in part.selection.connections:
+            explicit.setdefault(_norm_id(connection_id), part.source)
+
+    filter_parts = [part for part in parts if part.selection.filters_given]
+    listed: list[Connection] | None = None
+    if filter_parts:
+        # One listing serves every part; it is narrowed to workspaces only if every part is.
+        scopes = [_ids(part.selection.workspaces) for part in filter_parts]
+        workspace_ids = sorted(set().union(*scopes)) if all(scopes) else None
+        listed = await client.list_connections(workspace_ids=workspace_ids)
+
+    by_id = {_norm_id(c.connection_id): c for c in listed or ()}
+    found = await _look_up(
+        client, [cid for cid in explicit if cid not in by_id], lookup_concurrency
+    )
+    missing = [cid for cid in explicit if cid not in by_id and cid not in found]
+    if missing:
+        raise PlanError(_missing_message(missing, {explicit[cid] for cid in missing}))
+
+    chosen: dict[str, tuple[Connection, str]] = {}
+    for cid, source in explicit.items():
+        chosen[cid] = (by_id.get(cid) or found[cid], source)
+
+    if listed is not None:
+        ordered = sorted(listed, key=lambda c: (c.name.casefold(), c.name, c.connection_id))
+        for part in filter_parts:
+            matched = [c for c in ordered if part.matches(c)]
+            for connection in matched:
+                chosen.setdefault(_norm_id(connection.connection_id), (connection, part.source))
+            warnings.extend(_unused_terms(part, listed, matched))
+        if not chosen:
+            raise PlanError(_nothing_matched_message(filter_parts, len(listed)))
+        # Filter matches across parts are one sorted run, not one block per group.
+        head = {cid: chosen[cid] for cid in explicit}
+        tail = sorted(
+            (item for cid, item in chosen.items() if cid not in head),
+            key=lambda item: (item[0].name.casefold(), item[0].name, item[0].connection_id),
+        )
+        items = [*head.values(), *tail]
+    else:
+        items = list(chosen.values())
+
+    return Plan(
+        items=tuple(
+            PlannedConnection(
+                connection=c, skip_reason=_skip_reason(c, include_inactive), selected_by=source
+            )
+            for c, source in items
+        ),
+        warnings=tuple(warnings),
+        connections_listed=len(listed) if listed is not None else None,
+    )
+
+
+def _parts(selection: Selection, groups: Mapping[str, Selection]) -> list[_Part]:
+    """The selection's own part, then each named group once (groups may name further groups)."""
+    unknown = [name for name in _group_refs(selection, groups) if name not in groups]
+    if unknown:
+        names = ", ".join(f"'{name}'" for name in unknown)
+        known = (
+            f"the config file defines {', '.join(sorted(groups))}"
+            if groups
+            else "the config file defines no groups"
+        )
+        raise PlanError(
+            f"Unknown group{'s' if len(unknown) > 1 else ''} {names} ({known}); check --group "
+            "or add a [groups.NAME] table to the config file."
+        )
+    parts = [_Part("selection", selection)]
+    seen: set[str] = set()
+    pending = list(selection.groups)
+    while pending:
+        name = pending.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        parts.append(_Part(f"group {name}", groups[name]))
+        pending.extend(groups[name].groups)
+    return parts
+
+
+def _group_refs(selection: Selection, groups: Mapping[str, Selection]) -> list[str]:
+    refs: list[str] = []
+    pending = list(selection.groups)
+    while pending:
+        name = pending.pop(0)
+        if name in refs:
+            continue
+        refs.append(name)
+        if name in groups:
+            pending.extend(groups[name].groups)
+    return refs
+
+
+async def _look_up(
+    client: AirbyteClient, connection_ids: Sequence[str], concurrency: int
+) -> dict[str, Connection]:
+    """``GET /connections/{id}`` for each id, concurrently; unknown ids are simply absent."""
+    found: dict[str, Connection] = {}
+    fatal: list[BaseException] = []
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def one(connection_id: str, scope: anyio.CancelScope) -> None:
+        async with limiter:
+            try:
+                found[connection_id] = await client.get_connection(connection_id)
+            except NotFoundError:
+                pass
+            except AuthError as exc:
+                # 403 on one connection means these credentials cannot see it; that is the same
+                # answer as "no such id" to the user. Any other auth failure ends the lookup.
+                if exc.status != 403:
+                    fatal.append(exc)
+                    scope.cancel()
+            except Exception as exc:
+                # Cancel the rest ourselves and re-raise after the group, so callers see the
+                # original error and not an ExceptionGroup.
+                fatal.append(exc)
+                scope.cancel()
+
+    if connection_ids:
+        async with anyio.create_task_group() as tg:
+            for connection_id in connection_ids:
+                tg.start_soon(one, connection_id, tg.cancel_scope)
+    if fatal:
+        raise fatal[0]
+    return found
+
+
+def _skip_reason(connection: Connection, include_inactive: bool) -> str | None:
+    if connection.is_active:
+        return None
+    if connection.status in _NEVER_RUNNABLE:
+        return f"connection is {connection.status} (deleted)"
+    return None if include_inactive else f"connection is {connection.status}"
+
+
+def _norm_id(value: str) -> str:
+    # The same id pasted in upper case or without dashes must dedupe with the API's spelling.
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return value
+
+
+def _ids(values: Iterable[str]) -> set[str]:
+    return {_norm_id(value) for value in values}
+
+
+def _join(items: Sequence[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _shown(ids: Sequence[str]) -> str:
+    shown = ", ".join(ids[:_MAX_IDS_SHOWN])
+    more = len(ids) - _MAX_IDS_SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _missing_message(missing: Sequence[str], sources: set[str]) -> str:
+    plural = len(missing) > 1
+    where = "--connection"
+    groups = sorted(source for source in sources if source != "selection")
+    if groups:
+        where = f"--connection and the connections of {_join(groups)}"
+    return (
+        f"Connection{'s' if plural else ''} {_shown(missing)} "
+        f"{'do' if plural else 'does'} not exist or these credentials cannot see "
+        f"{'them' if plural else 'it'}; check {where}."
+    )
+
+
+def _describe_part(sel: Selection) -> str:
+    terms: list[str] = []
+    if sel.names:
+        terms.append(" or ".join(f"name '{glob}'" for glob in sel.names))
+    if sel.tags:
+        terms.append(" or ".join(f"tag '{tag}'" for tag in sel.tags))
+    if sel.workspaces:
+        terms.append(" or ".join(f"workspace {ws}" for ws in sel.workspaces))
+    if not terms:
+        return "--all"
+    return " and ".join(
+        f"({term})" if " or " in term and len(terms) > 1 else term for term in terms
+    )
+
+
+def _nothing_matched_message(parts: Sequence[_Part], total: int) -> str:
+    asked = "; ".join(
+        _describe_part(part.selection)
+        + ("" if part.source == "selection" else f" from {part.source}")
+        for part in parts
+    )
+    return (
+        f"The selection {asked} matched none of the {total} connection"
+        f"{'' if total == 1 else 's'} these credentials can see; check the names, tags and "
+        "workspaces with 'airbyte-fleet connections'."
+    )
+
+
+def _unused_terms(
+    part: _Part, listed: Sequence[Connection], matched: Sequence[Connection]
+) -> list[str]:
+    """Globs and tags of *part* that no listed connection has (typos, mostly)."""
+    where = "" if part.source == "selection" else f" in {part.source}"
+    if not matched:
+        return [
+            f"{_describe_part(part.selection)}{where} matched none of the {len(listed)} "
+            "connections listed"
+        ]
+    notes: list[str] = []
+    names = [c.name.casefold() for c in listed]
+    for glob in part.selection.names:
+        if not any(fnmatch.fnmatchcase(name, glob.casefold()) for name in names):
+            notes.append(f"name '{glob}'{where} matched no connection")
+    tags = {tag.casefold() for c in listed for tag in c.tag_names}
+    for tag in part.selection.tags:
+        if tag.casefold() not in tags:
+            notes.append(f"tag '{tag}'{where} is on no connection")
+    return notes

@@ -1,0 +1,226 @@
+"""The one aggregate result of a run, built only from events (it is a sink like any other)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from airbyte_fleet.engine.events import (
+    Event,
+    RunFinished,
+    RunStarted,
+    SyncAdopted,
+    SyncCancelled,
+    SyncEvent,
+    SyncFailed,
+    SyncRetrying,
+    SyncSkipped,
+    SyncStatusChanged,
+    SyncSucceeded,
+    SyncTimedOut,
+    SyncTriggered,
+)
+
+__all__ = ["OUTCOMES", "AttemptRecord", "Outcome", "ResultBuilder", "RunResult", "SyncResult"]
+
+Outcome = Literal["succeeded", "failed", "cancelled", "timed_out", "skipped", "triggered", "error"]
+OUTCOMES: tuple[Outcome, ...] = (
+    "succeeded",
+    "failed",
+    "cancelled",
+    "timed_out",
+    "skipped",
+    "triggered",
+    "error",
+)
+# Outcomes that leave the run green: the sync did what was asked, or policy chose not to run it.
+OK_OUTCOMES = frozenset({"succeeded", "triggered", "skipped"})
+
+
+class AttemptRecord(BaseModel):
+    """One job we triggered or adopted for a connection (``--retries`` makes several)."""
+
+    attempt: int
+    job_id: int | None = None
+    adopted: bool = False
+    status: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+
+
+class SyncResult(BaseModel):
+    connection_id: str
+    connection_name: str = ""
+    workspace_id: str = ""
+    job_id: int | None = None
+    job_type: str = "sync"
+    attempts: int = 0
+    outcome: Outcome | None = None
+    status: str | None = Field(default=None, description="Airbyte's last reported job status")
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    rows_synced: int | None = None
+    bytes_synced: int | None = None
+    error: str | None = None
+    history: list[AttemptRecord] = Field(default_factory=list)
+
+
+class Totals(BaseModel):
+    rows_synced: int = 0
+    bytes_synced: int = 0
+
+
+class RunResult(BaseModel):
+    run_id: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    job_type: str = "sync"
+    outcome: Literal["succeeded", "failed", "interrupted", "running"] = "running"
+    counts: dict[str, int] = Field(default_factory=dict)
+    totals: Totals = Field(default_factory=Totals)
+    syncs: list[SyncResult] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "succeeded"
+
+
+class ResultBuilder:
+    """Subscribe it to the bus; :attr:`result` is complete once ``run_finished`` has passed."""
+
+    def __init__(self) -> None:
+        self._result: RunResult | None = None
+        self._syncs: dict[str, SyncResult] = {}
+        self._wait = True
+
+    @property
+    def result(self) -> RunResult:
+        if self._result is None:
+            raise RuntimeError("no run has started")
+        return self._result
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self._start(event)
+        elif isinstance(event, RunFinished):
+            self._finish(event)
+        elif isinstance(event, SyncEvent):
+            self._sync(event)
+
+    def _start(self, event: RunStarted) -> None:
+        self._wait = event.wait
+        self._syncs = {
+            p.connection_id: SyncResult(
+                connection_id=p.connection_id,
+                connection_name=p.connection_name,
+                workspace_id=p.workspace_id,
+                job_type=event.job_type,
+            )
+            for p in event.planned
+        }
+        self._result = RunResult(run_id=event.run_id, started_at=event.at, job_type=event.job_type)
+
+    def _sync(self, event: SyncEvent) -> None:
+        sync = self._syncs.get(event.connection_id)
+        if sync is None:
+            sync = SyncResult(connection_id=event.connection_id, job_type=event.job_type)
+            self._syncs[event.connection_id] = sync
+        sync.connection_name = event.connection_name or sync.connection_name
+        sync.workspace_id = event.workspace_id or sync.workspace_id
+        if event.job_id is not None:
+            sync.job_id = event.job_id
+        if event.status is not None:
+            sync.status = event.status
+        if event.rows_synced is not None:
+            sync.rows_synced = event.rows_synced
+        if event.bytes_synced is not None:
+            sync.bytes_synced = event.bytes_synced
+        record = self._attempt(sync, event)
+        if event.status is not None:
+            record.status = event.status
+        if isinstance(event, SyncTriggered | SyncAdopted):
+            record.job_id = event.job_id
+            record.adopted = isinstance(event, SyncAdopted)
+            record.started_at = event.at
+            if sync.started_at is None:
+                sync.started_at = event.at
+            sync.error = None
+        elif isinstance(event, SyncStatusChanged | SyncRetrying):
+            if isinstance(event, SyncRetrying):
+                record.error = event.error
+            return
+        final = self._final_outcome(event)
+        if final is not None:
+            sync.outcome = final
+            sync.error = event.error or (event.reason if isinstance(event, SyncSkipped) else None)
+            record.finished_at = event.at
+            record.error = event.error
+            sync.finished_at = event.at
+            if sync.started_at is not None:
+                sync.duration_s = round((event.at - sync.started_at).total_seconds(), 3)
+
+    @staticmethod
+    def _attempt(sync: SyncResult, event: SyncEvent) -> AttemptRecord:
+        if not sync.history or sync.history[-1].attempt != event.attempt:
+            if isinstance(event, SyncSkipped) and event.job_id is None:
+                # Skipped before any job: no attempt to record.
+                return AttemptRecord(attempt=event.attempt)
+            sync.history.append(AttemptRecord(attempt=event.attempt))
+            sync.attempts = len(sync.history)
+        return sync.history[-1]
+
+    @staticmethod
+    def _final_outcome(event: SyncEvent) -> Outcome | None:
+        if isinstance(event, SyncSucceeded):
+            return "succeeded"
+        if isinstance(event, SyncFailed):
+            return "error" if event.outcome == "error" else "failed"
+        if isinstance(event, SyncTimedOut):
+            return "timed_out"
+        if isinstance(event, SyncCancelled):
+            return "cancelled"
+        if isinstance(event, SyncSkipped):
+            return "error" if event.outcome == "error" else "skipped"
+        return None
+
+    def _finish(self, event: RunFinished) -> None:
+        result = self.result
+        for sync in self._syncs.values():
+            if sync.outcome is None:
+                if not self._wait and sync.job_id is not None:
+                    sync.outcome = "triggered"
+                else:
+                    # Never silently drop a connection: if nothing final was heard, say so.
+                    sync.outcome = "error"
+                    sync.error = sync.error or (
+                        "interrupted before the sync finished"
+                        if event.interrupted
+                        else "the run ended without a final state for this sync"
+                    )
+        syncs = list(self._syncs.values())
+        counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+        for sync in syncs:
+            counts[sync.outcome or "error"] += 1
+        result.syncs = syncs
+        result.counts = counts
+        result.totals = Totals(
+            rows_synced=sum(s.rows_synced or 0 for s in syncs),
+            bytes_synced=sum(s.bytes_synced or 0 for s in syncs),
+        )
+        result.finished_at = event.at
+        result.duration_s = round((event.at - result.started_at).total_seconds(), 3)
+        if event.interrupted:
+            result.outcome = "interrupted"
+        elif all(s.outcome in OK_OUTCOMES for s in syncs):
+            result.outcome = "succeeded"
+        else:
+            result.outcome = "failed"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,545 @@
+"""Fan out: trigger every planned sync under a concurrency limit, follow each job to its end.
+
+Each connection gets one task. A task holds a slot of the capacity limiter from its trigger until its
+job ends (or, with ``wait=False``, until the trigger is answered), so the next connection is triggered
+the moment a slot frees. All the engine knows is the client, the plan, the options and an event bus.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import anyio
+import structlog
+
+from airbyte_fleet.api import (
+    AirbyteClient,
+    AirbyteError,
+    AlreadyRunningError,
+    InactiveConnectionError,
+    Job,
+    JobStatus,
+    NotFoundError,
+    TriggerOutcomeUnknownError,
+)
+from airbyte_fleet.engine.events import (
+    EventBus,
+    PlannedSync,
+    RunFinished,
+    RunStarted,
+    SyncAdopted,
+    SyncCancelled,
+    SyncEvent,
+    SyncFailed,
+    SyncRetrying,
+    SyncSkipped,
+    SyncStatusChanged,
+    SyncSucceeded,
+    SyncTimedOut,
+    SyncTriggered,
+)
+from airbyte_fleet.engine.options import RunOptions
+from airbyte_fleet.engine.plan import Plan, PlannedConnection
+from airbyte_fleet.engine.result import ResultBuilder, RunResult
+from airbyte_fleet.engine.watch import JobWatcher, PerJobWatcher, jittered
+
+__all__ = ["Engine", "StopMode", "execute", "new_run_id"]
+
+log = structlog.get_logger("airbyte_fleet.engine")
+
+StopMode = Literal["cancel", "detach"]
+
+# How many times a trigger is tried again when Airbyte's answer leaves us unsure (and no job shows
+# up when we look), or when it says "already running" but no running job can be found.
+TRIGGER_TRIES = 4
+# Jobs created this long before our trigger still count as "ours" when reconciling: server and
+# local clocks are rarely further apart than this.
+CLOCK_SKEW = timedelta(seconds=60)
+MAX_BACKOFF = 600.0
+# A credential that keeps being refused will not heal by itself within a sync's timeout.
+MAX_AUTH_FAILURES = 5
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+
+
+@dataclass
+class _Sync:
+    item: PlannedConnection
+    attempt: int = 0
+    first_trigger: float | None = None
+    status: str | None = None
+    unknown_logged: set[str] = field(default_factory=set)
+
+    @property
+    def connection_id(self) -> str:
+        return self.item.connection.connection_id
+
+
+class Engine:
+    """Runs one plan once. Create a new Engine per run."""
+
+    def __init__(
+        self,
+        client: AirbyteClient,
+        options: RunOptions,
+        bus: EventBus,
+        *,
+        run_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        watcher: JobWatcher | None = None,
+        grace: float = 30.0,
+    ) -> None:
+        self.client = client
+        self.options = options
+        self.bus = bus
+        self.run_id = run_id or new_run_id()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._stop = anyio.Event()
+        self._stop_mode: StopMode = "cancel"
+        self._grace = grace
+        self._watcher = watcher or PerJobWatcher(
+            client, options.poll_interval, stop=self._stop, rng=self._rng
+        )
+        self._limiter = anyio.CapacityLimiter(options.max_concurrency)
+        self._started = 0.0
+        self._run_deadline: float | None = None
+        self._interrupted = False
+        self._scope: anyio.CancelScope | None = None
+        self._outcomes: dict[str, str] = {}
+
+    # ----------------------------------------------------------------- control
+
+    def stop(self, mode: StopMode = "cancel") -> None:
+        """Stop triggering; then cancel (or leave running) every job in flight. Safe from a signal
+        handler running in the event loop."""
+        self._stop_mode = mode
+        self._interrupted = True
+        self._stop.set()
+
+    def abort(self) -> None:
+        """A second signal: give up waiting for cancels now. Jobs not yet cancelled are reported."""
+        self._interrupted = True
+        self._stop.set()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # ----------------------------------------------------------------- run
+
+    async def run(self, plan: Plan) -> None:
+        self._started = self._clock()
+        if self.options.deadline is not None:
+            self._run_deadline = self._started + self.options.deadline
+        self.bus.emit(
+            RunStarted(
+                run_id=self.run_id,
+                at=_now(),
+                elapsed_s=0.0,
+                total=len(plan.items),
+                job_type=self.options.job_type,
+                max_concurrency=self.options.max_concurrency,
+                wait=self.options.wait,
+                planned=tuple(
+                    PlannedSync(
+                        connection_id=p.connection.connection_id,
+                        connection_name=p.connection.name,
+                        workspace_id=p.connection.workspace_id,
+                    )
+                    for p in plan.items
+                ),
+            )
+        )
+        for item in plan.items:
+            if item.skip_reason is not None:
+                self._emit(
+                    SyncSkipped, _Sync(item), reason=item.skip_reason, error=item.skip_reason
+                )
+        try:
+            async with anyio.create_task_group() as tg:
+                self._scope = tg.cancel_scope
+                for item in plan.runnable:
+                    tg.start_soon(self._run_sync, _Sync(item))
+        finally:
+            # Even when aborted, the run ends with one run_finished: sinks settle every sync.
+            counts: dict[str, int] = {}
+            for item in plan.items:
+                fallback = (
+                    "triggered" if not self.options.wait and not self._interrupted else "error"
+                )
+                outcome = self._outcomes.get(item.connection.connection_id, fallback)
+                counts[outcome] = counts.get(outcome, 0) + 1
+            ok = set(counts) <= {"succeeded", "skipped", "triggered"}
+            self.bus.emit(
+                RunFinished(
+                    run_id=self.run_id,
+                    at=_now(),
+                    elapsed_s=self._elapsed(),
+                    outcome="interrupted"
+                    if self._interrupted
+                    else ("succeeded" if ok else "failed"),
+                    counts=counts,
+                    interrupted=self._interrupted,
+                )
+            )
+
+    async def _run_sync(self, sync: _Sync) -> None:
+        acquired = False
+        with anyio.move_on_after(self._until(self._run_deadline)):
+            await self._limiter.acquire()
+            acquired = True
+        try:
+            if not acquired:
+                self._emit(
+                    SyncTimedOut,
+                    sync,
+                    error="the run deadline passed before this sync could be triggered",
+                )
+                return
+            await self._sync_loop(sync)
+        except Exception as exc:  # a bug must not take every other sync down with it
+            log.exception("sync_crashed", connection_id=sync.connection_id)
+            self._emit(SyncFailed, sync, outcome="error", error=f"internal error: {exc!r}")
+        finally:
+            if acquired:
+                self._limiter.release()
+
+    async def _sync_loop(self, sync: _Sync) -> None:
+        while True:
+            if self.stopping:
+                self._emit(SyncSkipped, sync, reason="run interrupted before trigger")
+                return
+            sync.attempt += 1
+            job = await self._start_job(sync)
+            if job is None:
+                return
+            if not self.options.wait:
+                return
+            final = await self._follow(sync, job)
+            if final is None:
+                return
+            if final.status == JobStatus.SUCCEEDED:
+                self._emit(SyncSucceeded, sync, job=final)
+                return
+            if final.status == JobStatus.CANCELLED:
+                self._emit(SyncCancelled, sync, job=final, error="the job was cancelled in Airbyte")
+                return
+            error = f"Airbyte job {final.job_id} failed"
+            if sync.attempt <= self.options.retries and not self.stopping:
+                wait = self._backoff(sync.attempt)
+                self._emit(SyncRetrying, sync, job=final, error=error, wait_s=wait)
+                with anyio.move_on_after(wait):
+                    await self._stop.wait()
+                continue
+            self._emit(SyncFailed, sync, job=final, error=error)
+            return
+
+    # ----------------------------------------------------------------- trigger
+
+    async def _start_job(self, sync: _Sync) -> Job | None:
+        cid = sync.connection_id
+        for _ in range(TRIGGER_TRIES):
+            began = _now()
+            if sync.first_trigger is None:
+                sync.first_trigger = self._clock()
+            try:
+                job = await self.client.create_job(cid, self.options.job_type)
+            except AlreadyRunningError:
+                return await self._already_running(sync)
+            except TriggerOutcomeUnknownError as exc:
+                found = await self._reconcile(cid, began)
+                if found is not None:
+                    self._emit(SyncTriggered, sync, job=found)
+                    return found
+                log.warning("trigger_unclear_no_job", connection_id=cid, error=exc.message)
+                await self._pause(self._backoff(1))
+                continue
+            except InactiveConnectionError as exc:
+                self._emit(SyncFailed, sync, outcome="error", error=exc.message)
+                return None
+            except NotFoundError:
+                self._emit(
+                    SyncFailed, sync, outcome="error", error="the connection no longer exists"
+                )
+                return None
+            except AirbyteError as exc:
+                self._emit(SyncFailed, sync, outcome="error", error=exc.message)
+                return None
+            self._emit(SyncTriggered, sync, job=job)
+            return job
+        self._emit(
+            SyncFailed,
+            sync,
+            outcome="error",
+            error=f"could not trigger after {TRIGGER_TRIES} tries; no job was created",
+        )
+        return None
+
+    async def _already_running(self, sync: _Sync) -> Job | None:
+        policy = self.options.if_running
+        if policy == "fail":
+            self._emit(SyncFailed, sync, outcome="error", error="a sync is already running")
+            return None
+        running = await self._find_running(sync.connection_id)
+        if policy == "skip":
+            reason = "a sync is already running" + (
+                f" (job {running.job_id})" if running is not None else ""
+            )
+            self._emit(SyncSkipped, sync, reason=reason, job=running)
+            return None
+        for _ in range(TRIGGER_TRIES):
+            if running is not None:
+                self._emit(
+                    SyncAdopted,
+                    sync,
+                    job=running,
+                    reason="a sync was already running; following it",
+                )
+                return running
+            # Airbyte said "already running" but lists no running job (its stale-state case):
+            # wait a little and try the trigger again.
+            await self._pause(self._backoff(1))
+            if self.stopping:
+                break
+            try:
+                job = await self.client.create_job(sync.connection_id, self.options.job_type)
+            except AlreadyRunningError:
+                running = await self._find_running(sync.connection_id)
+                continue
+            except AirbyteError as exc:
+                self._emit(SyncFailed, sync, outcome="error", error=exc.message)
+                return None
+            self._emit(SyncTriggered, sync, job=job)
+            return job
+        self._emit(
+            SyncFailed,
+            sync,
+            outcome="error",
+            error="Airbyte says a sync is already running but shows no running job",
+        )
+        return None
+
+    async def _recent_jobs(self, connection_id: str, why: str) -> tuple[Job, ...]:
+        try:
+            page = await self.client.list_jobs_page(
+                connection_id=connection_id, order_by="createdAt|DESC", limit=10
+            )
+        except AirbyteError as exc:
+            log.warning(f"{why}_failed", connection_id=connection_id, error=exc.message)
+            return ()
+        return page.data
+
+    async def _find_running(self, connection_id: str) -> Job | None:
+        jobs = await self._recent_jobs(connection_id, "find_running")
+        return next((job for job in jobs if not job.is_terminal), None)
+
+    async def _reconcile(self, connection_id: str, began: datetime) -> Job | None:
+        """After an unclear trigger: the job we may have created, if Airbyte has it."""
+        for job in await self._recent_jobs(connection_id, "reconcile"):
+            if job.job_type != self.options.job_type:
+                continue
+            # Only one job per connection can be running, so a running one is the one to follow.
+            if not job.is_terminal:
+                return job
+            if job.start_time is not None and job.start_time >= began - CLOCK_SKEW:
+                return job
+        return None
+
+    # ----------------------------------------------------------------- follow
+
+    async def _follow(self, sync: _Sync, job: Job) -> Job | None:
+        sync.status = job.status
+        self._note_unknown(sync, job)
+        while not job.is_terminal:
+            deadline = self._sync_deadline(sync)
+            if self.stopping:
+                await self._on_stop(sync, job)
+                return None
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                await self._on_timeout(sync, job)
+                return None
+            fresh = await self._watcher.wait(job, remaining)
+            if fresh is None:
+                if self._watcher.consecutive_auth_failures >= MAX_AUTH_FAILURES:
+                    self._emit(
+                        SyncFailed,
+                        sync,
+                        job=job,
+                        outcome="error",
+                        error=f"Airbyte keeps refusing our credentials; job {job.job_id} may still be running",
+                    )
+                    return None
+                continue
+            if fresh.status != job.status:
+                self._emit(SyncStatusChanged, sync, job=fresh, old_status=job.status)
+                self._note_unknown(sync, fresh)
+            job = fresh
+        return job
+
+    def _note_unknown(self, sync: _Sync, job: Job) -> None:
+        if not job.is_known_status and job.status not in sync.unknown_logged:
+            sync.unknown_logged.add(job.status)
+            log.warning(
+                "unknown_job_status",
+                connection_id=sync.connection_id,
+                job_id=job.job_id,
+                status=job.status,
+                note="not a final status we know; still waiting",
+            )
+
+    async def _on_timeout(self, sync: _Sync, job: Job) -> None:
+        limit = self.options.timeout
+        by_run = (
+            self._run_deadline is not None
+            and sync.first_trigger is not None
+            and self._run_deadline < sync.first_trigger + limit
+        )
+        why = "the run deadline passed" if by_run else f"it ran longer than {limit:g} s"
+        if not self.options.cancel_on_timeout:
+            self._emit(
+                SyncTimedOut,
+                sync,
+                job=job,
+                error=f"{why}; job {job.job_id} was left running (--no-cancel-on-timeout)",
+            )
+            return
+        cancelled, final, note = await self._cancel(job)
+        self._emit(
+            SyncTimedOut,
+            sync,
+            job=final,
+            cancelled=cancelled,
+            error=f"{why}; {note}",
+        )
+
+    async def _on_stop(self, sync: _Sync, job: Job) -> None:
+        if self._stop_mode == "detach":
+            self._emit(
+                SyncFailed,
+                sync,
+                job=job,
+                outcome="error",
+                error=f"run interrupted; job {job.job_id} left running in Airbyte (detach)",
+            )
+            return
+        with anyio.move_on_after(self._grace):
+            cancelled, final, note = await self._cancel(job)
+            if cancelled:
+                self._emit(SyncCancelled, sync, job=final, error=f"run interrupted; {note}")
+            else:
+                self._emit(
+                    SyncFailed, sync, job=final, outcome="error", error=f"run interrupted; {note}"
+                )
+            return
+        self._emit(
+            SyncFailed,
+            sync,
+            job=job,
+            outcome="error",
+            error=f"run interrupted; cancelling job {job.job_id} took longer than the grace period",
+        )
+
+    async def _cancel(self, job: Job) -> tuple[bool, Job, str]:
+        """Cancel and verify by reading the status back; a failed cancel is reported, not hidden."""
+        try:
+            after = await self.client.cancel_job(job.job_id)
+            if after.status != JobStatus.CANCELLED and not after.is_terminal:
+                after = await self.client.get_job(job.job_id)
+        except AirbyteError as exc:
+            return False, job, f"cancelling job {job.job_id} failed: {exc.message}"
+        if after.status == JobStatus.CANCELLED:
+            return True, after, f"job {job.job_id} was cancelled"
+        if after.is_terminal:
+            return False, after, f"job {job.job_id} had already ended as {after.status}"
+        return False, after, f"job {job.job_id} is still {after.status} after the cancel request"
+
+    # ----------------------------------------------------------------- helpers
+
+    def _sync_deadline(self, sync: _Sync) -> float:
+        start = sync.first_trigger if sync.first_trigger is not None else self._clock()
+        deadline = start + self.options.timeout
+        if self._run_deadline is not None:
+            deadline = min(deadline, self._run_deadline)
+        return deadline
+
+    def _until(self, deadline: float | None) -> float:
+        return float("inf") if deadline is None else max(0.0, deadline - self._clock())
+
+    def _backoff(self, attempt: int) -> float:
+        base = self.options.retry_backoff * (2 ** max(0, attempt - 1))
+        return jittered(min(base, MAX_BACKOFF), self._rng, spread=0.1)
+
+    async def _pause(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await self._stop.wait()
+
+    def _elapsed(self) -> float:
+        return self._clock() - self._started
+
+    def _emit(
+        self, kind: type[SyncEvent], sync: _Sync, *, job: Job | None = None, **extra: Any
+    ) -> None:
+        conn = sync.item.connection
+        if job is not None:
+            sync.status = job.status
+        final = _FINAL.get(kind)
+        if final is not None:
+            self._outcomes[conn.connection_id] = str(extra.get("outcome", final))
+        self.bus.emit(
+            kind(
+                run_id=self.run_id,
+                at=_now(),
+                elapsed_s=self._elapsed(),
+                connection_id=conn.connection_id,
+                connection_name=conn.name,
+                workspace_id=conn.workspace_id,
+                job_type=self.options.job_type,
+                job_id=job.job_id if job is not None else None,
+                attempt=max(sync.attempt, 1),
+                status=job.status if job is not None else None,
+                rows_synced=job.rows_synced if job is not None else None,
+                bytes_synced=job.bytes_synced if job is not None else None,
+                **extra,
+            )
+        )
+
+
+_FINAL: dict[type[SyncEvent], str] = {
+    SyncSucceeded: "succeeded",
+    SyncFailed: "failed",
+    SyncTimedOut: "timed_out",
+    SyncCancelled: "cancelled",
+    SyncSkipped: "skipped",
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def execute(
+    client: AirbyteClient,
+    plan: Plan,
+    options: RunOptions,
+    *,
+    sinks: tuple[Callable[..., None], ...] = (),
+    run_id: str | None = None,
+) -> RunResult:
+    """Run *plan* and return the aggregate result; *sinks* see every event as it happens."""
+    builder = ResultBuilder()
+    bus = EventBus([builder, *sinks])
+    await Engine(client, options, bus, run_id=run_id).run(plan)
+    return builder.result

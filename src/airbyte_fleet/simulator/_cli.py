@@ -1,0 +1,140 @@
+"""``airbyte-fleet simulate`` / ``python -m airbyte_fleet.simulator``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from ._options import SimulatorOptions
+from ._server import Simulator
+
+__all__ = ["main"]
+
+
+def _pair(text: str) -> tuple[float, float]:
+    low, sep, high = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH, got {text!r}")
+    try:
+        return float(low), float(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers, got {text!r}") from None
+
+
+def _retry_after(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # e.g. an HTTP-date
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    defaults = SimulatorOptions()
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Run a local simulated Airbyte public API (for demos and tests).",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument("--connections", type=int, default=defaults.connections)
+    p.add_argument("--workspaces", type=int, default=defaults.workspaces)
+    p.add_argument("--sync-seconds", type=_pair, default=defaults.sync_seconds, metavar="LOW:HIGH")
+    p.add_argument("--failure-rate", type=float, default=defaults.failure_rate)
+    p.add_argument("--incomplete-rate", type=float, default=defaults.incomplete_rate)
+    p.add_argument("--token-ttl", type=int, default=defaults.token_ttl, metavar="SECONDS")
+    p.add_argument("--client-id", default=defaults.client_id)
+    # The secret's default is not shown in --help on purpose.
+    p.add_argument("--client-secret", default=defaults.client_secret)
+    p.add_argument("--username", default=defaults.username, help="for --auth basic")
+    p.add_argument("--password", default=defaults.password, help="for --auth basic")
+    p.add_argument("--auth", choices=("client_credentials", "basic", "none"), default=defaults.auth)
+    p.add_argument(
+        "--token-errors",
+        choices=("cloud", "oss"),
+        default=defaults.token_errors,
+        help="bad credentials answer 401 {errorId} (cloud) or 400 (oss)",
+    )
+    p.add_argument(
+        "--layouts",
+        default=",".join(defaults.layouts),
+        help="comma list of public (/api/public/v1) and legacy (/v1)",
+    )
+    p.add_argument("--inactive", type=int, default=0, metavar="N", help="last N are inactive")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--rate-429", type=float, default=0.0)
+    p.add_argument("--rate-5xx", type=float, default=0.0)
+    p.add_argument("--error-status", type=int, default=defaults.error_status)
+    p.add_argument("--slow-post-seconds", type=float, default=0.0)
+    p.add_argument("--reset-rate", type=float, default=0.0)
+    p.add_argument("--down-window", type=_pair, default=None, metavar="START:END")
+    p.add_argument("--token-failures", type=int, default=0, metavar="N")
+    p.add_argument("--retry-after", type=_retry_after, default=None, metavar="S")
+    return p
+
+
+async def _serve(simulator: Simulator, host: str, port: int) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix loops
+            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
+    try:
+        root_url = await simulator.start(host, port)
+    except OSError as exc:
+        print(f"error: cannot listen on {host}:{port}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        # Parents wait for this exact line on a pipe, so it must not sit in a buffer.
+        print(f"listening on {root_url}", flush=True)
+        await stop.wait()
+    finally:
+        await simulator.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "airbyte-fleet simulate") -> int:
+    parser = _parser(prog)
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:  # --help or a usage error; return instead of exiting the host
+        return exc.code if isinstance(exc.code, int) else 2
+    layouts = tuple(part.strip() for part in args.layouts.split(",") if part.strip())
+    try:
+        options = SimulatorOptions(
+            connections=args.connections,
+            workspaces=args.workspaces,
+            sync_seconds=args.sync_seconds,
+            failure_rate=args.failure_rate,
+            incomplete_rate=args.incomplete_rate,
+            token_ttl=args.token_ttl,
+            client_id=args.client_id,
+            client_secret=args.client_secret,
+            auth=args.auth,
+            username=args.username,
+            password=args.password,
+            token_errors=args.token_errors,
+            layouts=layouts,  # validated by SimulatorOptions
+            inactive_connections=args.inactive,
+            seed=args.seed,
+            rate_429=args.rate_429,
+            rate_5xx=args.rate_5xx,
+            error_status=args.error_status,
+            slow_post_seconds=args.slow_post_seconds,
+            reset_rate=args.reset_rate,
+            down_window=args.down_window,
+            token_failures=args.token_failures,
+            retry_after=args.retry_after,
+        )
+    except (TypeError, ValueError) as exc:
+        parser.print_usage(sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_serve(Simulator(options), args.host, args.port))
+    except KeyboardInterrupt:  # pragma: no cover - signal arrived before handlers were set
+        return 0

@@ -1,0 +1,63 @@
+"""The simulator's mutable state and the operations shared by Python callers and control routes."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+from ._clock import Clock
+from ._exchange import Exchange
+from ._options import Faults, SimulatorOptions
+from ._tokens import TokenStore
+from ._world import JobScript, World
+
+__all__ = ["SimState"]
+
+
+class SimState:
+    def __init__(self, options: SimulatorOptions, clock: Clock) -> None:
+        self.options = options
+        self.clock = clock
+        self.world = World(options)
+        self.faults: Faults = options.initial_faults()
+        self.tokens = TokenStore(clock, options.token_ttl)
+        self.exchanges: list[Exchange] = []
+        self.request_counts: Counter[tuple[str, str]] = Counter()
+        self.token_requests = 0
+        # Faults draw from their own stream so enabling one does not change the world or jobs.
+        self.fault_rng = random.Random(f"faults:{options.seed}")
+        self.started_at = clock.now()
+        self.root_url = ""
+
+    def arrived(self, method: str, route: str | None) -> None:
+        # Counted on arrival, not on answer: a slow POST /jobs whose client gave up is still a
+        # request Airbyte received (and the job it created is real).
+        if route is not None:
+            self.request_counts[(method, route)] += 1
+
+    def record(self, exchange: Exchange) -> None:
+        self.exchanges.append(exchange)
+
+    def count(self, method: str, route: str) -> int:
+        return self.request_counts[(method.upper(), route)]
+
+    def job_views(self) -> list[dict[str, Any]]:
+        now = self.clock.now()
+        return [job.view(now) for job in self.world.jobs()]
+
+    def start_job(self, connection_id: str, job_type: str = "sync") -> dict[str, Any]:
+        now = self.clock.now()
+        return self.world.create_job(connection_id, job_type, now, skip_pending=True).view(now)
+
+    def script(self, connection_id: str, script: JobScript) -> int:
+        return self.world.queue_script(connection_id, script)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": {
+                f"{method} {route}": n for (method, route), n in sorted(self.request_counts.items())
+            },
+            "token_requests": self.token_requests,
+            "jobs": self.job_views(),
+        }
