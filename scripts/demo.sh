@@ -32,7 +32,7 @@ echo
 echo "\$ airbyte-fleet run --all --max-concurrency 10 --poll-interval 1s --retries 1 --retry-backoff 1s --result-file .airbyte-fleet/demo-result.json"
 set +e
 "$BIN/airbyte-fleet" run --all --max-concurrency 10 --poll-interval 1s --retries 1 \
-    --retry-backoff 1s --result-file .airbyte-fleet/demo-result.json --log-format console
+    --retry-backoff 1s --result-file .airbyte-fleet/demo-result.json --log-format console --log-level warning
 code=$?
 set -e
 echo

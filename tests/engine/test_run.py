@@ -326,3 +326,24 @@ async def test_unknown_status_keeps_waiting(anyio_backend: str) -> None:
     assert result.syncs[0].outcome == "succeeded"
     seen = [e.status for e in rec.of(SyncStatusChanged)]
     assert seen == ["paused_for_maintenance", "running", "succeeded"]
+
+
+@pytest.mark.parametrize("job_type", ["reset", "clear"])
+async def test_other_job_types_are_sent_as_asked(make_sim: SimFactory, job_type: str) -> None:
+    sim, root = await make_sim(connections=2)
+    async with client_for(root) as client:
+        result, _ = await _run(client, await _plan(client, all=True), opts(job_type=job_type))
+    assert result.ok
+    assert result.job_type == job_type
+    posts = [e for e in sim.exchanges if e.method == "POST" and e.route == "/jobs"]
+    assert all(f'"jobType": "{job_type}"' in e.request_body.decode() for e in posts)
+    assert {j["jobType"] for j in sim.jobs} == {job_type}
+
+
+async def test_refresh_refused_by_airbyte_is_an_error_with_its_reason(make_sim: SimFactory) -> None:
+    sim, root = await make_sim(connections=1)
+    async with client_for(root) as client:
+        result, _ = await _run(client, await _plan(client, all=True), opts(job_type="refresh"))
+    assert result.syncs[0].outcome == "error"
+    assert "Refreshes are not supported" in (result.syncs[0].error or "")
+    assert sim.count("POST", "/jobs") == 1
