@@ -29,5 +29,9 @@ unit: setup
 
 test: lint typecheck unit
 
+# Side-by-side benchmark on the simulator (~10 min); peers get their own venvs in bench/out/venvs.
+bench: setup
+	$(BIN)/python bench/peers.py; p=$$?; $(BIN)/python bench/scale.py; s=$$?; test $$p -eq 0 -a $$s -eq 0
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .airbyte-fleet src/*.egg-info

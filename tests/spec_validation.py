@@ -20,6 +20,12 @@ Sources of truth, by route:
   ``api-problems.current.yaml``, ``{"errorId": "<uuid>"}`` and the load-shedding 429 body, as the
   research describes the real server's behaviour.
 
+Deliberate faults: an exchange whose ``fault`` names one (see FAULT_KINDS) has only its request
+checked, because its response is broken or undocumented on purpose (a garbled body, a job status
+outside the enum, a dropped connection). ``slow_post`` is the exception: the answer comes late
+but is a real one, so it is checked like any other. An unknown fault label is itself a violation
+(a typo must not switch response checks off), and the response is then checked as usual.
+
 Pruned specs are cached as JSON under the system temp dir, keyed by the spec files' and this
 module's mtime and size, so only the first session after a change pays the YAML parse.
 """
@@ -64,9 +70,12 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 __all__ = [
     "CONTROL_PREFIX",
+    "FAULT_KINDS",
+    "FAULT_STATUSES",
     "KEPT_OPERATIONS",
     "LOAD_SECONDS",
     "TOKEN_ROUTE",
+    "VALID_RESPONSE_FAULTS",
     "ExchangeLike",
     "SpecBundle",
     "SpecValidationError",
@@ -130,6 +139,22 @@ PROBLEMS_BY_STATUS: Final[Mapping[int, tuple[str, ...]]] = {
 PROBLEM_MEDIA_TYPES: Final = frozenset({"application/json", "application/problem+json"})
 RATE_LIMITED_MESSAGE: Final = "You are being rate limited."
 
+#: ``Exchange.fault`` values the simulator sets (kept in step with its FAULT_KINDS by a test),
+#: each with the statuses such an answer can have (0: the connection was dropped).
+FAULT_STATUSES: Final[Mapping[str, frozenset[int]]] = {
+    "429": frozenset({429}),
+    "5xx": frozenset(range(400, 600)),  # the configurable error_status may be any 4xx/5xx
+    "token_failure": frozenset({502}),
+    "reset": frozenset({0}),
+    "down": frozenset({0}),
+    "malformed": frozenset({200}),
+    "odd_status": frozenset({200}),
+    "slow_post": frozenset({200}),
+}
+FAULT_KINDS: Final = frozenset(FAULT_STATUSES)
+#: Faults whose response is still a complete, spec-conforming answer.
+VALID_RESPONSE_FAULTS: Final = frozenset({"slow_post"})
+
 _HTTP_METHODS: Final = frozenset(
     {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 )
@@ -166,6 +191,8 @@ class ExchangeLike(Protocol):
     def response_body(self) -> bytes: ...
     @property
     def at(self) -> float: ...
+    @property
+    def fault(self) -> str | None: ...
 
 
 class SpecValidationError(AssertionError):
@@ -574,7 +601,8 @@ def _describe(exc: BaseException) -> str:
 def describe_exchange(exchange: ExchangeLike) -> str:
     query = f"?{exchange.query}" if exchange.query else ""
     status = "dropped" if exchange.status == 0 else str(exchange.status)
-    return f"{exchange.method.upper()} {exchange.path}{query} -> {status}"
+    fault = f" (fault {exchange.fault})" if exchange.fault is not None else ""
+    return f"{exchange.method.upper()} {exchange.path}{query} -> {status}{fault}"
 
 
 _MEMO_SIZE: Final = 4096
@@ -592,6 +620,7 @@ def _memo_key(exchange: ExchangeLike) -> tuple[object, ...]:
         exchange.status,
         tuple(sorted(exchange.response_headers.items())),
         exchange.response_body,
+        exchange.fault,
     )
 
 
@@ -761,8 +790,29 @@ class SpecValidator:
     # -- dispatch -----------------------------------------------------------------------------
 
     def _validate(self, exchange: ExchangeLike, require_auth: bool) -> list[str]:
+        fault_problems, check_response = self._check_fault(exchange)
+        return fault_problems + self._validate_exchange(exchange, require_auth, check_response)
+
+    @staticmethod
+    def _check_fault(exchange: ExchangeLike) -> tuple[list[str], bool]:
+        """(problems, whether to check the response) for the exchange's fault label."""
+        fault, dropped = exchange.fault, exchange.status == 0
+        if fault is None:
+            return [], not dropped
+        if fault not in FAULT_KINDS:
+            return [
+                f"exchange: unknown fault label {fault!r} (known: {', '.join(sorted(FAULT_KINDS))})"
+            ], not dropped
+        problems: list[str] = []
+        if exchange.status not in FAULT_STATUSES[fault]:
+            shown = "dropped" if dropped else str(exchange.status)
+            problems.append(f"exchange: a {fault!r} fault cannot be answered {shown}")
+        return problems, not dropped and fault in VALID_RESPONSE_FAULTS
+
+    def _validate_exchange(
+        self, exchange: ExchangeLike, require_auth: bool, check_response: bool
+    ) -> list[str]:
         route, prefix = exchange.route, exchange.prefix
-        check_response = exchange.status != 0
         if route is None:
             inferred = self._infer_route(exchange.path)
             if inferred is None:

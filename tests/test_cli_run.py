@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,12 @@ def _env(root: str, **over: str) -> dict[str, str]:
 
 
 async def _run(root: str, *args: str, **env: str) -> tuple[int, str, str]:
-    result = await anyio.run_process(
-        [sys.executable, "-m", "airbyte_fleet", "run", *args], env=_env(root, **env), check=False
-    )
+    with tempfile.TemporaryDirectory() as state:
+        result = await anyio.run_process(
+            [sys.executable, "-m", "airbyte_fleet", "run", *args],
+            env=_env(root, AIRBYTE_FLEET_STATE_DIR=state, **env),
+            check=False,
+        )
     out, err = result.stdout.decode(), result.stderr.decode()
     assert SECRET not in out + err
     assert "Traceback" not in err
@@ -221,13 +225,15 @@ async def test_table_output_names_every_connection(make_sim: SimFactory) -> None
     assert "3 succeeded" in out
 
 
-async def test_sigterm_cancels_in_flight_jobs_and_exits_130(make_sim: SimFactory) -> None:
+async def test_sigterm_cancels_in_flight_jobs_and_exits_130(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
     sim, root = await make_sim(connections=4, client_secret=SECRET)
     for cid in _ids(sim):
         sim.script(cid, JobScript(seconds=600))
     process = await anyio.open_process(
         [sys.executable, "-m", "airbyte_fleet", "run", "--all", "--max-concurrency", "2", *FAST],
-        env=_env(root),
+        env=_env(root, AIRBYTE_FLEET_STATE_DIR=str(tmp_path)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

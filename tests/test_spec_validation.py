@@ -8,16 +8,24 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import aiohttp
 import pytest
 from openapi_core import OpenAPI
 
+from airbyte_fleet.simulator import FAULT_KINDS as SIMULATOR_FAULT_KINDS
+from airbyte_fleet.simulator import FakeClock, JobScript
+from conftest import SimFactory
 from spec_validation import (
     CONTROL_PREFIX,
+    FAULT_KINDS,
+    FAULT_STATUSES,
     KEPT_OPERATIONS,
     LOAD_SECONDS,
+    VALID_RESPONSE_FAULTS,
     SpecValidationError,
     SpecValidator,
     assert_exchanges_valid,
+    describe_exchange,
     get_validator,
 )
 
@@ -49,6 +57,7 @@ class FakeExchange:
     response_headers: dict[str, str] = field(default_factory=lambda: dict(JSON))
     response_body: bytes = b""
     at: float = 0.0
+    fault: str | None = None
 
 
 def dump(payload: Any) -> bytes:
@@ -619,3 +628,124 @@ def test_validate_all_labels_exchanges_and_assert_helper_raises() -> None:
         assert_exchanges_valid(exchanges)
     assert info.value.problems == problems
     assert_exchanges_valid([get_job(), create_job()])
+
+
+# ---------------------------------------------------------------- deliberate faults
+
+GARBLED = b'{"jobId":4711,"status":"runn'
+
+#: One broken-on-purpose exchange per fault kind whose response is not checked.
+FAULTED: dict[str, FakeExchange] = {
+    "429": get_job(status=429, body={"message": "slow down", "retryIn": 3}),
+    "5xx": get_job(status=502, body=None, response_body=b"<html>Bad Gateway</html>"),
+    "token_failure": token(
+        dump({"client_id": "id", "client_secret": "secret"}), status=502, response=[]
+    ),
+    "reset": get_job(status=0, body=None, response_body=b""),
+    "down": get_job(status=0, body=None, response_body=b"", response_headers={}),
+    "malformed": get_job(body=None, response_body=GARBLED),
+    "odd_status": get_job(body=job(status="paused_by_admin")),
+}
+
+
+def test_fault_kinds_match_the_simulator() -> None:
+    assert set(FAULT_KINDS) == set(SIMULATOR_FAULT_KINDS)
+    assert set(FAULT_STATUSES) == set(FAULT_KINDS)
+    assert set(VALID_RESPONSE_FAULTS) == {"slow_post"}
+    assert set(FAULTED) == FAULT_KINDS - VALID_RESPONSE_FAULTS
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTED))
+def test_faulted_exchange_has_only_its_request_checked(
+    validator: SpecValidator, fault: str
+) -> None:
+    exchange = replace(FAULTED[fault], fault=fault)
+    assert validator.validate(exchange) == []
+    # The label is part of the memo key: the same exchange unlabelled is checked in full
+    # (a dropped one has no response to check either way).
+    unlabelled = validator.validate(replace(exchange, fault=None))
+    assert (unlabelled == []) is (exchange.status == 0)
+    # The request is still checked as strictly as ever.
+    problems = assert_flags(validator, replace(exchange, request_headers={}), "request:")
+    assert all("response:" not in problem for problem in problems)
+
+
+def test_slow_post_response_is_still_checked(validator: SpecValidator) -> None:
+    slow = replace(create_job(), fault="slow_post")
+    assert validator.validate(slow) == []
+    broken = replace(slow, response_body=dump(job(status="paused_by_admin")))
+    assert_flags(validator, broken, "response:", "$.status", "is not one of")
+    assert_flags(validator, replace(slow, response_body=GARBLED), "response:")
+
+
+def test_unknown_fault_label_is_flagged_and_the_response_checked(
+    validator: SpecValidator,
+) -> None:
+    typo = replace(FAULTED["malformed"], fault="malformd")
+    problems = assert_flags(validator, typo, "unknown fault label 'malformd'", "response:")
+    assert len(problems) == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "needle"),
+    [
+        ("429", 200, "a '429' fault cannot be answered 200"),
+        ("reset", 200, "a 'reset' fault cannot be answered 200"),
+        ("malformed", 0, "a 'malformed' fault cannot be answered dropped"),
+        ("token_failure", 500, "cannot be answered 500"),
+        ("5xx", 302, "cannot be answered 302"),
+    ],
+)
+def test_fault_label_must_fit_the_status(
+    validator: SpecValidator, fault: str, status: int, needle: str
+) -> None:
+    exchange = replace(get_job(), fault=fault, status=status)
+    assert_flags(validator, exchange, needle)
+
+
+def test_fault_shows_in_the_exchange_label(validator: SpecValidator) -> None:
+    exchange = replace(FAULTED["malformed"], fault="malformed", request_headers={})
+    problems = validator.validate(exchange)
+    assert problems
+    assert all(p.startswith("GET /v1/jobs/4711 -> 200 (fault malformed): ") for p in problems)
+    assert describe_exchange(get_job()) == "GET /v1/jobs/4711 -> 200"
+
+
+@pytest.mark.anyio
+async def test_simulator_faults_pass_only_with_their_labels(make_sim: SimFactory) -> None:
+    clock = FakeClock()
+    sim, root = await make_sim(clock=clock, token_failures=1, slow_post_seconds=0.001)
+    cid = sim.connections[0]["connectionId"]
+    sim.script(cid, JobScript(seconds=10, pending_seconds=0, odd_status="paused_by_admin"))
+    headers = {"Authorization": f"Bearer {sim.issue_token()}"}
+    api = f"{root}{OSS}"
+    async with aiohttp.ClientSession(headers=headers) as session:
+        creds = {"client_id": "sim-client", "client_secret": "sim-secret"}
+        async with session.post(f"{api}/applications/token", json=creds) as reply:
+            assert reply.status == 502
+        async with session.post(f"{api}/jobs", json={"connectionId": cid, "jobType": "sync"}) as r:
+            job_id = (await r.json())["jobId"]
+        async with session.get(f"{api}/jobs/{job_id}") as reply:
+            assert (await reply.json())["status"] == "paused_by_admin"
+        for fault in ("malformed_rate", "rate_429", "rate_5xx"):
+            sim.faults.update({fault: 1.0})
+            async with session.get(f"{api}/jobs") as reply:
+                assert reply.status in (200, 429, 503)
+            sim.faults.update({fault: 0.0})
+        sim.faults.reset_rate = 1.0
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with session.get(f"{api}/workspaces"):
+                pass
+        sim.faults.reset_rate = 0.0
+    labels = [e.fault for e in sim.exchanges]
+    assert labels[:6] == ["token_failure", "odd_status", "odd_status", "malformed", "429", "5xx"]
+    assert set(labels[6:]) == {"reset"}
+    validator = get_validator()
+    assert validator.validate_all(sim.exchanges) == []
+    unlabelled = validator.validate_all([replace(e, fault=None) for e in sim.exchanges])
+    # Without labels the garbled body and the odd statuses are violations; the 429, the
+    # errorId 5xx/502 and the dropped connection are shapes the real server also produces.
+    assert [p.partition(" ")[0] for p in unlabelled] == ["#1", "#2", "#3"]
+    assert "paused_by_admin" in unlabelled[0]
+    assert unlabelled[2].startswith(f"#3 GET {OSS}/jobs -> 200: response: ")
+    assert "deserialize" in unlabelled[2]

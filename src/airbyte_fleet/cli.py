@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import anyio
@@ -35,10 +38,11 @@ from airbyte_fleet.api import (
 )
 from airbyte_fleet.config import load_settings
 from airbyte_fleet.engine.events import EventBus
+from airbyte_fleet.engine.journal import Journal, RunRecord, reconstruct_event
 from airbyte_fleet.engine.options import RunOptions, Selection
-from airbyte_fleet.engine.plan import Plan, build_plan
+from airbyte_fleet.engine.plan import Plan, PlannedConnection, build_plan
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
-from airbyte_fleet.engine.run import Engine
+from airbyte_fleet.engine.run import Engine, ResumePoint
 from airbyte_fleet.settings_file import (
     FileConfig,
     load_file_config,
@@ -60,6 +64,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
+
+DEFAULT_STATE_DIR = ".airbyte-fleet"
 
 log = structlog.get_logger("airbyte_fleet.cli")
 
@@ -192,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="time allowed for cancels after an interrupt (30)",
     )
     how.add_argument("--dry-run", action="store_true", help="print the plan and exit 0")
+    how.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="carry on an interrupted run ('last' for the newest) without triggering twice",
+    )
+    how.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help=f"where the run journal lives (AIRBYTE_FLEET_STATE_DIR, default {DEFAULT_STATE_DIR})",
+    )
     out = run.add_argument_group("output")
     out.add_argument(
         "--output",
@@ -202,6 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--result-file", metavar="PATH", help="also write the JSON result here")
     out.add_argument("--no-progress", action="store_true", help="no live display on a terminal")
     _add_common(run)
+
+    runs = commands.add_parser("runs", help="past runs from the journal")
+    runs.add_argument("--state-dir", metavar="DIR", help="where the run journal lives")
+    runs.add_argument("--limit", type=int, default=20, metavar="N")
+    runs.add_argument("--output", choices=("table", "json"), default="table")
+    _add_common(runs)
+    runs_sub = runs.add_subparsers(dest="runs_command", metavar="show", parser_class=_Parser)
+    show = runs_sub.add_parser("show", help="one run's result")
+    show.add_argument("run_id", metavar="RUN_ID", help="a run id, or 'last'")
+    show.add_argument("--state-dir", metavar="DIR", default=argparse.SUPPRESS)
+    show.add_argument("--output", choices=("table", "json"), default=argparse.SUPPRESS)
 
     commands.add_parser(
         "simulate",
@@ -344,31 +371,123 @@ def _print_plan(plan: Plan, fmt: str) -> None:
     stdout_console().print(table)
 
 
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir or os.environ.get("AIRBYTE_FLEET_STATE_DIR") or DEFAULT_STATE_DIR)
+
+
+def _open_journal(args: argparse.Namespace) -> Journal:
+    path = _state_dir(args)
+    try:
+        return Journal(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(
+            f"Cannot use the state directory '{path}' ({exc}); pass --state-dir with a writable "
+            "folder."
+        ) from None
+
+
+def _resume_target(journal: Journal, wanted: str) -> RunRecord:
+    run_id = journal.last_run_id() if wanted == "last" else wanted
+    record = journal.run(run_id) if run_id else None
+    if record is None:
+        raise ConfigError(
+            f"There is no run '{wanted}' in the journal; 'airbyte-fleet runs' lists the runs."
+        )
+    if record.finished_at is not None:
+        raise ConfigError(
+            f"Run {record.run_id} already finished ({record.outcome}); nothing to resume, see "
+            f"'airbyte-fleet runs show {record.run_id}'."
+        )
+    return record
+
+
+def _resume_plan(record: RunRecord) -> tuple[Plan, dict[str, ResumePoint]]:
+    items = tuple(
+        PlannedConnection(
+            Connection.model_validate(
+                {
+                    "connectionId": p.connection_id,
+                    "name": p.connection_name,
+                    "workspaceId": p.workspace_id,
+                }
+            )
+        )
+        for p in record.planned
+    )
+    points = {
+        cid: ResumePoint(
+            state=rec.state,
+            attempt=rec.attempt,
+            job_id=rec.job_id,
+            outcome=rec.outcome,
+            intent_at=rec.intent_at,
+            triggered_at=rec.triggered_at,
+        )
+        for cid, rec in record.syncs.items()
+    }
+    return Plan(items=items), points
+
+
 async def cmd_run(args: argparse.Namespace) -> int:
     file = load_file_config(args.config)
     overrides = run_overrides_from_env(os.environ)
     overrides.update({k: getattr(args, k) for k in _RUN_FLAGS if getattr(args, k) is not None})
-    options = merge_run_options(file.run, overrides, file_path=file.path)
-    selection = _selection(args, file)
     settings = load_settings(file.airbyte)
     settings.validate_offline()
-    if selection.empty:
-        # Say so before touching the network: nothing could run anyway.
-        raise ConfigError(
-            "Nothing selected; pass --connection ID, --name GLOB, --tag NAME, --workspace ID, "
-            "--group NAME or --all."
-        )
-    client = await open_client(settings)
-    async with client:
-        plan = await build_plan(
-            client, selection, groups=file.groups, include_inactive=options.include_inactive
-        )
-        for warning in plan.warnings:
-            log.warning("selection_warning", message=warning)
-        if args.dry_run:
-            _print_plan(plan, args.output)
-            return EXIT_OK
-        result = await _execute(client, plan, options, args)
+    with contextlib.ExitStack() as stack:
+        journal: Journal | None = None
+        record: RunRecord | None = None
+        if args.resume:
+            if not _selection(args, FileConfig()).empty:
+                raise ConfigError(
+                    "--resume carries on the run's own selection; leave out --connection, "
+                    "--name, --tag, --workspace, --group and --all."
+                )
+            journal = stack.enter_context(_open_journal(args))
+            record = _resume_target(journal, args.resume)
+            options = merge_run_options(record.options, overrides)
+            selection = None
+        else:
+            options = merge_run_options(file.run, overrides, file_path=file.path)
+            selection = _selection(args, file)
+            if selection.empty:
+                # Say so before touching the network: nothing could run anyway.
+                raise ConfigError(
+                    "Nothing selected; pass --connection ID, --name GLOB, --tag NAME, "
+                    "--workspace ID, --group NAME or --all."
+                )
+        client = await open_client(settings)
+        async with client:
+            if record is not None:
+                plan, points = _resume_plan(record)
+                log.info("resuming", run_id=record.run_id, state_dir=str(_state_dir(args)))
+            else:
+                assert selection is not None
+                points = {}
+                plan = await build_plan(
+                    client, selection, groups=file.groups, include_inactive=options.include_inactive
+                )
+                for warning in plan.warnings:
+                    log.warning("selection_warning", message=warning)
+                if args.dry_run:
+                    _print_plan(plan, args.output)
+                    return EXIT_OK
+            if journal is None:
+                journal = stack.enter_context(_open_journal(args))
+            result = await _execute(
+                client,
+                plan,
+                options,
+                args,
+                journal=journal,
+                selection=selection,
+                resume_from=record,
+                points=points,
+            )
+    return await _report(result, args)
+
+
+async def _report(result: RunResult, args: argparse.Namespace) -> int:
     # Defence in depth: error texts from anywhere pass one more secret filter before output.
     text = redact(result_json(result))
     if args.result_file:
@@ -386,15 +505,29 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _execute(
-    client: Any, plan: Plan, options: RunOptions, args: argparse.Namespace
+    client: Any,
+    plan: Plan,
+    options: RunOptions,
+    args: argparse.Namespace,
+    *,
+    journal: Journal,
+    selection: Selection | None,
+    resume_from: RunRecord | None,
+    points: dict[str, ResumePoint],
 ) -> RunResult:
     builder = ResultBuilder()
-    bus = EventBus([builder, LogSink()])
+    if resume_from is not None:
+        # The result covers the whole run: what the earlier process saw, then what we see.
+        for _, data in journal.events(resume_from.run_id):
+            builder(reconstruct_event(data))
+    # The journal is critical: a trigger it cannot record is a trigger not sent.
+    bus = EventBus([builder, LogSink()], critical=[journal])
     progress: ProgressSink | None = None
     if progress_wanted(args.no_progress, sys.stderr):
         progress = ProgressSink()
         bus.subscribe(progress)
-    engine = Engine(client, options, bus, grace=args.grace)
+    run_id = resume_from.run_id if resume_from is not None else None
+    engine = Engine(client, options, bus, grace=args.grace, run_id=run_id)
     loop = asyncio.get_running_loop()
     signals_seen = 0
 
@@ -416,7 +549,7 @@ async def _execute(
             progress.start()
             # Log lines go above the live display instead of tearing through it.
             configure_logging(args.log_format, args.log_level, stream=progress.log_stream)
-        await engine.run(plan)
+        await engine.run(plan, selection=selection, resume=points)
     finally:
         if progress is not None:
             progress.stop()
@@ -424,6 +557,44 @@ async def _execute(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     return builder.result
+
+
+async def cmd_runs(args: argparse.Namespace) -> int:
+    journal = _open_journal(args)
+    with journal:
+        if args.runs_command == "show":
+            record = journal.run(
+                journal.last_run_id() or "" if args.run_id == "last" else args.run_id
+            )
+            result = journal.rebuild_result(record.run_id) if record is not None else None
+            if result is None:
+                raise ConfigError(
+                    f"There is no run '{args.run_id}' in the journal; 'airbyte-fleet runs' lists "
+                    "the runs."
+                )
+            if args.output == "json":
+                sys.stdout.write(redact(result_json(result)))
+            else:
+                render_result_table(result, stdout_console())
+            return EXIT_OK
+        runs = journal.runs(limit=args.limit)
+    if args.output == "json":
+        sys.stdout.write(json.dumps([r.as_dict() for r in runs], indent=2) + "\n")
+        return EXIT_OK
+    table = Table(title=f"{len(runs)} most recent runs")
+    for column in ("run id", "started", "finished", "outcome", "syncs", "counts"):
+        table.add_column(column, no_wrap=column == "run id")
+    for r in runs:
+        table.add_row(
+            Text(r.run_id),
+            Text(r.started_at.isoformat(timespec="seconds") if r.started_at else "—"),
+            Text(r.finished_at.isoformat(timespec="seconds") if r.finished_at else "—"),
+            Text(r.outcome),
+            Text(str(r.total)),
+            Text(", ".join(f"{n} {k}" for k, n in r.counts.items() if n)),
+        )
+    stdout_console().print(table)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -439,6 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(lambda: cmd_connections(args))
     if args.command == "run":
         return _run(lambda: cmd_run(args))
+    if args.command == "runs":
+        return _run(lambda: cmd_runs(args))
     parser.error(f"unknown command '{args.command}'")
 
 

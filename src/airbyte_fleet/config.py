@@ -30,9 +30,10 @@ from airbyte_fleet.api import (
     plan_url,
 )
 
-__all__ = ["AirbyteSettings", "load_settings"]
+__all__ = ["AirbyteSettings", "load_settings", "register_env_secrets"]
 
 AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
+_SECRET_FIELDS = ("client_secret", "api_token", "password")
 
 
 def _env(*names: str) -> AliasChoices:
@@ -76,6 +77,21 @@ class AirbyteSettings(BaseSettings):
     )
     read_timeout: float = Field(
         default=120.0, gt=0, validation_alias=_env("AIRBYTE_READ_TIMEOUT", "read_timeout")
+    )
+    retry_attempts: int = Field(
+        default=8, ge=1, le=100, validation_alias=_env("AIRBYTE_RETRY_ATTEMPTS", "retry_attempts")
+    )
+    retry_timeout: float = Field(
+        default=300.0, gt=0, validation_alias=_env("AIRBYTE_RETRY_TIMEOUT", "retry_timeout")
+    )
+    retry_wait_initial: float = Field(
+        default=0.5, ge=0, validation_alias=_env("AIRBYTE_RETRY_WAIT_INITIAL", "retry_wait_initial")
+    )
+    retry_wait_max: float = Field(
+        default=30.0, ge=0, validation_alias=_env("AIRBYTE_RETRY_WAIT_MAX", "retry_wait_max")
+    )
+    retry_wait_jitter: float = Field(
+        default=1.0, ge=0, validation_alias=_env("AIRBYTE_RETRY_WAIT_JITTER", "retry_wait_jitter")
     )
     max_connections: int = Field(
         default=100,
@@ -124,6 +140,13 @@ class AirbyteSettings(BaseSettings):
 
     def url_plan(self) -> UrlPlan:
         raw = self.base_url or self.host
+        if raw is not None and not raw.isprintable():
+            # urlsplit() silently drops tabs and line breaks, so "http://air\nbyte:8000" would be
+            # looked up as "airbyte". Not echoed: a URL may carry credentials.
+            raise ConfigError(
+                f"{self.url_source} contains a line break or another control character; set it "
+                "to the URL alone, e.g. http://airbyte.internal:8000."
+            )
         if raw is None and self.use_server_auth:
             raise ConfigError(
                 "USE_SERVER_AUTH=TRUE means a self-hosted Airbyte, so set AIRBYTE_BASE_URL to it, "
@@ -137,7 +160,7 @@ class AirbyteSettings(BaseSettings):
             mode = self.auth_type.lower().replace("-", "_")
             if mode not in AUTH_MODES:
                 raise ConfigError(
-                    f"AIRBYTE_AUTH_TYPE='{self.auth_type}' is not one of "
+                    f"AIRBYTE_AUTH_TYPE={_shown(self.auth_type)} is not one of "
                     f"{', '.join(AUTH_MODES)}; set one of those or leave it unset."
                 )
             chosen: AuthMode = mode  # type: ignore[assignment]
@@ -195,7 +218,13 @@ class AirbyteSettings(BaseSettings):
     def client_options(self) -> dict[str, Any]:
         return {
             "timeouts": Timeouts(connect=self.connect_timeout, read=self.read_timeout),
-            "retry": RetryPolicy(),
+            "retry": RetryPolicy(
+                attempts=self.retry_attempts,
+                timeout=self.retry_timeout,
+                wait_initial=self.retry_wait_initial,
+                wait_max=self.retry_wait_max,
+                wait_jitter=self.retry_wait_jitter,
+            ),
             "max_connections": self.max_connections,
         }
 
@@ -208,6 +237,12 @@ class AirbyteSettings(BaseSettings):
 def load_settings(file_values: Mapping[str, Any] | None = None) -> AirbyteSettings:
     """Read the environment over *file_values*; any invalid value becomes one :class:`ConfigError`."""
     values = dict(file_values or {})
+    # Before validating: a message about another value must never show a secret, even one pasted
+    # into the wrong variable (AIRBYTE_READ_TIMEOUT=<the client secret>).
+    register_env_secrets(os.environ)
+    for key in _SECRET_FIELDS:
+        if isinstance(values.get(key), str):
+            register_secret(values[key])
     if os.environ.get("AIRBYTE_BASE_URL", "").strip() or os.environ.get("AIRBYTE_HOST", "").strip():
         # Either URL variable in the environment overrides both URL keys of the file.
         values.pop("base_url", None)
@@ -222,9 +257,26 @@ def load_settings(file_values: Mapping[str, Any] | None = None) -> AirbyteSettin
         if field is not None and isinstance(field.validation_alias, AliasChoices):
             first = field.validation_alias.choices[0]
             name = first if isinstance(first, str) else loc
-        shown = (
-            ""
-            if "secret" in loc or loc in ("password", "api_token")
-            else f"='{error.get('input')}'"
-        )
-        raise ConfigError(f"{name}{shown} is invalid: {error['msg'].lower()}.") from None
+        shown = "" if "secret" in loc or loc in _SECRET_FIELDS else f"={_shown(error.get('input'))}"
+        reason = " ".join(str(error["msg"]).split()).lower().rstrip(".")
+        raise ConfigError(f"{name}{shown} is invalid: {reason}.") from None
+
+
+def register_env_secrets(environ: Mapping[str, str]) -> None:
+    """Have :func:`~airbyte_fleet._redact.redact` mask the secret variables of *environ* now,
+    before anything (a bad value, a bad URL) can end up in a message."""
+    names: set[str] = set()
+    for key in _SECRET_FIELDS:
+        alias = AirbyteSettings.model_fields[key].validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(c.upper() for c in alias.choices if isinstance(c, str))
+    for name, value in environ.items():
+        # pydantic-settings reads these case-insensitively, so match the same way.
+        if name.upper() in names:
+            register_secret(value)
+
+
+def _shown(value: Any) -> str:
+    """A value quoted for a one-line message: repr() escapes line breaks; long values are cut."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from airbyte_fleet.api import ConfigError
-from airbyte_fleet.config import AirbyteSettings
+from airbyte_fleet.config import AirbyteSettings, register_env_secrets
 from airbyte_fleet.engine.options import RunOptions, Selection
 
 __all__ = [
@@ -72,9 +72,16 @@ def load_file_config(
         chosen = default_path
     else:
         chosen = Path(path)
-        if not chosen.exists():
+        try:
+            exists, is_file = chosen.exists(), chosen.is_file()
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            raise ConfigError(
+                f"Config file {_k(chosen)} cannot be read ({_one_line(exc.strerror or str(exc))}); "
+                "check --config."
+            ) from None
+        if not exists:
             raise ConfigError(f"Config file {_k(chosen)} does not exist; check --config.")
-        if not chosen.is_file():
+        if not is_file:
             raise ConfigError(
                 f"Config file {_k(chosen)} is not a file; point --config at a .toml file."
             )
@@ -116,6 +123,8 @@ def merge_run_options(
 
 def run_overrides_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """``AIRBYTE_FLEET_<FIELD>`` for every :class:`RunOptions` field; blank means unset."""
+    # A message below quotes the value; a secret pasted into the wrong variable stays masked.
+    register_env_secrets(environ)
     found: dict[str, Any] = {}
     for key in RunOptions.model_fields:
         name = f"{ENV_PREFIX}{key.upper()}"
@@ -146,6 +155,12 @@ def _read(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(
             f"Config file {file} is not UTF-8 text; save it as UTF-8 and try again."
+        ) from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively: a few thousand "[" blow
+        # the stack instead of raising TOMLDecodeError.
+        raise ConfigError(
+            f"Config file {file} nests arrays or inline tables too deeply to be read; flatten them."
         ) from None
     except OSError as exc:
         raise ConfigError(
@@ -343,7 +358,11 @@ def _k(text: object) -> str:
     """A key, name or path as the user wrote it, with control characters escaped to keep the
     message on one line."""
     value = str(text)
-    return value if value.isprintable() else json.dumps(value, ensure_ascii=False)[1:-1]
+    if value.isprintable():
+        return value
+    # Escape only what is not printable; json.dumps(ensure_ascii=False) alone would keep U+0085,
+    # U+2028 and U+2029 as they are, and those break the line as well as "\n" does.
+    return "".join(ch if ch.isprintable() else json.dumps(ch)[1:-1] for ch in value)
 
 
 def _one_line(text: str) -> str:

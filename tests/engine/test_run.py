@@ -94,7 +94,8 @@ async def test_failures_are_counted_and_incomplete_is_not_final(make_sim: SimFac
     sim, root = await make_sim(connections=6, failure_rate=0, incomplete_rate=0)
     ids = _ids(sim)
     sim.script(ids[0], JobScript(seconds=0.1, final="failed"))
-    sim.script(ids[1], JobScript(seconds=0.3, incomplete_attempts=1, final="succeeded"))
+    # Long enough that a 10 ms poll cannot miss the incomplete phase, even on a loaded machine.
+    sim.script(ids[1], JobScript(seconds=1.2, incomplete_attempts=1, final="succeeded"))
     sim.script(ids[2], JobScript(seconds=0.3, incomplete_attempts=1, final="failed"))
     for cid in ids[3:]:
         sim.script(cid, JobScript(seconds=0.1))

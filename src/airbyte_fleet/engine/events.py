@@ -24,6 +24,7 @@ __all__ = [
     "RunStarted",
     "SyncAdopted",
     "SyncCancelled",
+    "SyncDetached",
     "SyncEvent",
     "SyncFailed",
     "SyncRetrying",
@@ -32,6 +33,7 @@ __all__ = [
     "SyncSucceeded",
     "SyncTimedOut",
     "SyncTriggered",
+    "SyncTriggering",
 ]
 
 log = structlog.get_logger("airbyte_fleet.events")
@@ -77,8 +79,12 @@ class RunStarted(Event):
     job_type: str
     max_concurrency: int
     wait: bool = True
+    resumed: bool = False
     # Every selected connection, in plan order: sinks that must account for each one read it here.
     planned: tuple[PlannedSync, ...] = field(default=(), metadata={"log": False})
+    # What a resumed run needs to carry on exactly as it started (the journal keeps them).
+    options: dict[str, Any] = field(default_factory=dict, metadata={"log": False})
+    selection: dict[str, Any] | None = field(default=None, metadata={"log": False})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,6 +113,13 @@ class SyncEvent(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SyncTriggering(SyncEvent):
+    """About to send ``POST /jobs``: journaled first, so a crash right after is never a blind spot."""
+
+    kind: ClassVar[str] = "sync_triggering"
+
+
+@dataclass(frozen=True, kw_only=True)
 class SyncTriggered(SyncEvent):
     kind: ClassVar[str] = "sync_triggered"
 
@@ -132,6 +145,15 @@ class SyncRetrying(SyncEvent):
 
     kind: ClassVar[str] = "sync_retrying"
     wait_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncDetached(SyncEvent):
+    """The run stopped and left this job running in Airbyte (``--on-interrupt detach``).
+
+    Not final: a resumed run follows the job again."""
+
+    kind: ClassVar[str] = "sync_detached"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,17 +193,27 @@ EventSink = Callable[[Event], None]
 
 
 class EventBus:
-    """Delivers each event to every subscribed sink, in order; a failing sink never stops the run."""
+    """Delivers each event to every subscribed sink, in order.
 
-    def __init__(self, sinks: list[EventSink] | None = None) -> None:
-        self._sinks: list[EventSink] = list(sinks or [])
+    A failing sink never stops the run, except a *critical* one (the journal): its failure reaches
+    the emitter, so that nothing is triggered that could not be written down first.
+    """
 
-    def subscribe(self, sink: EventSink) -> None:
-        self._sinks.append(sink)
+    def __init__(
+        self, sinks: list[EventSink] | None = None, *, critical: list[EventSink] | None = None
+    ) -> None:
+        self._sinks: list[tuple[EventSink, bool]] = [(s, True) for s in critical or []]
+        self._sinks += [(s, False) for s in sinks or []]
 
-    def emit(self, event: Event) -> None:
-        for sink in self._sinks:
+    def subscribe(self, sink: EventSink, *, critical: bool = False) -> None:
+        self._sinks.append((sink, critical))
+
+    def emit(self, event: Event, *, best_effort: bool = False) -> None:
+        """*best_effort*: report a critical sink's failure in the log instead of raising it."""
+        for sink, critical in self._sinks:
             try:
                 sink(event)
             except Exception as exc:
+                if critical and not best_effort:
+                    raise
                 log.error("sink_failed", sink=repr(sink), error=repr(exc), event_kind=event.kind)

@@ -31,17 +31,23 @@ def parse_duration(value: Any) -> float:
             parts = _PART.findall(text)
             if not parts or "".join(n + u for n, u in parts) != text:
                 raise ValueError(
-                    f"'{value}' is not a duration; write it like 45m, 1h30m, 90s or 2.5"
+                    f"{_quoted(value)} is not a duration; write it like 45m, 1h30m, 90s or 2.5"
                 ) from None
             seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     else:
         raise ValueError("a duration is a number of seconds or a text like 45m, 1h30m, 90s")
     if seconds != seconds or seconds < 0 or seconds == float("inf"):
-        raise ValueError(f"'{value}' is not a duration of zero or more seconds")
+        raise ValueError(f"{_quoted(value)} is not a duration of zero or more seconds")
     return seconds
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _quoted(value: Any) -> str:
+    """*value* quoted for an error message: repr() escapes line breaks and other control
+    characters, so a pasted value can never split the one-line message it appears in."""
+    return repr(value) if isinstance(value, str) else f"'{value}'"
 
 
 def _as_list(value: Any) -> Any:
@@ -83,7 +89,7 @@ class Selection(_Strict):
             try:
                 uuid.UUID(item)
             except ValueError:
-                raise ValueError(f"'{item}' is not a UUID") from None
+                raise ValueError(f"{_quoted(item)} is not a UUID") from None
         return value
 
     @property

@@ -13,6 +13,7 @@ from airbyte_fleet.engine.events import (
     RunStarted,
     SyncAdopted,
     SyncCancelled,
+    SyncDetached,
     SyncEvent,
     SyncFailed,
     SyncRetrying,
@@ -104,6 +105,13 @@ class ResultBuilder:
             raise RuntimeError("no run has started")
         return self._result
 
+    def snapshot(self) -> RunResult:
+        """The result so far, every planned sync listed (outcome None while it is still open)."""
+        current = self.result.model_copy(deep=True)
+        if current.finished_at is None:
+            current.syncs = [s.model_copy(deep=True) for s in self._syncs.values()]
+        return current
+
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self._start(event)
@@ -114,6 +122,9 @@ class ResultBuilder:
 
     def _start(self, event: RunStarted) -> None:
         self._wait = event.wait
+        if event.resumed and self._result is not None and self._result.run_id == event.run_id:
+            # Carrying on a run whose earlier events were replayed into us: keep what they said.
+            return
         self._syncs = {
             p.connection_id: SyncResult(
                 connection_id=p.connection_id,
@@ -150,9 +161,10 @@ class ResultBuilder:
             if sync.started_at is None:
                 sync.started_at = event.at
             sync.error = None
-        elif isinstance(event, SyncStatusChanged | SyncRetrying):
-            if isinstance(event, SyncRetrying):
+        elif isinstance(event, SyncStatusChanged | SyncRetrying | SyncDetached):
+            if isinstance(event, SyncRetrying | SyncDetached):
                 record.error = event.error
+                sync.error = event.error
             return
         final = self._final_outcome(event)
         if final is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -26,6 +26,7 @@ from airbyte_fleet.api import (
     Job,
     JobStatus,
     NotFoundError,
+    TransportError,
     TriggerOutcomeUnknownError,
 )
 from airbyte_fleet.engine.events import (
@@ -35,6 +36,7 @@ from airbyte_fleet.engine.events import (
     RunStarted,
     SyncAdopted,
     SyncCancelled,
+    SyncDetached,
     SyncEvent,
     SyncFailed,
     SyncRetrying,
@@ -43,13 +45,14 @@ from airbyte_fleet.engine.events import (
     SyncSucceeded,
     SyncTimedOut,
     SyncTriggered,
+    SyncTriggering,
 )
-from airbyte_fleet.engine.options import RunOptions
+from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.plan import Plan, PlannedConnection
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
 from airbyte_fleet.engine.watch import JobWatcher, PerJobWatcher, jittered
 
-__all__ = ["Engine", "StopMode", "execute", "new_run_id"]
+__all__ = ["Engine", "ResumePoint", "StopMode", "execute", "new_run_id"]
 
 log = structlog.get_logger("airbyte_fleet.engine")
 
@@ -68,6 +71,18 @@ MAX_AUTH_FAILURES = 5
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a connection's sync stood when an earlier process running this run stopped."""
+
+    state: Literal["untouched", "intent", "in_flight", "final"]
+    attempt: int = 0
+    job_id: int | None = None
+    outcome: str | None = None
+    intent_at: datetime | None = None
+    triggered_at: datetime | None = None
 
 
 @dataclass
@@ -116,6 +131,7 @@ class Engine:
         self._interrupted = False
         self._scope: anyio.CancelScope | None = None
         self._outcomes: dict[str, str] = {}
+        self._resume: dict[str, ResumePoint] = {}
 
     # ----------------------------------------------------------------- control
 
@@ -139,7 +155,16 @@ class Engine:
 
     # ----------------------------------------------------------------- run
 
-    async def run(self, plan: Plan) -> None:
+    async def run(
+        self,
+        plan: Plan,
+        *,
+        selection: Selection | None = None,
+        resume: Mapping[str, ResumePoint] | None = None,
+    ) -> None:
+        """Run every planned sync. With *resume*, carry on a run an earlier process started: finished
+        syncs are left alone, jobs in flight are followed again, and nothing is triggered twice."""
+        self._resume = dict(resume or {})
         self._started = self._clock()
         if self.options.deadline is not None:
             self._run_deadline = self._started + self.options.deadline
@@ -152,6 +177,9 @@ class Engine:
                 job_type=self.options.job_type,
                 max_concurrency=self.options.max_concurrency,
                 wait=self.options.wait,
+                resumed=bool(resume),
+                options=self.options.model_dump(mode="json"),
+                selection=selection.model_dump(mode="json") if selection is not None else None,
                 planned=tuple(
                     PlannedSync(
                         connection_id=p.connection.connection_id,
@@ -209,6 +237,8 @@ class Engine:
                 )
                 return
             await self._sync_loop(sync)
+        except _Settled:
+            pass
         except Exception as exc:  # a bug must not take every other sync down with it
             log.exception("sync_crashed", connection_id=sync.connection_id)
             self._emit(SyncFailed, sync, outcome="error", error=f"internal error: {exc!r}")
@@ -217,17 +247,20 @@ class Engine:
                 self._limiter.release()
 
     async def _sync_loop(self, sync: _Sync) -> None:
+        job = await self._resume_job(sync)
         while True:
-            if self.stopping:
-                self._emit(SyncSkipped, sync, reason="run interrupted before trigger")
-                return
-            sync.attempt += 1
-            job = await self._start_job(sync)
             if job is None:
-                return
+                if self.stopping:
+                    self._emit(SyncSkipped, sync, reason="run interrupted before trigger")
+                    return
+                sync.attempt += 1
+                job = await self._start_job(sync)
+                if job is None:
+                    return
             if not self.options.wait:
                 return
             final = await self._follow(sync, job)
+            job = None
             if final is None:
                 return
             if final.status == JobStatus.SUCCEEDED:
@@ -240,40 +273,128 @@ class Engine:
             if sync.attempt <= self.options.retries and not self.stopping:
                 wait = self._backoff(sync.attempt)
                 self._emit(SyncRetrying, sync, job=final, error=error, wait_s=wait)
-                with anyio.move_on_after(wait):
-                    await self._stop.wait()
+                await self._pause(wait)
                 continue
             self._emit(SyncFailed, sync, job=final, error=error)
             return
+
+    async def _resume_job(self, sync: _Sync) -> Job | None:
+        """The job an earlier process left this sync with, if any; never sends ``POST /jobs``."""
+        point = self._resume.get(sync.connection_id)
+        if point is None or point.state == "untouched":
+            return None
+        sync.attempt = max(point.attempt, 1)
+        since = point.triggered_at or point.intent_at
+        if since is not None:
+            # The sync's timeout counts from its first trigger, in whichever process that was.
+            sync.first_trigger = self._clock() - max(0.0, (_now() - since).total_seconds())
+        if point.state == "in_flight" and point.job_id is not None:
+            job = await self._read_job_until_known(sync, point.job_id)
+            if job is not None:
+                self._emit(
+                    SyncAdopted, sync, job=job, reason=f"resumed: following job {job.job_id} again"
+                )
+            return job
+        # A trigger was about to be sent when the earlier process stopped: did it create a job?
+        began = point.intent_at or _now()
+        known, found = await self._reconcile_until_known(sync, began)
+        if found is not None:
+            self._emit(
+                SyncAdopted,
+                sync,
+                job=found,
+                reason=f"resumed: job {found.job_id} came from the interrupted trigger",
+            )
+            return found
+        if not known:
+            self._emit(
+                SyncFailed,
+                sync,
+                outcome="error",
+                error="could not read the connection's jobs to finish an interrupted trigger",
+            )
+            raise _Settled
+        sync.attempt -= 1  # the interrupted attempt never reached Airbyte: this one replaces it
+        return None
+
+    async def _read_job_until_known(self, sync: _Sync, job_id: int) -> Job | None:
+        attempt = 0
+        while not self.stopping and self._clock() < self._sync_deadline(sync):
+            attempt += 1
+            try:
+                return await self.client.get_job(job_id)
+            except AirbyteError as exc:
+                log.warning("resume_read_failed", job_id=job_id, error=exc.message)
+                await self._pause(
+                    min(self._backoff(attempt), self._until(self._sync_deadline(sync)))
+                )
+        self._emit(
+            SyncFailed,
+            sync,
+            outcome="error",
+            error=f"could not read job {job_id} again after the restart; it may still be running",
+        )
+        raise _Settled
 
     # ----------------------------------------------------------------- trigger
 
     async def _start_job(self, sync: _Sync) -> Job | None:
         cid = sync.connection_id
         for _ in range(TRIGGER_TRIES):
+            if self.stopping:
+                self._emit(SyncSkipped, sync, reason="run interrupted before trigger")
+                return None
             began = _now()
             if sync.first_trigger is None:
                 sync.first_trigger = self._clock()
+            try:
+                self._emit(SyncTriggering, sync)
+            except Exception as exc:
+                # The journal could not record the intent: triggering now could not be undone
+                # safely after a crash, so do not trigger at all.
+                self._emit(
+                    SyncFailed,
+                    sync,
+                    outcome="error",
+                    error=f"not triggered: the journal could not record it ({exc})",
+                    best_effort=True,
+                )
+                return None
             try:
                 job = await self.client.create_job(cid, self.options.job_type)
             except AlreadyRunningError:
                 return await self._already_running(sync)
             except TriggerOutcomeUnknownError as exc:
-                found = await self._reconcile(cid, began)
+                log.warning("trigger_unclear", connection_id=cid, error=exc.message)
+                known, found = await self._reconcile_until_known(sync, began)
+                if not known:
+                    self._emit(
+                        SyncFailed,
+                        sync,
+                        outcome="error",
+                        error="Airbyte's answer to the trigger was lost and its job list stayed "
+                        "unreadable; check the connection in Airbyte before triggering it again",
+                    )
+                    return None
                 if found is not None:
                     self._emit(SyncTriggered, sync, job=found)
                     return found
-                log.warning("trigger_unclear_no_job", connection_id=cid, error=exc.message)
+                # Airbyte lists no job from that attempt: triggering again cannot duplicate one.
                 await self._pause(self._backoff(1))
                 continue
-            except InactiveConnectionError as exc:
-                self._emit(SyncFailed, sync, outcome="error", error=exc.message)
-                return None
-            except NotFoundError:
-                self._emit(
-                    SyncFailed, sync, outcome="error", error="the connection no longer exists"
+            except (InactiveConnectionError, NotFoundError) as exc:
+                reason = (
+                    "the connection no longer exists"
+                    if isinstance(exc, NotFoundError)
+                    else exc.message
                 )
+                self._emit(SyncFailed, sync, outcome="error", error=reason)
                 return None
+            except TransportError as exc:
+                # The request never reached Airbyte (refused, DNS): nothing to reconcile.
+                log.warning("trigger_not_sent", connection_id=cid, error=exc.message)
+                await self._pause(self._backoff(1))
+                continue
             except AirbyteError as exc:
                 self._emit(SyncFailed, sync, outcome="error", error=exc.message)
                 return None
@@ -283,8 +404,40 @@ class Engine:
             SyncFailed,
             sync,
             outcome="error",
-            error=f"could not trigger after {TRIGGER_TRIES} tries; no job was created",
+            error=f"could not trigger after {TRIGGER_TRIES} tries; Airbyte lists no job from them",
         )
+        return None
+
+    async def _reconcile_until_known(self, sync: _Sync, began: datetime) -> tuple[bool, Job | None]:
+        """Look for the job an unclear trigger may have created, until Airbyte can tell us.
+
+        Returns ``(False, None)`` only if the sync's deadline passes or the run stops first.
+        """
+        attempt = 0
+        while not self.stopping and self._clock() < self._sync_deadline(sync):
+            attempt += 1
+            try:
+                page = await self.client.list_jobs_page(
+                    connection_id=sync.connection_id, order_by="createdAt|DESC", limit=10
+                )
+            except AirbyteError as exc:
+                log.warning("reconcile_failed", connection_id=sync.connection_id, error=exc.message)
+                await self._pause(
+                    min(self._backoff(attempt), self._until(self._sync_deadline(sync)))
+                )
+                continue
+            return True, self._ours(page.data, began)
+        return False, None
+
+    def _ours(self, jobs: tuple[Job, ...], began: datetime) -> Job | None:
+        for job in jobs:
+            if job.job_type != self.options.job_type:
+                continue
+            # Only one job per connection can be running, so a running one is the one to follow.
+            if not job.is_terminal:
+                return job
+            if job.start_time is not None and job.start_time >= began - CLOCK_SKEW:
+                return job
         return None
 
     async def _already_running(self, sync: _Sync) -> Job | None:
@@ -344,18 +497,6 @@ class Engine:
     async def _find_running(self, connection_id: str) -> Job | None:
         jobs = await self._recent_jobs(connection_id, "find_running")
         return next((job for job in jobs if not job.is_terminal), None)
-
-    async def _reconcile(self, connection_id: str, began: datetime) -> Job | None:
-        """After an unclear trigger: the job we may have created, if Airbyte has it."""
-        for job in await self._recent_jobs(connection_id, "reconcile"):
-            if job.job_type != self.options.job_type:
-                continue
-            # Only one job per connection can be running, so a running one is the one to follow.
-            if not job.is_terminal:
-                return job
-            if job.start_time is not None and job.start_time >= began - CLOCK_SKEW:
-                return job
-        return None
 
     # ----------------------------------------------------------------- follow
 
@@ -428,10 +569,9 @@ class Engine:
     async def _on_stop(self, sync: _Sync, job: Job) -> None:
         if self._stop_mode == "detach":
             self._emit(
-                SyncFailed,
+                SyncDetached,
                 sync,
                 job=job,
-                outcome="error",
                 error=f"run interrupted; job {job.job_id} left running in Airbyte (detach)",
             )
             return
@@ -490,7 +630,13 @@ class Engine:
         return self._clock() - self._started
 
     def _emit(
-        self, kind: type[SyncEvent], sync: _Sync, *, job: Job | None = None, **extra: Any
+        self,
+        kind: type[SyncEvent],
+        sync: _Sync,
+        *,
+        job: Job | None = None,
+        best_effort: bool = False,
+        **extra: Any,
     ) -> None:
         conn = sync.item.connection
         if job is not None:
@@ -513,7 +659,8 @@ class Engine:
                 rows_synced=job.rows_synced if job is not None else None,
                 bytes_synced=job.bytes_synced if job is not None else None,
                 **extra,
-            )
+            ),
+            best_effort=best_effort,
         )
 
 
@@ -524,6 +671,10 @@ _FINAL: dict[type[SyncEvent], str] = {
     SyncCancelled: "cancelled",
     SyncSkipped: "skipped",
 }
+
+
+class _Settled(Exception):
+    """The sync's final event is already emitted; unwind to the task's end."""
 
 
 def _now() -> datetime:

@@ -6,12 +6,13 @@ with the client in ``airbyte_fleet.api``.
 
 from ._cli import main
 from ._clock import Clock, FakeClock, RealClock
-from ._exchange import Exchange
+from ._exchange import FAULT_KINDS, Exchange
 from ._options import Faults, SimulatorOptions
 from ._server import Simulator
 from ._world import ConnectionNotActiveError, JobAlreadyRunningError, JobScript
 
 __all__ = [
+    "FAULT_KINDS",
     "Clock",
     "ConnectionNotActiveError",
     "Exchange",

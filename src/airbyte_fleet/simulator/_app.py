@@ -6,7 +6,7 @@ import base64
 import binascii
 import hmac
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 
@@ -33,8 +33,34 @@ STATE_KEY: web.AppKey[SimState] = web.AppKey("simulator_state", SimState)
 _DROPPED_PLACEHOLDER = 599
 
 
+# Proper prefixes of these compact JSON objects are the "truncated" bodies of the malformed
+# fault: a JSON object cut anywhere before its closing brace never parses.
+_MALFORMED_TEMPLATES: dict[str, bytes] = {
+    "job": (
+        b'{"jobId":10004217,"status":"running","jobType":"sync","startTime":"2025-10-09T08:54:05Z",'
+        b'"connectionId":"5b2a7c1e-3f4d-4e8a-9b6c-0d1e2f3a4b5c","duration":"PT42S"}'
+    ),
+    "page": (
+        b'{"previous":"","next":"http://localhost/api/public/v1/items?limit=20&offset=20",'
+        b'"data":[{"name":"Postgres to Snowflake 001","status":"active"}]}'
+    ),
+    "connection": (
+        b'{"connectionId":"5b2a7c1e-3f4d-4e8a-9b6c-0d1e2f3a4b5c","name":"Postgres to Snowflake",'
+        b'"status":"active","schedule":{"scheduleType":"manual"}}'
+    ),
+}
+_MALFORMED_TEMPLATE_BY_ROUTE = {
+    "/jobs/{jobId}": "job",
+    "/connections/{connectionId}": "connection",
+}
+
+
 class _Dropped(Exception):
     """The connection was closed on purpose; there is no response to send."""
+
+    def __init__(self, fault: str) -> None:
+        super().__init__(fault)
+        self.fault = fault
 
 
 def _micronaut_error(message: str, path: str) -> dict[str, Any]:
@@ -45,15 +71,15 @@ def _micronaut_error(message: str, path: str) -> dict[str, Any]:
     }
 
 
-def _drop(request: web.Request, *, reset: bool) -> None:
+def _drop(request: web.Request, *, fault: str) -> NoReturn:
     transport = request.transport
     if transport is not None:
         # abort() sends an RST (a "reset"); close() a clean FIN, like a server going away.
-        if reset:
+        if fault == "reset":
             transport.abort()
         else:
             transport.close()
-    raise _Dropped
+    raise _Dropped(fault)
 
 
 def _retry_after_value(value: float | str) -> str:
@@ -62,30 +88,51 @@ def _retry_after_value(value: float | str) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def _inject_faults(state: SimState, request: web.Request, route: str) -> web.Response | None:
+def _malformed(state: SimState, method: str, route: str) -> web.Response:
+    """200 ``application/json`` whose body is cut short, sometimes with bytes that are not
+    UTF-8 either; which cut and which template follow the seed."""
+    rng = state.malformed_rng
+    name = _MALFORMED_TEMPLATE_BY_ROUTE.get(route, "page")
+    if route == "/jobs" and method == "POST":
+        name = "job"
+    template = _MALFORMED_TEMPLATES[name]
+    body = template[: rng.randrange(1, len(template))]
+    if rng.random() < 0.25:
+        body += b"\xff\xfe"
+    return web.Response(status=200, body=body, content_type="application/json")
+
+
+def _inject_faults(
+    state: SimState, request: web.Request, route: str
+) -> tuple[web.Response, str] | None:
+    """The injected answer and its fault label, or None to let the request through."""
     faults = state.faults
-    # Always draw three numbers so the fault sequence for a seed does not depend on which
+    # Always draw the same numbers so the fault sequence for a seed does not depend on which
     # rates are switched on.
     rng = state.fault_rng
     draw_reset, draw_429, draw_5xx = rng.random(), rng.random(), rng.random()
+    draw_malformed = state.malformed_rng.random()
     window = faults.down_window
     if window is not None:
         elapsed = state.clock.now() - state.started_at
         if window[0] <= elapsed < window[1]:
-            _drop(request, reset=False)
+            _drop(request, fault="down")
     if draw_reset < faults.reset_rate:
-        _drop(request, reset=True)
+        _drop(request, fault="reset")
     if draw_429 < faults.rate_429:
         # Airbyte's load shedder deliberately sends no Retry-After; it is opt-in here.
         headers = None
         if faults.retry_after is not None:
             headers = {"Retry-After": _retry_after_value(faults.retry_after)}
-        return json_response(429, {"message": "You are being rate limited."}, headers)
+        return json_response(429, {"message": "You are being rate limited."}, headers), "429"
     if draw_5xx < faults.rate_5xx:
-        return json_response(faults.error_status, error_id_body())
-    if route == "/applications/token" and faults.token_failures > 0:
-        faults.token_failures -= 1
-        return json_response(502, error_id_body())
+        return json_response(faults.error_status, error_id_body()), "5xx"
+    if route == "/applications/token":
+        if faults.token_failures > 0:
+            faults.token_failures -= 1
+            return json_response(502, error_id_body()), "token_failure"
+    elif draw_malformed < faults.malformed_rate:
+        return _malformed(state, request.method, route), "malformed"
     return None
 
 
@@ -135,7 +182,9 @@ async def _process(
     if route != "/health":
         faulted = _inject_faults(state, request, route)
         if faulted is not None:
-            return faulted
+            response, fault = faulted
+            call.faults.add(fault)
+            return response
     allowed = ROUTE_METHODS[route]
     if call.method not in allowed:
         return json_response(
@@ -186,8 +235,9 @@ async def _api(request: web.Request) -> web.StreamResponse:
         response = await _process(state, request, call, route)
     except ProblemError as exc:
         response = exc.response()
-    except _Dropped:
+    except _Dropped as exc:
         dropped = True
+        call.faults.add(exc.fault)
         response = web.Response(status=_DROPPED_PLACEHOLDER)
     except Exception:
         # Mirrors Airbyte's UncaughtExceptionHandler; a bug here should still look like a 500.
@@ -206,9 +256,20 @@ async def _api(request: web.Request) -> web.StreamResponse:
             response_headers={} if dropped else _headers(response.headers.items()),
             response_body=b"" if dropped else _body_bytes(response),
             at=at,
+            fault=_fault_label(call.faults),
         )
     )
     return response
+
+
+def _fault_label(faults: set[str]) -> str | None:
+    # At most one fault is injected per request; a slow POST can also carry an odd status,
+    # and then the broken body is what matters.
+    if not faults:
+        return None
+    if len(faults) > 1:
+        faults = faults - {"slow_post"}
+    return min(faults)
 
 
 # -- control routes (not part of Airbyte; never recorded, faulted or authenticated) ---------
@@ -264,6 +325,9 @@ async def _script(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     data = await _control_json(request)
     try:
+        odd_status = data.get("odd_status")
+        if odd_status is not None and not isinstance(odd_status, str):
+            raise TypeError(f"odd_status must be a string or null, got {odd_status!r}")
         script = JobScript(
             seconds=float(data.get("seconds", 1.0)),
             incomplete_attempts=int(data.get("incomplete_attempts", 0)),
@@ -271,6 +335,7 @@ async def _script(request: web.Request) -> web.Response:
             pending_seconds=(
                 None if data.get("pending_seconds") is None else float(data["pending_seconds"])
             ),
+            odd_status=odd_status,
         )
         queued = state.script(str(data.get("connectionId")), script)
     except UnknownConnectionError:

@@ -72,6 +72,19 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--down-window", type=_pair, default=None, metavar="START:END")
     p.add_argument("--token-failures", type=int, default=0, metavar="N")
     p.add_argument("--retry-after", type=_retry_after, default=None, metavar="S")
+    p.add_argument(
+        "--malformed-rate",
+        type=float,
+        default=0.0,
+        help="share of API requests answered 200 with a truncated JSON body",
+    )
+    p.add_argument(
+        "--max-running",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N jobs run at once; later ones are queued",
+    )
     return p
 
 
@@ -129,6 +142,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "airbyte-fleet simula
             down_window=args.down_window,
             token_failures=args.token_failures,
             retry_after=args.retry_after,
+            malformed_rate=args.malformed_rate,
+            max_running=args.max_running,
         )
     except (TypeError, ValueError) as exc:
         parser.print_usage(sys.stderr)

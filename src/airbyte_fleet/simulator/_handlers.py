@@ -8,7 +8,7 @@ import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote
 
@@ -46,7 +46,11 @@ _INT64_MAX = 2**63 - 1
 
 @dataclass(frozen=True)
 class Call:
-    """What a handler needs from the request, already read."""
+    """What a handler needs from the request, already read.
+
+    ``faults`` is filled by the handler with the deliberate faults in its answer
+    (``slow_post``, ``odd_status``) so the exchange can be labelled.
+    """
 
     method: str
     prefix: str
@@ -54,6 +58,7 @@ class Call:
     query: MultiDictProxy[str]
     content_type: str | None
     body: bytes
+    faults: set[str] = field(default_factory=set)
 
 
 Handler = Callable[[SimState, Call], Awaitable[web.Response]]
@@ -150,6 +155,13 @@ def _page(
         "next": link(offset + limit) if data else "",
         "data": data,
     }
+
+
+def _job_reply(call: Call, views: Sequence[dict[str, Any]], payload: object) -> web.Response:
+    """A 200 carrying job views; flags a status outside the spec's enum (``odd_status``)."""
+    if any(view["status"] not in JOB_STATUSES for view in views):
+        call.faults.add("odd_status")
+    return json_response(200, payload)
 
 
 # -- routes ---------------------------------------------------------------------------------
@@ -259,7 +271,8 @@ async def get_job(state: SimState, call: Call) -> web.Response:
         job = state.world.job(job_id)
     except UnknownJobError:
         raise ProblemError(404, resource_not_found("job", str(job_id))) from None
-    return json_response(200, job.view(state.clock.now()))
+    view = job.view(state.clock.now())
+    return _job_reply(call, [view], view)
 
 
 async def cancel_job(state: SimState, call: Call) -> web.Response:
@@ -269,7 +282,8 @@ async def cancel_job(state: SimState, call: Call) -> web.Response:
         job = state.world.cancel_job(job_id, now)
     except UnknownJobError:
         raise ProblemError(404, resource_not_found("job", str(job_id))) from None
-    return json_response(200, job.view(now))
+    view = job.view(now)
+    return _job_reply(call, [view], view)
 
 
 def _job_request(call: Call) -> tuple[str, str]:
@@ -310,8 +324,10 @@ async def create_job(state: SimState, call: Call) -> web.Response:
     delay = state.faults.slow_post_seconds
     if delay > 0:
         # Released servers block until the first attempt exists; the job is already visible.
+        call.faults.add("slow_post")
         await asyncio.sleep(delay)
-    return json_response(200, job.view(state.clock.now()))
+    view = job.view(state.clock.now())
+    return _job_reply(call, [view], view)
 
 
 async def list_jobs(state: SimState, call: Call) -> web.Response:
@@ -358,7 +374,7 @@ async def list_jobs(state: SimState, call: Call) -> web.Response:
     elif workspace_ids:
         filters.append(("workspaceIds", ",".join(workspace_ids)))
     views = [job.view(now) for job in jobs[offset : offset + limit]]
-    return json_response(200, _page(state, call, "jobs", views, filters, limit, offset))
+    return _job_reply(call, views, _page(state, call, "jobs", views, filters, limit, offset))
 
 
 HANDLERS: dict[tuple[str, str], Handler] = {

@@ -83,6 +83,10 @@ class Faults:
 
     ``token_failures`` counts down: it is the number of token requests that will still
     answer 502, so setting it at runtime fails the *next* N token requests.
+
+    ``malformed_rate`` is the share of API requests (not /health, not the token endpoint)
+    answered 200 ``application/json`` with a truncated or garbled body, before any handler
+    runs: nothing is created, so a garbled answer to POST /jobs means no job exists.
     """
 
     rate_429: float = 0.0
@@ -93,6 +97,7 @@ class Faults:
     down_window: tuple[float, float] | None = None
     token_failures: int = 0
     retry_after: float | str | None = None
+    malformed_rate: float = 0.0
 
     def __post_init__(self) -> None:
         self.update({f.name: getattr(self, f.name) for f in fields(self)})
@@ -104,7 +109,7 @@ class Faults:
             raise ValueError(f"unknown fault field(s): {', '.join(sorted(unknown))}")
         checked: dict[str, object] = {}
         for name, value in changes.items():
-            if name in ("rate_429", "rate_5xx", "reset_rate"):
+            if name in ("rate_429", "rate_5xx", "reset_rate", "malformed_rate"):
                 checked[name] = _check_rate(name, value)
             elif name == "error_status":
                 checked[name] = _check_status(value)
@@ -135,12 +140,18 @@ FAULT_FIELDS: tuple[str, ...] = (
     "down_window",
     "token_failures",
     "retry_after",
+    "malformed_rate",
 )
 
 
 @dataclass(frozen=True)
 class SimulatorOptions:
-    """Everything that shapes a simulated instance; the same options and seed give the same world."""
+    """Everything that shapes a simulated instance; the same options and seed give the same world.
+
+    ``max_running`` caps how many jobs hold a worker slot (running or incomplete) at once,
+    across the whole instance; a job that is ready to start while all slots are taken is
+    ``queued`` until one frees (None: no cap, jobs never queue).
+    """
 
     connections: int = 50
     workspaces: int = 2
@@ -165,6 +176,8 @@ class SimulatorOptions:
     down_window: tuple[float, float] | None = None
     token_failures: int = 0
     retry_after: float | str | None = None
+    malformed_rate: float = 0.0
+    max_running: int | None = None
 
     def __post_init__(self) -> None:
         _check_count("connections", self.connections)
@@ -190,6 +203,8 @@ class SimulatorOptions:
             raise ValueError("inactive_connections cannot exceed connections")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError("seed must be an int")
+        if self.max_running is not None and _check_count("max_running", self.max_running) < 1:
+            raise ValueError("max_running must be >= 1 (or None for no cap)")
         self.initial_faults()  # validates the fault fields
 
     def initial_faults(self) -> Faults:
@@ -202,4 +217,5 @@ class SimulatorOptions:
             down_window=self.down_window,
             token_failures=self.token_failures,
             retry_after=self.retry_after,
+            malformed_rate=self.malformed_rate,
         )

@@ -120,6 +120,15 @@ class Simulator:
     def job(self, job_id: int) -> dict[str, Any]:
         return self._state.world.job(job_id).view(self._state.clock.now())
 
+    def jobs_for(self, connection_id: str) -> list[dict[str, Any]]:
+        """The connection's jobs as of now, in creation order (public JSON views)."""
+        return self._state.jobs_for(connection_id)
+
+    def posts_for(self, connection_id: str) -> list[Exchange]:
+        """Completed ``POST /jobs`` exchanges whose JSON body names this connection, faulted
+        ones included (a slow POST still in flight is not recorded yet)."""
+        return self._state.posts_for(connection_id)
+
     def stats(self) -> dict[str, Any]:
         return copy.deepcopy(self._state.stats())
 
@@ -134,6 +143,9 @@ class Simulator:
 
     def start_job(self, connection_id: str, job_type: str = "sync") -> dict[str, Any]:
         """Create a job that is already running, as if triggered elsewhere (no HTTP).
+
+        With ``max_running`` it takes a slot even when all are busy (so the cap can be exceeded
+        briefly); jobs posted later queue until enough slots are free again.
 
         Raises ``LookupError`` for an unknown connection, ``ConnectionNotActiveError`` or
         ``JobAlreadyRunningError`` when Airbyte would refuse it.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -27,6 +29,9 @@ class SimState:
         self.token_requests = 0
         # Faults draw from their own stream so enabling one does not change the world or jobs.
         self.fault_rng = random.Random(f"faults:{options.seed}")
+        # A separate stream again, so adding malformed bodies left older fault sequences as
+        # they were.
+        self.malformed_rng = random.Random(f"malformed:{options.seed}")
         self.started_at = clock.now()
         self.root_url = ""
 
@@ -46,6 +51,20 @@ class SimState:
         now = self.clock.now()
         return [job.view(now) for job in self.world.jobs()]
 
+    def jobs_for(self, connection_id: str) -> list[dict[str, Any]]:
+        now = self.clock.now()
+        return [job.view(now) for job in self.world.jobs_for(_same_uuid(connection_id))]
+
+    def posts_for(self, connection_id: str) -> list[Exchange]:
+        wanted = _same_uuid(connection_id)
+        return [
+            exchange
+            for exchange in self.exchanges
+            if exchange.method == "POST"
+            and exchange.route == "/jobs"
+            and _named_connection(exchange.request_body) == wanted
+        ]
+
     def start_job(self, connection_id: str, job_type: str = "sync") -> dict[str, Any]:
         now = self.clock.now()
         return self.world.create_job(connection_id, job_type, now, skip_pending=True).view(now)
@@ -61,3 +80,22 @@ class SimState:
             "token_requests": self.token_requests,
             "jobs": self.job_views(),
         }
+
+
+def _same_uuid(value: str) -> str:
+    # The API compares parsed UUIDs, so any spelling of an id names the same connection.
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return value
+
+
+def _named_connection(body: bytes) -> str | None:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(payload, dict):
+        return None
+    connection_id = payload.get("connectionId")
+    return _same_uuid(connection_id) if isinstance(connection_id, str) else None

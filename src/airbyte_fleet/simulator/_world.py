@@ -3,11 +3,19 @@
 Job state is never stored as "current status": each job keeps a fixed timeline of status
 changes, and every read evaluates it at the clock's time. That way no background task per job
 is needed, thousands of jobs cost nothing while idle, and a FakeClock moves all of them at once.
+
+With ``max_running`` a job's start also depends on the other jobs, so its timeline is only
+fixed up to its first attempt: a small scheduler replays slot hand-overs (ends, readiness,
+cancellations) in clock order whenever a job is read, and appends ``queued`` and the attempts
+to the timeline at the exact times they happened. It is still a pure function of the clock
+and of what was requested when, with no background task.
 """
 
 from __future__ import annotations
 
 import copy
+import heapq
+import itertools
 import math
 import random
 import uuid
@@ -127,13 +135,19 @@ class JobAlreadyRunningError(Exception):
 class JobScript:
     """How the next job of a connection will play out, instead of the random plan.
 
-    ``seconds`` is creation-to-terminal time; ``pending_seconds`` defaults to 5% of it.
+    ``seconds`` is creation-to-terminal time; ``pending_seconds`` defaults to 5% of it. (With
+    ``max_running``, time spent ``queued`` for a slot comes on top.)
+
+    ``odd_status`` is reported instead of ``running`` during every attempt (e.g.
+    ``"paused_by_admin"``), so clients meet a status outside the spec's enum; ``incomplete``
+    gaps and the final status stay as scripted. It must not be a status the spec defines.
     """
 
     seconds: float = 1.0
     incomplete_attempts: int = 0
     final: JobFinal = "succeeded"
     pending_seconds: float | None = None
+    odd_status: str | None = None
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.seconds) or self.seconds < 0:
@@ -144,22 +158,35 @@ class JobScript:
             raise ValueError(f"final must be one of {get_args(JobFinal)}, got {self.final!r}")
         if self.pending_seconds is not None and not 0 <= self.pending_seconds <= self.seconds:
             raise ValueError("pending_seconds must be within 0..seconds")
+        if self.odd_status is not None:
+            if not isinstance(self.odd_status, str) or not self.odd_status.strip():
+                raise ValueError("odd_status must be a non-empty string or None")
+            if self.odd_status in JOB_STATUSES:
+                raise ValueError(
+                    f"odd_status must not be a status the spec defines, got {self.odd_status!r}"
+                )
 
 
 @dataclass
 class Job:
-    """One job and its whole planned timeline (absolute clock times)."""
+    """One job and its planned timeline (absolute clock times, in order).
+
+    Without a slot cap the whole timeline is fixed at creation. With one, ``scheduler``
+    appends ``queued`` and the attempts once the job gets a slot; reading the state first lets
+    it catch up to ``now``.
+    """
 
     job_id: int
     connection_id: str
     workspace_id: str
     job_type: str
     created_at: float
-    events: tuple[tuple[float, str], ...]
-    running_spans: tuple[tuple[float, float], ...]
+    events: list[tuple[float, str]]
+    running_spans: list[tuple[float, float]]
     rows_total: int
     bytes_total: int
     cancelled_at: float | None = None
+    scheduler: _Scheduler | None = field(default=None, repr=False, compare=False)
 
     @property
     def created_s(self) -> int:
@@ -168,6 +195,8 @@ class Job:
 
     def state(self, now: float) -> tuple[str, float]:
         """Status at ``now`` and the time of the transition that produced it."""
+        if self.scheduler is not None:
+            self.scheduler.settle(now)
         if self.cancelled_at is not None and now >= self.cancelled_at:
             return "cancelled", self.cancelled_at
         at, status = self.events[0]
@@ -232,24 +261,128 @@ def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _timeline(
-    created: float, seconds: float, pending: float, incomplete: int, final: str
-) -> tuple[tuple[tuple[float, str], ...], tuple[tuple[float, float], ...]]:
-    work = max(0.0, seconds - pending)
-    unit = work / (_RUNNING_WEIGHT * (incomplete + 1) + incomplete)
-    events: list[tuple[float, str]] = [(created, "pending")]
+@dataclass(frozen=True)
+class _Plan:
+    """What happens from the first attempt on; ``not_before`` is the earliest terminal time."""
+
+    work: float
+    incomplete: int
+    final: str
+    running: str
+    not_before: float
+
+
+def _attempts(
+    start: float, plan: _Plan
+) -> tuple[list[tuple[float, str]], list[tuple[float, float]]]:
+    """Events and running spans of the attempts, the first one starting at ``start``."""
+    incomplete = plan.incomplete
+    unit = plan.work / (_RUNNING_WEIGHT * (incomplete + 1) + incomplete)
+    events: list[tuple[float, str]] = []
     spans: list[tuple[float, float]] = []
-    at = created + pending
+    at = start
     for attempt in range(incomplete + 1):
-        events.append((at, "running"))
+        events.append((at, plan.running))
         end = at + _RUNNING_WEIGHT * unit
         spans.append((at, end))
         at = end
         if attempt < incomplete:
             events.append((at, "incomplete"))
             at += unit
-    events.append((max(at, created + seconds), final))
-    return tuple(events), tuple(spans)
+    events.append((max(at, start + plan.work, plan.not_before), plan.final))
+    return events, spans
+
+
+@dataclass
+class _Slotted:
+    """Scheduler bookkeeping for one job under a slot cap."""
+
+    job: Job
+    plan: _Plan
+    seq: int
+    slot_end: float | None = None  # set once the job holds a slot
+    released: bool = False
+
+
+class _Scheduler:
+    """Hands out ``slots`` worker slots, replaying events lazily in clock order.
+
+    A job asks for a slot when its pending time is over. It starts at once if a slot is free,
+    otherwise it is ``queued`` and waits in FIFO order (of readiness, then creation). A slot
+    frees when its job reaches a terminal status, or at once when the job is cancelled; a
+    slot that frees at the moment another job becomes ready goes to the waiting jobs first.
+    ``settle(now)`` applies every hand-over due up to ``now``; it is cheap when none is.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._slots = slots
+        self._busy = 0
+        self._seq = itertools.count()
+        self._ready: list[tuple[float, int, _Slotted]] = []  # heap of pending jobs
+        self._ends: list[tuple[float, int, _Slotted]] = []  # heap of slot releases
+        self._waiting: deque[_Slotted] = deque()  # queued jobs, first come first served
+        self._records: dict[int, _Slotted] = {}
+
+    def enqueue(self, job: Job, plan: _Plan, ready_at: float) -> None:
+        record = _Slotted(job, plan, next(self._seq))
+        self._records[job.job_id] = record
+        heapq.heappush(self._ready, (ready_at, record.seq, record))
+
+    def start_now(self, job: Job, plan: _Plan, now: float) -> None:
+        """Start at once even if every slot is taken (a job "triggered elsewhere")."""
+        self.settle(now)
+        record = _Slotted(job, plan, next(self._seq))
+        self._records[job.job_id] = record
+        self._start(record, now)
+
+    def cancelled(self, job: Job, now: float) -> None:
+        """The job was cancelled at ``now``: free its slot now (a waiting job is skipped)."""
+        record = self._records.get(job.job_id)
+        if record is not None and record.slot_end is not None and not record.released:
+            record.slot_end = now
+            heapq.heappush(self._ends, (now, record.seq, record))
+        self.settle(now)
+
+    def settle(self, now: float) -> None:
+        ready, ends = self._ready, self._ends
+        while ready or ends:
+            next_end = ends[0][0] if ends else math.inf
+            next_ready = ready[0][0] if ready else math.inf
+            if min(next_end, next_ready) > now:
+                return
+            if next_end <= next_ready:
+                at, _, record = heapq.heappop(ends)
+                if record.released or record.slot_end != at:
+                    continue  # superseded by an earlier release (a cancellation)
+                record.released = True
+                self._records.pop(record.job.job_id, None)
+                self._busy -= 1
+                self._fill(at)
+            else:
+                at, _, record = heapq.heappop(ready)
+                if record.job.cancelled_at is not None:
+                    self._records.pop(record.job.job_id, None)
+                elif self._busy < self._slots:
+                    self._start(record, at)
+                else:
+                    record.job.events.append((at, "queued"))
+                    self._waiting.append(record)
+
+    def _fill(self, at: float) -> None:
+        while self._waiting and self._busy < self._slots:
+            record = self._waiting.popleft()
+            if record.job.cancelled_at is not None:
+                self._records.pop(record.job.job_id, None)
+                continue
+            self._start(record, at)
+
+    def _start(self, record: _Slotted, at: float) -> None:
+        events, spans = _attempts(at, record.plan)
+        record.job.events.extend(events)
+        record.job.running_spans = spans
+        record.slot_end = events[-1][0]
+        self._busy += 1
+        heapq.heappush(self._ends, (record.slot_end, record.seq, record))
 
 
 class World:
@@ -295,6 +428,7 @@ class World:
         )
         self._jobs: dict[int, Job] = {}
         self._latest_job: dict[str, Job] = {}
+        self._scheduler = None if options.max_running is None else _Scheduler(options.max_running)
 
     def _make_connection(self, rng: random.Random, index: int, inactive: bool) -> _Connection:
         workspace = self._workspaces[index % len(self._workspaces)]
@@ -408,15 +542,28 @@ class World:
 
         final: str = "failed" if fails else "succeeded"
         pending: float | None = None
+        running = "running"
         if connection.scripts:
             script = connection.scripts.popleft()
             seconds, incomplete, final = script.seconds, script.incomplete_attempts, script.final
             pending = script.pending_seconds
+            running = script.odd_status or running
         if pending is None:
             pending = seconds * _PENDING_FRACTION
         if skip_pending:
             pending = 0.0
-        events, spans = _timeline(now, seconds, pending, incomplete, final)
+        plan = _Plan(
+            work=max(0.0, seconds - pending),
+            incomplete=incomplete,
+            final=final,
+            running=running,
+            not_before=now + seconds,
+        )
+        events: list[tuple[float, str]] = [(now, "pending")]
+        spans: list[tuple[float, float]] = []
+        if self._scheduler is None:
+            attempts, spans = _attempts(now + pending, plan)
+            events.extend(attempts)
 
         job_id = self._next_job_id
         # Gaps, like real ids shared with check/discover jobs, so clients cannot assume +1.
@@ -431,7 +578,13 @@ class World:
             running_spans=spans,
             rows_total=rows,
             bytes_total=rows * bytes_per_row,
+            scheduler=self._scheduler,
         )
+        if self._scheduler is not None:
+            if skip_pending:
+                self._scheduler.start_now(job, plan, now)
+            else:
+                self._scheduler.enqueue(job, plan, now + pending)
         self._jobs[job_id] = job
         self._latest_job[connection_id] = job
         return job
@@ -447,7 +600,13 @@ class World:
         job = self.job(job_id)
         if not job.is_terminal(now):
             job.cancelled_at = now
+            if self._scheduler is not None:
+                self._scheduler.cancelled(job, now)
         return job
+
+    def jobs_for(self, connection_id: str) -> list[Job]:
+        """The connection's jobs in creation order (an unknown id simply has none)."""
+        return [job for job in self._jobs.values() if job.connection_id == connection_id]
 
     def jobs(self) -> Iterable[Job]:
         return self._jobs.values()

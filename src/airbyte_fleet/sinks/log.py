@@ -14,6 +14,7 @@ from airbyte_fleet.engine.events import (
     SyncRetrying,
     SyncSkipped,
     SyncTimedOut,
+    SyncTriggering,
 )
 
 __all__ = ["LogSink", "level_for"]
@@ -29,6 +30,9 @@ def level_for(event: Event) -> int:
     if isinstance(event, SyncRetrying | SyncCancelled):
         # Not yet (or not necessarily) a failure of the run, but an attempt was lost.
         return logging.WARNING
+    if isinstance(event, SyncTriggering):
+        # The journal's write-ahead marker; sync_triggered follows a moment later.
+        return logging.DEBUG
     return logging.INFO
 
 
