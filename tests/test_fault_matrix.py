@@ -62,7 +62,8 @@ class Case:
 async def _expire_after_first_poll(sim: Simulator) -> None:
     with anyio.fail_after(10):
         # The simulator serves from this event loop; a short yield lets it take the poll.
-        while sim.count("GET", "/jobs/{jobId}") == 0:  # noqa: ASYNC110
+        # The first status read: a per-job GET or a batched list, whichever mode auto chose.
+        while sim.count("GET", "/jobs/{jobId}") + sim.count("GET", "/jobs") == 0:  # noqa: ASYNC110
             await anyio.sleep(0.01)
     sim.expire_tokens()
 

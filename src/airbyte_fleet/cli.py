@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -70,10 +71,37 @@ DEFAULT_STATE_DIR = ".airbyte-fleet"
 log = structlog.get_logger("airbyte_fleet.cli")
 
 
+def one_line(text: str) -> str:
+    """*text* with line breaks and other control characters spelled out: one line, always."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One sentence and the way out, instead of argparse's usage dump.
-        self.exit(EXIT_USAGE, f"{self.prog}: {message}; see '{self.prog} --help'.\n")
+        self.exit(
+            EXIT_USAGE, f"{self.prog}: {one_line(redact(message))}; see '{self.prog} --help'.\n"
+        )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected zero or more seconds, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -153,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--job-type", choices=("sync", "reset", "clear", "refresh"))
     how.add_argument("--max-concurrency", type=int, metavar="N", help="syncs in flight (25)")
     how.add_argument("--poll-interval", metavar="DURATION", help="between status polls (10s)")
+    how.add_argument(
+        "--poll-mode",
+        choices=("auto", "batched", "per-job"),
+        help="batched: one list call per workspace per tick (auto: batched above 5 syncs)",
+    )
     how.add_argument("--timeout", metavar="DURATION", help="per sync, e.g. 45m (24h)")
     how.add_argument("--deadline", metavar="DURATION", help="for the whole run")
     how.add_argument(
@@ -192,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     how.add_argument(
         "--grace",
-        type=float,
+        type=_seconds,
         default=30.0,
         metavar="SECONDS",
         help="time allowed for cancels after an interrupt (30)",
@@ -221,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = commands.add_parser("runs", help="past runs from the journal")
     runs.add_argument("--state-dir", metavar="DIR", help="where the run journal lives")
-    runs.add_argument("--limit", type=int, default=20, metavar="N")
+    runs.add_argument("--limit", type=_positive, default=20, metavar="N")
     runs.add_argument("--output", choices=("table", "json"), default="table")
     _add_common(runs)
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="show", parser_class=_Parser)
@@ -244,7 +277,7 @@ def stdout_console() -> Console:
 
 
 def fail(code: int, message: str) -> int:
-    print(f"airbyte-fleet: {redact(message)}", file=sys.stderr, flush=True)
+    print(f"airbyte-fleet: {one_line(redact(message))}", file=sys.stderr, flush=True)
     return code
 
 
@@ -282,10 +315,11 @@ def _connection_view(c: Connection) -> dict[str, Any]:
 
 
 async def cmd_connections(args: argparse.Namespace) -> int:
+    workspaces = _checked_selection(workspaces=args.workspace).workspaces
     settings = load_settings()
     client = await open_client(settings)
     async with client:
-        connections = await client.list_connections(workspace_ids=args.workspace or None)
+        connections = await client.list_connections(workspace_ids=workspaces or None)
     if args.tag:
         wanted = set(args.tag)
         connections = [c for c in connections if wanted & set(c.tag_names)]
@@ -314,6 +348,7 @@ _RUN_FLAGS = (
     "job_type",
     "max_concurrency",
     "poll_interval",
+    "poll_mode",
     "timeout",
     "deadline",
     "retries",
@@ -328,21 +363,25 @@ _RUN_FLAGS = (
 _FLAG_OF = {"connections": "--connection", "workspaces": "--workspace", "names": "--name"}
 
 
-def _selection(args: argparse.Namespace, file: FileConfig) -> Selection:
+def _checked_selection(**fields: Any) -> Selection:
     try:
-        given = Selection(
-            connections=args.connection,
-            names=args.name,
-            tags=args.tag,
-            workspaces=args.workspace,
-            all=bool(args.all),
-            groups=args.group,
-        )
+        return Selection(**fields)
     except ValidationError as exc:
         error = exc.errors()[0]
         flag = _FLAG_OF.get(str(error["loc"][0]) if error["loc"] else "", "the selection")
         reason = str(error["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{flag}: {reason}; connection and workspace ids are UUIDs.") from None
+
+
+def _selection(args: argparse.Namespace, file: FileConfig) -> Selection:
+    given = _checked_selection(
+        connections=args.connection,
+        names=args.name,
+        tags=args.tag,
+        workspaces=args.workspace,
+        all=bool(args.all),
+        groups=args.group,
+    )
     # The file's default selection applies only when the command line selects nothing.
     return file.selection if given.empty else given
 
@@ -428,7 +467,28 @@ def _resume_plan(record: RunRecord) -> tuple[Plan, dict[str, ResumePoint]]:
     return Plan(items=items), points
 
 
+def _prepare_result_file(path: str | None) -> None:
+    """Find a result file that cannot be written before anything is triggered, not after."""
+    if path is None:
+        return
+    if not path.strip():
+        raise ConfigError("--result-file needs a path; leave the flag out to write no file.")
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise IsADirectoryError(f"'{path}' is a directory")
+        with target.open("a"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"--result-file '{path}' cannot be written ({exc.strerror or exc}); choose another "
+            "path."
+        ) from None
+
+
 async def cmd_run(args: argparse.Namespace) -> int:
+    _prepare_result_file(args.result_file)
     file = load_file_config(args.config)
     overrides = run_overrides_from_env(os.environ)
     overrides.update({k: getattr(args, k) for k in _RUN_FLAGS if getattr(args, k) is not None})
@@ -491,9 +551,11 @@ async def _report(result: RunResult, args: argparse.Namespace) -> int:
     # Defence in depth: error texts from anywhere pass one more secret filter before output.
     text = redact(result_json(result))
     if args.result_file:
-        path = anyio.Path(args.result_file)
-        await path.parent.mkdir(parents=True, exist_ok=True)
-        await path.write_text(text)
+        try:
+            await anyio.Path(args.result_file).write_text(text)
+        except OSError as exc:
+            # The syncs ran; losing the file must not lose the result, which still goes to stdout.
+            log.error("result_file_failed", path=args.result_file, error=str(exc))
     if args.output == "json":
         sys.stdout.write(text)
     else:

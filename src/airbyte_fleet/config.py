@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, get_args
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from airbyte_fleet._redact import register_secret
@@ -36,8 +37,35 @@ AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
 _SECRET_FIELDS = ("client_secret", "api_token", "password")
 
 
-def _env(*names: str) -> AliasChoices:
-    return AliasChoices(*names)
+class _DocumentedEnv(PydanticBaseSettingsSource):
+    """Exactly the documented variables (AIRBYTE_*, USE_SERVER_AUTH), nothing else.
+
+    pydantic-settings' own environment source also reads a field's plain name when
+    ``populate_by_name`` is on, so USERNAME or READ_TIMEOUT from an unrelated tool would leak in.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {k.upper(): v for k, v in os.environ.items()}
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            alias = field.validation_alias
+            if isinstance(alias, AliasChoices):
+                env_name = str(alias.choices[0]).upper()
+                if env_name in environ:
+                    values[name] = environ[env_name]
+        return values
+
+
+def _env(name: str, field: str) -> AliasChoices:
+    # Only the documented variable is read from the environment: an alias like "username" would
+    # also make pydantic-settings read USERNAME (set by every Windows shell) or READ_TIMEOUT.
+    # The field name itself still works for values passed in (the TOML file), via
+    # populate_by_name.
+    del field
+    return AliasChoices(name)
 
 
 class AirbyteSettings(BaseSettings):
@@ -110,7 +138,7 @@ class AirbyteSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Values passed in come from the TOML file; the environment overrides them.
-        return (env_settings, init_settings)
+        return (_DocumentedEnv(settings_cls), init_settings)
 
     @field_validator("base_url", "host", "client_id", "auth_type", "username", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -164,6 +164,8 @@ class AirbyteClient:
         self.retry = retry or RetryPolicy()
         self.stats = RequestStats()
         self._max_connections = max_connections
+        # Seconds the server's clock is ahead of ours (from its Date header), for time filters.
+        self.server_clock_offset: float | None = None
         self._session = session
         self._owns_session = session is None
 
@@ -217,6 +219,23 @@ class AirbyteClient:
             )
             self._owns_session = True
         return self._session
+
+    def _learn_server_clock(self, date: str | None) -> None:
+        if not date:
+            return
+        try:
+            server = parsedate_to_datetime(date)
+        except (TypeError, ValueError):
+            return
+        if server.tzinfo is None:
+            return
+        # The header has one-second resolution: round towards "server is behind", the safe side
+        # for an updatedAtStart filter.
+        self.server_clock_offset = (server - datetime.now(UTC)).total_seconds() - 1.0
+
+    def server_now(self) -> datetime:
+        """Our best estimate of the server's current time."""
+        return datetime.now(UTC) + timedelta(seconds=self.server_clock_offset or 0.0)
 
     # ----------------------------------------------------------------- operations
 
@@ -552,6 +571,8 @@ class AirbyteClient:
             ) as response:
                 body = await response.read()
                 self.stats.requests[(method, route, response.status)] += 1
+                if self.server_clock_offset is None:
+                    self._learn_server_clock(response.headers.get("Date"))
                 return response.status, body, response.headers
         except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
             # Refused, unroutable, DNS: the request never reached Airbyte.
@@ -585,6 +606,13 @@ class AirbyteClient:
         kw: dict[str, Any] = {"status": status, "method": method, "url": url, "problem": problem}
         if status in (400, 422):
             return BadRequestError(f"Airbyte refused {where} (HTTP {status}){detail}.", **kw)
+        if status == 401 and self.auth.mode == "none":
+            return AuthError(
+                f"Airbyte requires credentials for {where} (HTTP 401); set AIRBYTE_CLIENT_ID and "
+                "AIRBYTE_CLIENT_SECRET (or AIRBYTE_API_TOKEN, or AIRBYTE_USERNAME and "
+                "AIRBYTE_PASSWORD).",
+                **kw,
+            )
         if status == 401:
             return AuthError(
                 f"Airbyte refused the credentials on {where} (HTTP 401) even with a fresh "

@@ -26,6 +26,9 @@ LEGACY_PATH = "/v1"
 
 Layout = Literal["cloud", "public", "legacy"]
 
+# Host names, IPv4 and (bracket-less, as urlsplit returns them) IPv6 addresses.
+_HOST = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?|[0-9a-f:.]+", re.IGNORECASE)
+
 
 @dataclass(frozen=True)
 class ApiUrl:
@@ -81,6 +84,13 @@ def plan_url(raw: str | None, *, source: str = "AIRBYTE_BASE_URL") -> UrlPlan:
         )
         return UrlPlan(raw="", source=source, candidates=(cloud,))
     text = raw.strip()
+    authority = text.split("://", 1)[-1].split("/", 1)[0]
+    if "@" in authority:
+        # Checked first and never echoed: the part before "@" is usually a password.
+        raise ConfigError(
+            f"{source} must not carry credentials; set AIRBYTE_USERNAME and AIRBYTE_PASSWORD "
+            "instead."
+        )
     if "://" not in text:
         raise ConfigError(
             f"{source} '{text}' has no scheme; write it as http://{text} or https://{text}."
@@ -96,6 +106,10 @@ def plan_url(raw: str | None, *, source: str = "AIRBYTE_BASE_URL") -> UrlPlan:
         )
     if not parts.hostname:
         raise ConfigError(f"{source} '{text}' has no host name; write it like http://host:8000.")
+    if not _HOST.fullmatch(parts.hostname):
+        raise ConfigError(
+            f"{source} '{text}' has the host '{parts.hostname}', which is not a valid host name."
+        )
     if parts.username or parts.password:
         raise ConfigError(
             f"{source} must not carry credentials; set AIRBYTE_USERNAME and AIRBYTE_PASSWORD "

@@ -8,10 +8,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-__all__ = ["Duration", "IfRunning", "JobTypeName", "RunOptions", "Selection", "parse_duration"]
+__all__ = [
+    "Duration",
+    "IfRunning",
+    "JobTypeName",
+    "PollMode",
+    "RunOptions",
+    "Selection",
+    "parse_duration",
+]
 
 JobTypeName = Literal["sync", "reset", "clear", "refresh"]
 IfRunning = Literal["adopt", "skip", "fail"]
+PollMode = Literal["auto", "batched", "per-job"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -105,6 +114,11 @@ class RunOptions(_Strict):
     job_type: JobTypeName = "sync"
     max_concurrency: int = Field(default=25, ge=1, le=100_000)
     poll_interval: Duration = Field(default=10.0, gt=0)
+    poll_mode: PollMode = Field(
+        default="auto",
+        description="batched: one list call per workspace per tick; auto: batched "
+        "when more than a few syncs run",
+    )
     timeout: Duration = Field(default=24 * 3600.0, gt=0, description="per sync")
     deadline: Duration | None = Field(default=None, gt=0, description="for the whole run")
     retries: int = Field(default=0, ge=0, le=100)

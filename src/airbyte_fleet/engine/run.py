@@ -50,7 +50,7 @@ from airbyte_fleet.engine.events import (
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.plan import Plan, PlannedConnection
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
-from airbyte_fleet.engine.watch import JobWatcher, PerJobWatcher, jittered
+from airbyte_fleet.engine.watch import BatchedWatcher, JobWatcher, PerJobWatcher, jittered
 
 __all__ = ["Engine", "ResumePoint", "StopMode", "execute", "new_run_id"]
 
@@ -67,6 +67,8 @@ CLOCK_SKEW = timedelta(seconds=60)
 MAX_BACKOFF = 600.0
 # A credential that keeps being refused will not heal by itself within a sync's timeout.
 MAX_AUTH_FAILURES = 5
+# With this many syncs or fewer, one GET per job costs no more than one list per workspace.
+AUTO_BATCH_ABOVE = 5
 
 
 def new_run_id() -> str:
@@ -110,7 +112,7 @@ class Engine:
         run_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
-        watcher: JobWatcher | None = None,
+        watcher: Callable[[anyio.Event], JobWatcher] | None = None,
         grace: float = 30.0,
     ) -> None:
         self.client = client
@@ -122,7 +124,8 @@ class Engine:
         self._stop = anyio.Event()
         self._stop_mode: StopMode = "cancel"
         self._grace = grace
-        self._watcher = watcher or PerJobWatcher(
+        self._make_watcher = watcher
+        self._watcher: JobWatcher = PerJobWatcher(
             client, options.poll_interval, stop=self._stop, rng=self._rng
         )
         self._limiter = anyio.CapacityLimiter(options.max_concurrency)
@@ -141,6 +144,19 @@ class Engine:
         self._stop_mode = mode
         self._interrupted = True
         self._stop.set()
+
+    def _choose_watcher(self, syncs: int) -> JobWatcher:
+        mode = self.options.poll_mode
+        if mode == "auto":
+            mode = "batched" if syncs > AUTO_BATCH_ABOVE else "per-job"
+        log.info("poll_mode", mode=mode, interval_s=self.options.poll_interval)
+        if mode == "batched":
+            return BatchedWatcher(
+                self.client, self.options.poll_interval, stop=self._stop, rng=self._rng
+            )
+        return PerJobWatcher(
+            self.client, self.options.poll_interval, stop=self._stop, rng=self._rng
+        )
 
     def abort(self) -> None:
         """A second signal: give up waiting for cancels now. Jobs not yet cancelled are reported."""
@@ -191,15 +207,30 @@ class Engine:
             )
         )
         for item in plan.items:
-            if item.skip_reason is not None:
+            point = self._resume.get(item.connection.connection_id)
+            if point is not None and point.state == "final":
+                # Settled by the earlier process; its events are already in every sink.
+                self._outcomes[item.connection.connection_id] = point.outcome or "error"
+            elif item.skip_reason is not None:
                 self._emit(
                     SyncSkipped, _Sync(item), reason=item.skip_reason, error=item.skip_reason
                 )
+        self._watcher = (
+            self._make_watcher(self._stop)
+            if self._make_watcher is not None
+            else self._choose_watcher(len(plan.runnable))
+        )
         try:
-            async with anyio.create_task_group() as tg:
-                self._scope = tg.cancel_scope
-                for item in plan.runnable:
-                    tg.start_soon(self._run_sync, _Sync(item))
+            async with anyio.create_task_group() as outer:
+                self._scope = outer.cancel_scope
+                outer.start_soon(self._watcher.run)
+                async with anyio.create_task_group() as tg:
+                    for item in plan.runnable:
+                        point = self._resume.get(item.connection.connection_id)
+                        if point is None or point.state != "final":
+                            tg.start_soon(self._run_sync, _Sync(item))
+                # Every sync has settled: the watcher has nothing left to watch.
+                outer.cancel_scope.cancel()
         finally:
             # Even when aborted, the run ends with one run_finished: sinks settle every sync.
             counts: dict[str, int] = {}
@@ -512,7 +543,9 @@ class Engine:
             if remaining <= 0:
                 await self._on_timeout(sync, job)
                 return None
-            fresh = await self._watcher.wait(job, remaining)
+            fresh = await self._watcher.wait(
+                job, remaining, workspace_id=sync.item.connection.workspace_id
+            )
             if fresh is None:
                 if self._watcher.consecutive_auth_failures >= MAX_AUTH_FAILURES:
                     self._emit(

@@ -1,22 +1,34 @@
 """Following jobs until they change: how the engine learns about a job's status.
 
 A watcher answers one question for a sync task: "has this job changed, within at most N seconds?".
-Per-job polling asks Airbyte for the job every interval (with jitter, so 500 syncs do not poll in
-lock-step); transient errors are logged and polling goes on: a sync is never dropped because one
-status call failed.
+
+- :class:`PerJobWatcher` asks Airbyte for each job every interval (jittered, so 500 syncs do not
+  poll in lock-step): N requests per tick.
+- :class:`BatchedWatcher` asks once per workspace per tick for every job updated since the last
+  tick (``GET /jobs?workspaceIds=W&updatedAtStart=T``): the request count follows the number of
+  workspaces and changes, not the number of syncs. Jobs it does not hear about for a while are
+  confirmed one by one, so a server that ignores a filter can slow a sync down but never hang it;
+  when that happens the workspace falls back to per-job polling, and says so.
+
+Transient errors are logged and watching goes on: a sync is never dropped because a status call
+failed.
 """
 
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import anyio
 import structlog
 
-from airbyte_fleet.api import AirbyteClient, AirbyteError, AuthError, Job
+from airbyte_fleet.api import AirbyteClient, AirbyteError, AuthError, Job, RateLimitedError
 
-__all__ = ["JobWatcher", "PerJobWatcher", "jittered"]
+__all__ = ["BatchedWatcher", "JobWatcher", "PerJobWatcher", "jittered"]
 
 log = structlog.get_logger("airbyte_fleet.watch")
 
@@ -26,7 +38,11 @@ def jittered(interval: float, rng: random.Random, spread: float = 0.2) -> float:
 
 
 class JobWatcher(Protocol):
-    async def wait(self, job: Job, max_wait: float) -> Job | None:
+    async def run(self) -> None:
+        """Background work for the whole run (the engine starts it and cancels it at the end)."""
+        ...
+
+    async def wait(self, job: Job, max_wait: float, *, workspace_id: str = "") -> Job | None:
         """The job's latest state after waiting at most *max_wait* s; None if nothing new is known
         (a failed poll, or the run is stopping)."""
         ...
@@ -56,7 +72,10 @@ class PerJobWatcher:
     def consecutive_auth_failures(self) -> int:
         return self._auth_failures
 
-    async def wait(self, job: Job, max_wait: float) -> Job | None:
+    async def run(self) -> None:
+        return None
+
+    async def wait(self, job: Job, max_wait: float, *, workspace_id: str = "") -> Job | None:
         with anyio.move_on_after(min(max_wait, jittered(self._interval, self._rng))):
             await self._stop.wait()
         if self._stop.is_set():
@@ -73,3 +92,185 @@ class PerJobWatcher:
             return None
         self._auth_failures = 0
         return fresh
+
+
+@dataclass
+class _Watch:
+    job: Job
+    workspace_id: str
+    registered_at: datetime
+    last_seen: float
+    changed: anyio.Event = field(default_factory=anyio.Event)
+
+
+class BatchedWatcher:
+    """One ``GET /jobs`` per workspace per tick, whatever the number of jobs in flight there."""
+
+    def __init__(
+        self,
+        client: AirbyteClient,
+        interval: float,
+        *,
+        stop: anyio.Event,
+        rng: random.Random | None = None,
+        overlap: float = 5.0,
+        confirm_after: float | None = None,
+        confirm_batch: int = 50,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._interval = interval
+        self._stop = stop
+        self._rng = rng or random.Random()
+        # Updates that land while a tick is in flight, equal timestamps and clock skew: each
+        # window starts this long before the previous tick began.
+        self._overlap = timedelta(seconds=overlap)
+        self._confirm_after = confirm_after or max(60.0, 6 * interval)
+        self._confirm_batch = confirm_batch
+        self._clock = clock
+        self._watches: dict[int, _Watch] = {}
+        self._since: dict[str, datetime] = {}
+        self._fallback: dict[str, str] = {}
+        self._per_job = PerJobWatcher(client, interval, stop=stop, rng=self._rng)
+        self._fresh = anyio.Event()
+        self._slowdown = 1.0
+        self.ticks = 0
+
+    @property
+    def consecutive_auth_failures(self) -> int:
+        return self._per_job.consecutive_auth_failures
+
+    @property
+    def slowdown(self) -> float:
+        """How many times the base interval the next tick waits (it grows while Airbyte sheds load)."""
+        return self._slowdown
+
+    @property
+    def fallbacks(self) -> dict[str, str]:
+        """Workspaces polled per job instead, and why."""
+        return dict(self._fallback)
+
+    async def wait(self, job: Job, max_wait: float, *, workspace_id: str = "") -> Job | None:
+        if not workspace_id or workspace_id in self._fallback:
+            return await self._per_job.wait(job, max_wait)
+        watch = self._watches.get(job.job_id)
+        if watch is None:
+            watch = _Watch(job, workspace_id, self._client.server_now(), self._clock())
+            self._watches[job.job_id] = watch
+            self._fresh.set()
+        elif watch.job != job:
+            return self._deliver(watch)
+        with anyio.move_on_after(max_wait):
+            await watch.changed.wait()
+        if workspace_id in self._fallback:
+            # From now on this job is polled on its own (see wait's first line).
+            self._watches.pop(job.job_id, None)
+            return watch.job if watch.job != job else None
+        return self._deliver(watch) if watch.changed.is_set() else None
+
+    def _deliver(self, watch: _Watch) -> Job:
+        watch.changed = anyio.Event()
+        if watch.job.is_terminal:
+            self._watches.pop(watch.job.job_id, None)
+        return watch.job
+
+    async def run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                delay = jittered(self._interval * self._slowdown, self._rng)
+                if self._fresh.is_set():
+                    # Jobs were just triggered: their first transitions come quickly.
+                    delay = min(delay, max(1.0, self._interval / 4))
+                    self._fresh = anyio.Event()
+                with anyio.move_on_after(delay):
+                    await self._stop.wait()
+                if self._stop.is_set():
+                    break
+                await self.tick()
+        finally:
+            for watch in self._watches.values():
+                watch.changed.set()
+
+    async def tick(self) -> None:
+        self.ticks += 1
+        by_workspace: dict[str, list[_Watch]] = {}
+        for watch in self._watches.values():
+            if watch.workspace_id not in self._fallback:
+                by_workspace.setdefault(watch.workspace_id, []).append(watch)
+        limited = False
+        async with anyio.create_task_group() as tg:
+            for workspace_id, watches in by_workspace.items():
+
+                async def one(ws: str = workspace_id, ws_watches: list[_Watch] = watches) -> None:
+                    nonlocal limited
+                    limited |= await self._tick_workspace(ws, ws_watches)
+
+                tg.start_soon(one)
+        # Back off while Airbyte sheds load; come back down gently once it stops.
+        self._slowdown = min(self._slowdown * 2, 8.0) if limited else max(1.0, self._slowdown / 2)
+        await self._confirm_unseen()
+
+    async def _tick_workspace(self, workspace_id: str, watches: list[_Watch]) -> bool:
+        """Returns True when Airbyte rate-limited us."""
+        began = self._client.server_now()
+        since = self._since.get(workspace_id)
+        if since is None:
+            since = min(w.registered_at for w in watches) - self._overlap
+        try:
+            jobs = await self._client.list_jobs(
+                workspace_ids=[workspace_id], updated_at_start=since, order_by="updatedAt|ASC"
+            )
+        except RateLimitedError as exc:
+            log.warning("batched_poll_failed", workspace_id=workspace_id, error=exc.message)
+            return True
+        except AirbyteError as exc:
+            log.warning("batched_poll_failed", workspace_id=workspace_id, error=exc.message)
+            return False
+        self._since[workspace_id] = began - self._overlap
+        now = self._clock()
+        for job in jobs:
+            stamp = job.last_updated_at
+            if stamp is not None and stamp < since - timedelta(seconds=1):
+                self._fall_back(workspace_id, "the server ignores the updatedAtStart filter")
+            watch = self._watches.get(job.job_id)
+            if watch is None:
+                continue
+            watch.last_seen = now
+            if job != watch.job:
+                watch.job = job
+                watch.changed.set()
+        return False
+
+    async def _confirm_unseen(self) -> None:
+        now = self._clock()
+        unseen = sorted(
+            (
+                w
+                for w in self._watches.values()
+                if now - w.last_seen >= self._confirm_after and w.workspace_id not in self._fallback
+            ),
+            key=lambda w: w.last_seen,
+        )[: self._confirm_batch]
+        for watch in unseen:
+            try:
+                fresh = await self._client.get_job(watch.job.job_id)
+            except AirbyteError as exc:
+                log.warning("confirm_failed", job_id=watch.job.job_id, error=exc.message)
+                continue
+            watch.last_seen = self._clock()
+            if fresh.status != watch.job.status:
+                # The list should have shown this change: it cannot be trusted for this workspace.
+                self._fall_back(watch.workspace_id, "a job changed without showing in the list")
+            if fresh != watch.job:
+                watch.job = fresh
+                watch.changed.set()
+
+    def _fall_back(self, workspace_id: str, reason: str) -> None:
+        if workspace_id in self._fallback:
+            return
+        self._fallback[workspace_id] = reason
+        log.warning("batched_polling_fallback", workspace_id=workspace_id, reason=reason)
+        for watch in self._watches.values():
+            if watch.workspace_id == workspace_id:
+                # Wake the waiter so that it carries on with per-job polling.
+                watch.changed.set()

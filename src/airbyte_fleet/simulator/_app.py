@@ -6,6 +6,7 @@ import base64
 import binascii
 import hmac
 import logging
+from email.utils import formatdate
 from typing import Any, NoReturn
 
 from aiohttp import web
@@ -243,6 +244,10 @@ async def _api(request: web.Request) -> web.StreamResponse:
         # Mirrors Airbyte's UncaughtExceptionHandler; a bug here should still look like a 500.
         _log.exception("simulator handler failed for %s %s", request.method, request.path)
         response = json_response(500, error_id_body())
+    if not dropped:
+        # The server's own clock, as Airbyte's Date header would carry it: clients that filter by
+        # time (updatedAtStart) calibrate against it, so it must agree with the job timestamps.
+        response.headers["Date"] = formatdate(state.clock.now(), usegmt=True)
     state.record(
         Exchange(
             method=request.method,

@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ._options import SimulatorOptions
 from ._server import Simulator
@@ -31,14 +32,30 @@ def _retry_after(text: str) -> float | str:
         return text  # e.g. an HTTP-date
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0 picks a free one), got {port}")
+    return port
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line a script can show as is, not argparse's usage block.
+        self.exit(2, f"{self.prog}: {message}; see '{self.prog} --help'.\n")
+
+
 def _parser(prog: str) -> argparse.ArgumentParser:
     defaults = SimulatorOptions()
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog=prog,
         description="Run a local simulated Airbyte public API (for demos and tests).",
     )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument("--port", type=_port, default=8000, help="0 picks a free port")
     p.add_argument("--connections", type=int, default=defaults.connections)
     p.add_argument("--workspaces", type=int, default=defaults.workspaces)
     p.add_argument("--sync-seconds", type=_pair, default=defaults.sync_seconds, metavar="LOW:HIGH")
@@ -146,8 +163,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "airbyte-fleet simula
             max_running=args.max_running,
         )
     except (TypeError, ValueError) as exc:
-        parser.print_usage(sys.stderr)
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}; see '{prog} --help'.", file=sys.stderr)
         return 2
     try:
         return asyncio.run(_serve(Simulator(options), args.host, args.port))

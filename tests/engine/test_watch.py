@@ -1,0 +1,188 @@
+"""Batched polling: one list call per workspace per tick, and never a hang when the list lies."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from urllib.parse import parse_qs
+
+import aiohttp
+import anyio
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+from airbyte_fleet.api import AirbyteClient, ClientCredentials, plan_url
+from airbyte_fleet.engine.events import EventBus
+from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.engine.plan import build_plan
+from airbyte_fleet.engine.result import ResultBuilder, RunResult
+from airbyte_fleet.engine.run import Engine
+from airbyte_fleet.engine.watch import BatchedWatcher, JobWatcher
+from airbyte_fleet.simulator import FakeClock, JobScript
+from conftest import SimFactory, client_for
+
+pytestmark = pytest.mark.anyio
+
+
+async def _run(
+    client: AirbyteClient,
+    options: RunOptions,
+    watcher: Callable[[anyio.Event], JobWatcher] | None = None,
+) -> RunResult:
+    plan = await build_plan(client, Selection(all=True))
+    builder = ResultBuilder()
+    await Engine(client, options, EventBus([builder]), watcher=watcher).run(plan)
+    return builder.result
+
+
+async def test_one_list_call_per_workspace_per_tick(make_sim: SimFactory) -> None:
+    sim, root = await make_sim(connections=60, workspaces=2, sync_seconds=(0.3, 1.0))
+    async with client_for(root) as client:
+        before = len(sim.exchanges)
+        result = await _run(client, RunOptions(poll_interval=0.1, max_concurrency=60))
+    assert result.counts["succeeded"] == 60
+    run = sim.exchanges[before:]
+    assert sum(1 for e in run if e.route == "/jobs/{jobId}") == 0  # no per-job polling
+    lists = [e for e in run if e.route == "/jobs" and e.method == "GET"]
+    assert lists
+    for e in lists:
+        query = parse_qs(e.query)
+        assert query["orderBy"] == ["updatedAt|ASC"]
+        assert query["workspaceIds"]
+        assert query["updatedAtStart"]
+    # Far fewer requests than syncs × ticks; at most 3 per sync including the trigger.
+    assert len(run) <= 3 * 60
+
+
+async def test_auto_mode_stays_per_job_for_a_handful(make_sim: SimFactory) -> None:
+    sim, root = await make_sim(connections=3)
+    async with client_for(root) as client:
+        result = await _run(client, RunOptions(poll_interval=0.02))
+    assert result.ok
+    assert sim.count("GET", "/jobs/{jobId}") > 0
+    assert sim.count("GET", "/jobs") == 0
+
+
+@asynccontextmanager
+async def _proxy(
+    upstream: str, rewrite: Callable[[web.Request, str], str | None]
+) -> AsyncIterator[str]:
+    """A real HTTP hop in front of the simulator that misbehaves the way some servers do."""
+    session = aiohttp.ClientSession()
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        query = request.query_string
+        replaced = rewrite(request, query)
+        if replaced is not None and replaced.startswith("{"):
+            return web.Response(text=replaced, content_type="application/json")
+        url = (
+            upstream
+            + request.path
+            + (f"?{replaced if replaced is not None else query}" if query else "")
+        )
+        async with session.request(
+            request.method,
+            url,
+            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+            data=await request.read(),
+        ) as reply:
+            body = await reply.read()
+            response = web.Response(status=reply.status, body=body, content_type=reply.content_type)
+            if "Date" in reply.headers:
+                response.headers["Date"] = reply.headers["Date"]
+            return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+        await session.close()
+
+
+def _client(root: str) -> AirbyteClient:
+    api = plan_url(root + "/api/public/v1").candidates[0]
+    return AirbyteClient(
+        api, ClientCredentials("sim-client", SecretStr("sim-secret"), api.token_url)
+    )
+
+
+async def _fast_forward(clock: FakeClock, stop: anyio.Event) -> None:
+    """Simulated time at 5x: old jobs can be minutes old without the test waiting for them."""
+    while not stop.is_set():
+        with anyio.move_on_after(0.01):
+            await stop.wait()
+        clock.advance(0.05)
+
+
+async def test_a_server_ignoring_updated_at_start_falls_back_to_per_job(
+    make_sim: SimFactory,
+) -> None:
+    clock = FakeClock(start=time.time())
+    sim, root = await make_sim(clock=clock, connections=8, workspaces=1, sync_seconds=(0.3, 0.6))
+    first = sim.connections[0]["connectionId"]
+    sim.script(first, JobScript(seconds=0.05))
+    sim.start_job(first)
+    clock.advance(60)  # an old, finished job that the filter should have hidden
+
+    def drop_filter(request: web.Request, query: str) -> str | None:
+        if request.path.endswith("/jobs") and request.method == "GET":
+            return "&".join(p for p in query.split("&") if not p.startswith("updatedAtStart="))
+        return None
+
+    stop = anyio.Event()
+    async with _proxy(root, drop_filter) as proxied, _client(proxied) as client:
+        with anyio.fail_after(20), capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_fast_forward, clock, stop)
+                result = await _run(client, RunOptions(poll_interval=0.05, poll_mode="batched"))
+                stop.set()
+    assert result.counts["succeeded"] == 8
+    fallbacks = [e for e in logs if e["event"] == "batched_polling_fallback"]
+    assert len(fallbacks) == 1
+    assert "updatedAtStart" in fallbacks[0]["reason"]
+    assert sim.count("GET", "/jobs/{jobId}") > 0
+
+
+async def test_a_list_that_never_shows_jobs_cannot_hang_a_sync(make_sim: SimFactory) -> None:
+    _sim, root = await make_sim(connections=6, workspaces=1, sync_seconds=(0.2, 0.4))
+
+    def empty_lists(request: web.Request, query: str) -> str | None:
+        if request.path.endswith("/jobs") and request.method == "GET" and "updatedAtStart" in query:
+            return '{"data": []}'
+        return None
+
+    def watcher(stop: anyio.Event) -> JobWatcher:
+        return BatchedWatcher(client, 0.05, stop=stop, confirm_after=0.3)
+
+    async with _proxy(root, empty_lists) as proxied, _client(proxied) as client:
+        with anyio.fail_after(20), capture_logs() as logs:
+            result = await _run(client, RunOptions(poll_interval=0.05), watcher=watcher)
+    assert result.counts["succeeded"] == 6
+    assert any(e["event"] == "batched_polling_fallback" for e in logs)
+
+
+async def test_rate_limiting_slows_the_ticks(make_sim: SimFactory) -> None:
+    sim, root = await make_sim(connections=2, workspaces=1)
+    cid = sim.connections[0]["connectionId"]
+    sim.script(cid, JobScript(seconds=60))
+    stop = anyio.Event()
+    async with client_for(root) as client:
+        job = await client.create_job(cid)
+        watcher = BatchedWatcher(client, 1.0, stop=stop)
+        await watcher.wait(job, 0.01, workspace_id=sim.connections[0]["workspaceId"])
+        assert watcher.slowdown == 1.0
+        sim.faults.update({"rate_429": 1.0})
+        await watcher.tick()
+        await watcher.tick()
+        assert watcher.slowdown == 4.0
+        sim.faults.update({"rate_429": 0.0})
+        await watcher.tick()
+        assert watcher.slowdown == 2.0
