@@ -61,6 +61,7 @@ PARADIME = Venv("paradime", ["paradime-io==6.9.0"])
 DAGSTER = Venv("dagster", ["dagster-airbyte==0.29.27", "dagster==1.13.27"])
 WORK = OUT / "peers"
 RUN_TIMEOUT_S = 900.0
+MIN_SPEEDUP_VS_PARADIME = 5.0  # the target
 
 
 @dataclass
@@ -506,8 +507,8 @@ def report(rows: Sequence[Row], fleet_rows: Sequence[Row], meta: Mapping[str, An
             if peer.tool == "airbyte-fleet":
                 continue
             if not (peer.ok and fleet.ok):
-                reason = peer.reason if not peer.ok else fleet.reason
-                ratio_rows.append([fleet.how, f"{peer.tool} ({peer.how})", f"n/a: {reason}"])
+                missing = ["n/a: did not complete (above)"] * 3
+                ratio_rows.append([fleet.how, f"{peer.tool} ({peer.how})", *missing])
                 continue
             peer_total = (peer.requests or 0) + sum(peer.outside_simulator.values())
             ratio_rows.append(
@@ -520,11 +521,19 @@ def report(rows: Sequence[Row], fleet_rows: Sequence[Row], meta: Mapping[str, An
                 ]
             )
     if ratio_rows:
-        width = max(len(r) for r in ratio_rows)
-        padded = [r + [""] * (width - len(r)) for r in ratio_rows]
         headers = ["airbyte-fleet", "peer", "peer wall ÷ fleet wall", "in-run ÷ in-run"]
         headers += ["peer req ÷ fleet req"]
-        lines += [table(headers[:width], padded), ""]
+        lines += [table(headers, ratio_rows), ""]
+    verdicts = []
+    for fleet in fleet_rows:
+        for peer in rows:
+            if peer.tool == "paradime" and peer.ok and fleet.ok:
+                value = ratio(peer.wall_s, fleet.wall_s) or 0.0
+                passed = value >= MIN_SPEEDUP_VS_PARADIME
+                verdicts.append([fleet.how, f"{value:.2f}×", "pass" if passed else "FAIL"])
+    if verdicts:
+        headers = ["airbyte-fleet", f"target: ≥ {MIN_SPEEDUP_VS_PARADIME:g}× Paradime's wall"]
+        lines += [table([*headers, "verdict"], verdicts), ""]
     return "\n".join(lines)
 
 

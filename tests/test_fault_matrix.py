@@ -13,6 +13,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,11 +205,13 @@ async def test_fault_matrix(make_sim: SimFactory, tmp_path: Path, case: Case) ->
             check=False,
         )
 
+    started = time.perf_counter()
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
             tg.start_soon(run)
             if case.during is not None:
                 await case.during(sim)
+    wall = time.perf_counter() - started
     out, err = result.stdout.decode(), result.stderr.decode()
     assert SECRET not in out + err
     assert "Traceback" not in err
@@ -216,6 +220,32 @@ async def test_fault_matrix(make_sim: SimFactory, tmp_path: Path, case: Case) ->
     _assert_invariants(sim, doc, selected=len(sim.connections))
     if case.check is not None:
         case.check(sim, doc)
+    _report(case.name, result.returncode, doc, sim, wall)
+
+
+def _report(name: str, code: int, doc: dict[str, Any], sim: Simulator, wall: float) -> None:
+    """With AIRBYTE_FLEET_MATRIX_REPORT=FILE, one JSON line per case: the table in RELIABILITY.md."""
+    target = os.environ.get("AIRBYTE_FLEET_MATRIX_REPORT")
+    if not target:
+        return
+    faults = Counter(e.fault for e in sim.exchanges if e.fault)
+    row = {
+        "case": name,
+        "exit": code,
+        "outcomes": {k: v for k, v in doc["counts"].items() if v},
+        "syncs": len(doc["syncs"]),
+        "jobs": len(sim.jobs),
+        "posts": sim.count("POST", "/jobs"),
+        "requests": len(sim.exchanges),
+        "faults": dict(faults),
+        "max_jobs_per_connection": max(
+            len(sim.jobs_for(c["connectionId"])) for c in sim.connections
+        ),
+        "left_running": sum(1 for j in sim.jobs if j["status"] not in TERMINAL),
+        "wall_s": round(wall, 2),
+    }
+    with open(target, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
 
 
 async def _until(process: anyio.abc.Process, marker: bytes, count: int) -> bytes:
@@ -249,6 +279,7 @@ async def test_13_sigterm_mid_run(make_sim: SimFactory, tmp_path: Path) -> None:
     assert doc["counts"]["cancelled"] == 3
     assert doc["counts"]["skipped"] == 3
     _assert_invariants(sim, doc, selected=6)
+    _report("13 SIGTERM mid-run", code, doc, sim, 0.0)
     assert SECRET not in out.decode() + err.decode()
 
 
@@ -298,3 +329,4 @@ async def test_14_kill_9_then_resume(make_sim: SimFactory, tmp_path: Path) -> No
     assert doc["counts"]["succeeded"] == 6
     events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
     assert events.count("sync_adopted") == 3
+    _report("14 kill -9 mid-run, then --resume last", resumed.returncode, doc, sim, 0.0)
