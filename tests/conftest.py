@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import pytest
 import stamina
+from aiohttp import web
 from pydantic import SecretStr
 
 from airbyte_fleet._redact import forget_secrets
@@ -77,3 +80,50 @@ def client_for(
     api = plan_url(root + path).candidates[0]
     auth = ClientCredentials(client_id, SecretStr(client_secret), api.token_url)
     return AirbyteClient(api, auth, **kwargs)
+
+
+@asynccontextmanager
+async def misbehaving_proxy(
+    upstream: str, rewrite: Callable[[web.Request, str], str | web.Response | None]
+) -> AsyncIterator[str]:
+    """A real HTTP hop in front of the simulator that misbehaves the way some servers do.
+
+    *rewrite* sees each request and its query string and returns None (pass it on), a new query
+    string, a JSON text (answered 200 as is) or a whole response.
+    """
+    session = aiohttp.ClientSession()
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        query = request.query_string
+        replaced = rewrite(request, query)
+        if isinstance(replaced, web.StreamResponse):
+            return replaced
+        if replaced is not None and replaced.startswith("{"):
+            return web.Response(text=replaced, content_type="application/json")
+        url = (
+            upstream
+            + request.path
+            + (f"?{replaced if replaced is not None else query}" if query else "")
+        )
+        async with session.request(
+            request.method,
+            url,
+            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+            data=await request.read(),
+        ) as reply:
+            body = await reply.read()
+            response = web.Response(status=reply.status, body=body, content_type=reply.content_type)
+            if "Date" in reply.headers:
+                response.headers["Date"] = reply.headers["Date"]
+            return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+        await session.close()

@@ -23,7 +23,7 @@ from airbyte_fleet.engine.plan import Plan, build_plan
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
 from airbyte_fleet.engine.run import Engine, execute
 from airbyte_fleet.simulator import JobScript, Simulator
-from conftest import SimFactory, client_for
+from conftest import SimFactory, client_for, misbehaving_proxy
 
 pytestmark = pytest.mark.anyio
 
@@ -348,3 +348,32 @@ async def test_refresh_refused_by_airbyte_is_an_error_with_its_reason(make_sim: 
     assert result.syncs[0].outcome == "error"
     assert "Refreshes are not supported" in (result.syncs[0].error or "")
     assert sim.count("POST", "/jobs") == 1
+
+
+async def test_stale_already_running_is_retried_through_the_journal(make_sim: SimFactory) -> None:
+    """Airbyte answers 409 "already running" but lists no running job (its stale-state case)."""
+    sim, root = await make_sim(connections=1)
+    cid = _ids(sim)[0]
+    refused = {"n": 0}
+
+    def stale_409(request: web.Request, query: str) -> web.Response | None:
+        if request.method == "POST" and request.path.endswith("/jobs") and refused["n"] < 2:
+            refused["n"] += 1
+            body = {
+                "status": 409,
+                "type": "https://reference.airbyte.com/reference/errors#try-again-later",
+                "title": "try-again-later",
+                "detail": "Please try again later.",
+                "data": {"message": f"A sync is already running for: {cid}"},
+            }
+            return web.json_response(body, status=409)
+        return None
+
+    async with misbehaving_proxy(root, stale_409) as proxied, client_for(proxied) as client:
+        result, rec = await _run(client, await _plan(client, all=True), opts())
+    assert result.syncs[0].outcome == "succeeded"
+    assert refused["n"] == 2
+    assert sim.count("POST", "/jobs") == 1  # the two refused never reached Airbyte
+    kinds = [e.kind for e in rec.events if isinstance(e, SyncEvent)]
+    # Every attempt went through the write-ahead marker first.
+    assert kinds.count("sync_triggering") == 3

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
-import aiohttp
 import anyio
 import pytest
 from aiohttp import web
@@ -22,7 +20,7 @@ from airbyte_fleet.engine.result import ResultBuilder, RunResult
 from airbyte_fleet.engine.run import Engine
 from airbyte_fleet.engine.watch import BatchedWatcher, JobWatcher
 from airbyte_fleet.simulator import FakeClock, JobScript
-from conftest import SimFactory, client_for
+from conftest import SimFactory, client_for, misbehaving_proxy
 
 pytestmark = pytest.mark.anyio
 
@@ -66,47 +64,6 @@ async def test_auto_mode_stays_per_job_for_a_handful(make_sim: SimFactory) -> No
     assert sim.count("GET", "/jobs") == 0
 
 
-@asynccontextmanager
-async def _proxy(
-    upstream: str, rewrite: Callable[[web.Request, str], str | None]
-) -> AsyncIterator[str]:
-    """A real HTTP hop in front of the simulator that misbehaves the way some servers do."""
-    session = aiohttp.ClientSession()
-
-    async def forward(request: web.Request) -> web.StreamResponse:
-        query = request.query_string
-        replaced = rewrite(request, query)
-        if replaced is not None and replaced.startswith("{"):
-            return web.Response(text=replaced, content_type="application/json")
-        url = (
-            upstream
-            + request.path
-            + (f"?{replaced if replaced is not None else query}" if query else "")
-        )
-        async with session.request(
-            request.method,
-            url,
-            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
-            data=await request.read(),
-        ) as reply:
-            body = await reply.read()
-            response = web.Response(status=reply.status, body=body, content_type=reply.content_type)
-            if "Date" in reply.headers:
-                response.headers["Date"] = reply.headers["Date"]
-            return response
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-        await session.close()
-
-
 def _client(root: str) -> AirbyteClient:
     api = plan_url(root + "/api/public/v1").candidates[0]
     return AirbyteClient(
@@ -138,7 +95,7 @@ async def test_a_server_ignoring_updated_at_start_falls_back_to_per_job(
         return None
 
     stop = anyio.Event()
-    async with _proxy(root, drop_filter) as proxied, _client(proxied) as client:
+    async with misbehaving_proxy(root, drop_filter) as proxied, _client(proxied) as client:
         with anyio.fail_after(20), capture_logs() as logs:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_fast_forward, clock, stop)
@@ -162,7 +119,7 @@ async def test_a_list_that_never_shows_jobs_cannot_hang_a_sync(make_sim: SimFact
     def watcher(stop: anyio.Event) -> JobWatcher:
         return BatchedWatcher(client, 0.05, stop=stop, confirm_after=0.3)
 
-    async with _proxy(root, empty_lists) as proxied, _client(proxied) as client:
+    async with misbehaving_proxy(root, empty_lists) as proxied, _client(proxied) as client:
         with anyio.fail_after(20), capture_logs() as logs:
             result = await _run(client, RunOptions(poll_interval=0.05), watcher=watcher)
     assert result.counts["succeeded"] == 6

@@ -371,6 +371,7 @@ class Engine:
 
     async def _start_job(self, sync: _Sync) -> Job | None:
         cid = sync.connection_id
+        last_problem = "Airbyte lists no job from them"
         for _ in range(TRIGGER_TRIES):
             if self.stopping:
                 self._emit(SyncSkipped, sync, reason="run interrupted before trigger")
@@ -394,7 +395,31 @@ class Engine:
             try:
                 job = await self.client.create_job(cid, self.options.job_type)
             except AlreadyRunningError:
-                return await self._already_running(sync)
+                policy = self.options.if_running
+                if policy == "fail":
+                    self._emit(SyncFailed, sync, outcome="error", error="a sync is already running")
+                    return None
+                running = await self._find_running(cid)
+                if policy == "skip":
+                    reason = "a sync is already running" + (
+                        f" (job {running.job_id})" if running is not None else ""
+                    )
+                    self._emit(SyncSkipped, sync, reason=reason, job=running)
+                    return None
+                if running is not None:
+                    self._emit(
+                        SyncAdopted,
+                        sync,
+                        job=running,
+                        reason="a sync was already running; following it",
+                    )
+                    return running
+                # Airbyte said "already running" but lists no running job (its stale-state
+                # case): wait a little and trigger again, through the journal like any trigger.
+                last_problem = "Airbyte says a sync is already running but shows no running job"
+                log.warning("already_running_without_job", connection_id=cid)
+                await self._pause(self._backoff(1))
+                continue
             except TriggerOutcomeUnknownError as exc:
                 log.warning("trigger_unclear", connection_id=cid, error=exc.message)
                 known, found = await self._reconcile_until_known(sync, began)
@@ -424,6 +449,7 @@ class Engine:
             except TransportError as exc:
                 # The request never reached Airbyte (refused, DNS): nothing to reconcile.
                 log.warning("trigger_not_sent", connection_id=cid, error=exc.message)
+                last_problem = exc.message
                 await self._pause(self._backoff(1))
                 continue
             except AirbyteError as exc:
@@ -435,7 +461,7 @@ class Engine:
             SyncFailed,
             sync,
             outcome="error",
-            error=f"could not trigger after {TRIGGER_TRIES} tries; Airbyte lists no job from them",
+            error=f"could not trigger after {TRIGGER_TRIES} tries: {last_problem}",
         )
         return None
 
@@ -469,50 +495,6 @@ class Engine:
                 return job
             if job.start_time is not None and job.start_time >= began - CLOCK_SKEW:
                 return job
-        return None
-
-    async def _already_running(self, sync: _Sync) -> Job | None:
-        policy = self.options.if_running
-        if policy == "fail":
-            self._emit(SyncFailed, sync, outcome="error", error="a sync is already running")
-            return None
-        running = await self._find_running(sync.connection_id)
-        if policy == "skip":
-            reason = "a sync is already running" + (
-                f" (job {running.job_id})" if running is not None else ""
-            )
-            self._emit(SyncSkipped, sync, reason=reason, job=running)
-            return None
-        for _ in range(TRIGGER_TRIES):
-            if running is not None:
-                self._emit(
-                    SyncAdopted,
-                    sync,
-                    job=running,
-                    reason="a sync was already running; following it",
-                )
-                return running
-            # Airbyte said "already running" but lists no running job (its stale-state case):
-            # wait a little and try the trigger again.
-            await self._pause(self._backoff(1))
-            if self.stopping:
-                break
-            try:
-                job = await self.client.create_job(sync.connection_id, self.options.job_type)
-            except AlreadyRunningError:
-                running = await self._find_running(sync.connection_id)
-                continue
-            except AirbyteError as exc:
-                self._emit(SyncFailed, sync, outcome="error", error=exc.message)
-                return None
-            self._emit(SyncTriggered, sync, job=job)
-            return job
-        self._emit(
-            SyncFailed,
-            sync,
-            outcome="error",
-            error="Airbyte says a sync is already running but shows no running job",
-        )
         return None
 
     async def _recent_jobs(self, connection_id: str, why: str) -> tuple[Job, ...]:
