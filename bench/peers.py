@@ -538,7 +538,7 @@ def report(rows: Sequence[Row], fleet_rows: Sequence[Row], meta: Mapping[str, An
 
 
 def _times(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}×"
+    return "–" if value is None else f"{value:.2f}×"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

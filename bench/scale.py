@@ -248,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ten-thousand-poll", type=float, default=10.0)
     parser.add_argument("--workspaces", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip-1k", action="store_true")
     parser.add_argument("--skip-10k", action="store_true")
     args = parser.parse_args(argv)
 
@@ -263,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mode,
         )
         for mode in thousand_modes
+        if not args.skip_1k
     ]
     if not args.skip_10k:
         spec = SimSpec(

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 import stamina
+import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
@@ -37,6 +38,14 @@ def _stamina_testing() -> Iterator[None]:
 def _fresh_secrets() -> Iterator[None]:
     yield
     forget_secrets()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    # A test that runs the CLI in-process leaves structlog writing to its captured (then closed)
+    # stderr; the next test must start from the defaults.
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -139,7 +139,7 @@ async def test_if_running_policies(
     sim, root = await make_sim(connections=2, client_secret=SECRET)
     busy = _ids(sim)[0]
     # Long enough to still be running when the CLI (a new Python process) gets to it.
-    sim.script(busy, JobScript(seconds=2.0 if policy == "adopt" else 60.0))
+    sim.script(busy, JobScript(seconds=4.0 if policy == "adopt" else 60.0))
     running = sim.start_job(busy)
     got, out, err = await _run(root, "--connection", busy, "--if-running", policy, *FAST)
     assert got == code, err

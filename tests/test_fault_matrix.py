@@ -72,7 +72,8 @@ async def _expire_after_first_poll(sim: Simulator) -> None:
 
 def _start_two_jobs(sim: Simulator) -> None:
     for c in sim.connections[:2]:
-        sim.script(c["connectionId"], JobScript(seconds=1.5))
+        # Long enough to still run when the CLI, a new process, gets to it on a busy machine.
+        sim.script(c["connectionId"], JobScript(seconds=4.0))
         sim.start_job(c["connectionId"])
 
 

@@ -52,7 +52,13 @@ def test_example_file_uses_every_section_and_loads() -> None:
     assert config.selection == Selection(tags=["nightly"])
     assert set(config.groups) == {"finance", "warehouse", "month-end"}
     assert config.groups["month-end"].groups == ["finance", "warehouse"]
-    assert config.schedules == {"nightly": {"cron": "0 2 * * *", "group": "warehouse"}}
+    assert config.schedules["nightly"]["cron"] == "0 2 * * *"
+    assert config.schedules["nightly"]["groups"] == ["warehouse"]
+    # The worker reads schedules with its own parser; the example must pass it.
+    from airbyte_fleet.service.schedules import parse_schedules
+
+    (nightly,) = parse_schedules(config.schedules, source=str(EXAMPLE), groups=config.groups)
+    assert nightly.timezone == "Europe/Berlin"
     options = merge_run_options(config.run, {})
     assert options.poll_interval == 15.0
     assert options.timeout == 45 * 60.0

@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -251,6 +252,48 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--result-file", metavar="PATH", help="also write the JSON result here")
     out.add_argument("--no-progress", action="store_true", help="no live display on a terminal")
     _add_common(run)
+
+    srv = commands.add_parser(
+        "serve",
+        help="the long-running worker: HTTP API, schedules, metrics",
+        description="Run the worker: runs submitted over HTTP (POST /runs) and the config file's "
+        "schedules, with /healthz, /readyz, /metrics and /openapi.json. Every route but /healthz "
+        "and /metrics needs 'Authorization: Bearer $AIRBYTE_FLEET_API_TOKEN'; a non-loopback "
+        "--host needs that token set. SIGTERM stops it by --on-shutdown.",
+    )
+    srv.add_argument("--host", default=None, help="AIRBYTE_FLEET_HOST, default 127.0.0.1")
+    srv.add_argument("--port", type=int, default=None, help="AIRBYTE_FLEET_PORT, default 8080")
+    srv.add_argument("--config", default=None, metavar="PATH", help="TOML config file")
+    srv.add_argument("--state-dir", default=None, metavar="DIR", help="journal and run ledger")
+    srv.add_argument(
+        "--max-runs",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="runs at once; more wait queued (AIRBYTE_FLEET_MAX_RUNS, 4)",
+    )
+    srv.add_argument(
+        "--on-shutdown",
+        choices=("cancel", "detach"),
+        default=None,
+        help="detach (default): leave jobs running, resume at next start",
+    )
+    srv.add_argument(
+        "--grace",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="time allowed for cancels on shutdown (30)",
+    )
+    _add_common(srv)
+
+    sched = commands.add_parser("schedules", help="the config file's schedules and next fire times")
+    sched.add_argument(
+        "--config", metavar="PATH", help="TOML file (default config/airbyte-fleet.toml)"
+    )
+    sched.add_argument("--count", type=_positive, default=3, metavar="N", help="fire times each")
+    sched.add_argument("--output", choices=("table", "json"), default="table")
+    _add_common(sched)
 
     runs = commands.add_parser("runs", help="past runs from the journal")
     runs.add_argument("--state-dir", metavar="DIR", help="where the run journal lives")
@@ -621,6 +664,46 @@ async def _execute(
     return builder.result
 
 
+async def cmd_serve(args: argparse.Namespace) -> int:
+    from airbyte_fleet.service import ServeOptions, serve
+
+    options = ServeOptions.resolve(
+        host=args.host,
+        port=args.port,
+        config=args.config,
+        state_dir=args.state_dir,
+        max_runs=args.max_runs,
+        on_shutdown=args.on_shutdown,
+        grace=args.grace,
+    )
+    return await serve(options)
+
+
+async def cmd_schedules(args: argparse.Namespace) -> int:
+    from airbyte_fleet.service.schedules import describe_next, parse_schedules
+
+    file = load_file_config(args.config)
+    schedules = parse_schedules(file.schedules, source=str(file.path), groups=file.groups)
+    rows = describe_next(schedules, datetime.now(UTC), count=args.count)
+    if args.output == "json":
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return EXIT_OK
+    table = Table(title=f"{len(rows)} schedules in {file.path or 'no config file'}")
+    for column in ("name", "cron", "timezone", "next (local)", "next (UTC)", "selection"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            Text(str(row["name"])),
+            Text(str(row["cron"])),
+            Text(str(row["timezone"])),
+            Text("\n".join(row["next_local"]) or "disabled"),
+            Text("\n".join(row["next_utc"]) or "—"),
+            Text(str(row["selection"])),
+        )
+    stdout_console().print(table)
+    return EXIT_OK
+
+
 async def cmd_runs(args: argparse.Namespace) -> int:
     journal = _open_journal(args)
     with journal:
@@ -674,6 +757,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(lambda: cmd_run(args))
     if args.command == "runs":
         return _run(lambda: cmd_runs(args))
+    if args.command == "schedules":
+        return _run(lambda: cmd_schedules(args))
+    if args.command == "serve":
+        return _run(lambda: cmd_serve(args))
     parser.error(f"unknown command '{args.command}'")
 
 

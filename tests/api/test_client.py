@@ -354,3 +354,45 @@ async def test_lenient_models_over_real_http(anyio_backend: str) -> None:
     assert second.duration == timedelta(hours=8, minutes=6, seconds=12)
     assert second.status == "queued"
     assert not second.is_terminal
+
+
+async def test_a_list_that_shifts_while_read_loses_nothing(anyio_backend: str) -> None:
+    """Ordered by update time, a job updated between two page reads moves to the end: the
+    items after it shift left by one, and plain offset paging would skip one of them."""
+    order = list(range(1, 151))
+    status = dict.fromkeys(order, "running")
+    served = {"pages": 0}
+
+    def view(job_id: int) -> dict[str, object]:
+        return {
+            "jobId": job_id,
+            "status": status[job_id],
+            "jobType": "sync",
+            "startTime": "2026-01-01T00:00:00Z",
+            "connectionId": "c",
+        }
+
+    async def jobs(request: web.Request) -> web.Response:
+        offset, limit = int(request.query["offset"]), int(request.query["limit"])
+        page = [view(j) for j in order[offset : offset + limit]]
+        served["pages"] += 1
+        if served["pages"] == 1:
+            order.remove(5)
+            order.append(5)
+            status[5] = "succeeded"
+        return web.json_response({"data": page})
+
+    app = web.Application()
+    app.router.add_get("/api/public/v1/jobs", jobs)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    api = plan_url(f"http://127.0.0.1:{runner.addresses[0][1]}/api/public/v1").candidates[0]
+    try:
+        async with AirbyteClient(api, NoAuth()) as client:
+            listed = await client.list_jobs(order_by="updatedAt|ASC")
+    finally:
+        await runner.cleanup()
+    by_id = {j.job_id: j for j in listed}
+    assert sorted(by_id) == list(range(1, 151))
+    assert by_id[5].status == "succeeded"  # the newer copy wins

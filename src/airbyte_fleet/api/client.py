@@ -51,6 +51,7 @@ M = TypeVar("M", bound=BaseModel)
 ParamValue = str | int | bool | datetime | Sequence[str] | None
 
 PAGE_LIMIT = 100  # the API's maximum page size
+JOB_PAGE_OVERLAP = 10  # see _all_pages: job lists move while they are read
 MAX_PAGES = 100_000  # a server that ignores `offset` must not make us loop forever
 MAX_RETRY_AFTER = 300.0
 
@@ -163,7 +164,7 @@ class AirbyteClient:
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self.stats = RequestStats()
-        self._max_connections = max_connections
+        self.max_connections = max_connections
         # Seconds the server's clock is ahead of ours (from its Date header), for time filters.
         self.server_clock_offset: float | None = None
         self._session = session
@@ -207,12 +208,14 @@ class AirbyteClient:
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
-                limit=self._max_connections, limit_per_host=self._max_connections
+                limit=self.max_connections, limit_per_host=self.max_connections
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
+                # sock_connect, not connect: waiting for a free pooled connection (10,000 syncs
+                # share 100) is not a failure to reach Airbyte, and must not time out a trigger.
                 timeout=aiohttp.ClientTimeout(
-                    total=None, connect=self.timeouts.connect, sock_read=self.timeouts.read
+                    total=None, sock_connect=self.timeouts.connect, sock_read=self.timeouts.read
                 ),
                 headers={"User-Agent": f"airbyte-fleet/{__version__}"},
                 raise_for_status=False,
@@ -343,7 +346,7 @@ class AirbyteClient:
         async def page(offset: int) -> Page[Job]:
             return await self.list_jobs_page(**filters, limit=PAGE_LIMIT, offset=offset)
 
-        return await self._all_pages(page, key=lambda job: job.job_id)
+        return await self._all_pages(page, key=lambda job: job.job_id, overlap=JOB_PAGE_OVERLAP)
 
     async def list_connections(
         self,
@@ -459,25 +462,34 @@ class AirbyteClient:
             ) from None
 
     async def _all_pages(
-        self, fetch: Callable[[int], Any], *, key: Callable[[Any], object]
+        self, fetch: Callable[[int], Any], *, key: Callable[[Any], object], overlap: int = 0
     ) -> list[Any]:
-        # `next` is unreliable (internal host, set even on the last page): count offsets ourselves
-        # and stop on a short page.
-        items: list[Any] = []
-        seen: set[object] = set()
+        """Every item of an offset-paged list.
+
+        `next` is unreliable (internal host, set even on the last page): offsets are counted
+        here and a short page ends the list. A list ordered by update time shifts while it is
+        read (an item updated meanwhile moves to the end): *overlap* re-reads that many items
+        at each page boundary so a shift cannot hide one, and a later copy of an item, being
+        newer, replaces the earlier one.
+        """
+        items: dict[object, Any] = {}
+        previous: list[object] | None = None
         offset = 0
         for _ in range(MAX_PAGES):
             page = await fetch(offset)
-            fresh = [item for item in page.data if key(item) not in seen]
-            if page.data and not fresh:
+            keys = [key(item) for item in page.data]
+            if keys and keys == previous:
+                # The server ignores `offset`: the same page again would loop forever.
                 log.warning("pagination_repeated_page", offset=offset)
                 break
-            seen.update(key(item) for item in fresh)
-            items.extend(fresh)
+            previous = keys
+            for item_key, item in zip(keys, page.data, strict=True):
+                items.pop(item_key, None)
+                items[item_key] = item
             if len(page.data) < PAGE_LIMIT:
                 break
-            offset += PAGE_LIMIT
-        return items
+            offset += PAGE_LIMIT - overlap
+        return list(items.values())
 
     def _attempts(self, *, idempotent: bool, what: str) -> Any:
         policy = self.retry
@@ -574,7 +586,11 @@ class AirbyteClient:
                 if self.server_clock_offset is None:
                     self._learn_server_clock(response.headers.get("Date"))
                 return response.status, body, response.headers
-        except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
+        except (
+            aiohttp.ClientConnectorError,
+            aiohttp.ConnectionTimeoutError,
+            aiohttp.InvalidURL,
+        ) as exc:
             # Refused, unroutable, DNS: the request never reached Airbyte.
             self.stats.requests[(method, route, 0)] += 1
             raise _SendFailedError(

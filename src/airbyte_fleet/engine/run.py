@@ -129,6 +129,11 @@ class Engine:
             client, options.poll_interval, stop=self._stop, rng=self._rng
         )
         self._limiter = anyio.CapacityLimiter(options.max_concurrency)
+        # Triggers beyond what the connection pool can carry would only queue inside aiohttp,
+        # each holding a request and its retry state: 10,000 of them cost memory for nothing.
+        self._trigger_slots = anyio.CapacityLimiter(
+            min(options.max_concurrency, max(1, client.max_connections))
+        )
         self._started = 0.0
         self._run_deadline: float | None = None
         self._interrupted = False
@@ -393,7 +398,8 @@ class Engine:
                 )
                 return None
             try:
-                job = await self.client.create_job(cid, self.options.job_type)
+                async with self._trigger_slots:
+                    job = await self.client.create_job(cid, self.options.job_type)
             except AlreadyRunningError:
                 policy = self.options.if_running
                 if policy == "fail":

@@ -100,7 +100,11 @@ class _Watch:
     workspace_id: str
     registered_at: datetime
     last_seen: float
+    deadline: float = float("inf")
     changed: anyio.Event = field(default_factory=anyio.Event)
+
+
+MISSES_BEFORE_FALLBACK = 3
 
 
 class BatchedWatcher:
@@ -134,6 +138,8 @@ class BatchedWatcher:
         self._per_job = PerJobWatcher(client, interval, stop=stop, rng=self._rng)
         self._fresh = anyio.Event()
         self._slowdown = 1.0
+        self._misses: dict[str, int] = {}
+        self._running = False
         self.ticks = 0
 
     @property
@@ -160,13 +166,22 @@ class BatchedWatcher:
             self._fresh.set()
         elif watch.job != job:
             return self._deliver(watch)
-        with anyio.move_on_after(max_wait):
+        watch.deadline = self._clock() + max_wait
+        if self._running:
+            # The run loop wakes us on a change, at the deadline (to the tick) or on stop: no
+            # timer and cancel scope per waiting sync, which is most of their cost at 10,000.
             await watch.changed.wait()
+        else:
+            with anyio.move_on_after(max_wait):
+                await watch.changed.wait()
         if workspace_id in self._fallback:
             # From now on this job is polled on its own (see wait's first line).
             self._watches.pop(job.job_id, None)
             return watch.job if watch.job != job else None
-        return self._deliver(watch) if watch.changed.is_set() else None
+        if watch.job != job:
+            return self._deliver(watch)
+        watch.changed = anyio.Event()  # woken for its deadline, not for news
+        return None
 
     def _deliver(self, watch: _Watch) -> Job:
         watch.changed = anyio.Event()
@@ -175,6 +190,7 @@ class BatchedWatcher:
         return watch.job
 
     async def run(self) -> None:
+        self._running = True
         try:
             while not self._stop.is_set():
                 delay = jittered(self._interval * self._slowdown, self._rng)
@@ -187,7 +203,12 @@ class BatchedWatcher:
                 if self._stop.is_set():
                     break
                 await self.tick()
+                now = self._clock()
+                for watch in self._watches.values():
+                    if watch.deadline <= now:
+                        watch.changed.set()
         finally:
+            self._running = False
             for watch in self._watches.values():
                 watch.changed.set()
 
@@ -259,8 +280,15 @@ class BatchedWatcher:
                 continue
             watch.last_seen = self._clock()
             if fresh.status != watch.job.status:
-                # The list should have shown this change: it cannot be trusted for this workspace.
-                self._fall_back(watch.workspace_id, "a job changed without showing in the list")
+                # The list should have shown this change. Once may be a race with paging; again
+                # and again means this workspace's list cannot be trusted.
+                misses = self._misses.get(watch.workspace_id, 0) + 1
+                self._misses[watch.workspace_id] = misses
+                log.info("confirm_found_change", job_id=watch.job.job_id, misses=misses)
+                if misses >= MISSES_BEFORE_FALLBACK:
+                    self._fall_back(
+                        watch.workspace_id, "jobs keep changing without showing in the list"
+                    )
             if fresh != watch.job:
                 watch.job = fresh
                 watch.changed.set()

@@ -1,0 +1,50 @@
+"""Bearer-token authentication for the worker's API."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Collection
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from airbyte_fleet.service.responses import error_response
+
+__all__ = ["OPEN_PATHS", "auth_middleware", "token_matches"]
+
+# Probes and scrapers rarely carry credentials, and neither route reveals anything about runs.
+OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+
+
+def token_matches(header: str | None, token: str) -> bool:
+    """Whether an ``Authorization`` header carries *token*, compared in constant time."""
+    scheme, _, given = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        # Still compare, so a missing scheme costs the same time as a wrong token.
+        given = ""
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def auth_middleware(token: str | None, open_paths: Collection[str] = OPEN_PATHS) -> Middleware:
+    """Refuse every request to a path outside *open_paths* that lacks the token (401).
+
+    With no token (allowed on a loopback bind only) every request passes.
+    """
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if token is None or request.path in open_paths:
+            return await handler(request)
+        if not token_matches(request.headers.get("Authorization"), token):
+            missing = "Authorization" not in request.headers
+            return error_response(
+                401,
+                "This API needs a bearer token; send 'Authorization: Bearer <token>' with the "
+                "value of AIRBYTE_FLEET_API_TOKEN."
+                if missing
+                else "The bearer token is not the one this worker was started with.",
+                headers={"WWW-Authenticate": 'Bearer realm="airbyte-fleet"'},
+            )
+        return await handler(request)
+
+    return authenticate

@@ -1,0 +1,149 @@
+"""The worker's own record of the runs it accepted and has not finished.
+
+The journal knows a run from its ``run_started`` on, but a run waiting in the queue has not started,
+and its submitter already holds its run id: the ledger keeps it (plan, options, selection) so it
+survives a restart. It also marks which unfinished runs of the state directory are the worker's to
+resume; a crashed ``airbyte-fleet run`` sharing the directory is left to ``run --resume``.
+
+One small JSON file per run under ``<state_dir>/service/runs/``, written atomically before the
+run is acknowledged and removed once the journal holds its ``run_finished``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from airbyte_fleet.api import Connection
+from airbyte_fleet.engine.plan import Plan, PlannedConnection
+
+__all__ = ["Ledger", "LedgerEntry", "PlanItem"]
+
+log = structlog.get_logger("airbyte_fleet.service")
+
+# Run ids become file names: only the shape new_run_id() produces is accepted.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+class PlanItem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    connection_id: str
+    name: str = ""
+    workspace_id: str = ""
+    status: str = "active"
+    skip_reason: str | None = None
+    selected_by: str = "selection"
+
+    @classmethod
+    def of(cls, item: PlannedConnection) -> PlanItem:
+        c = item.connection
+        return cls(
+            connection_id=c.connection_id,
+            name=c.name,
+            workspace_id=c.workspace_id,
+            status=c.status,
+            skip_reason=item.skip_reason,
+            selected_by=item.selected_by,
+        )
+
+    def planned(self) -> PlannedConnection:
+        connection = Connection.model_validate(
+            {
+                "connectionId": self.connection_id,
+                "name": self.name,
+                "workspaceId": self.workspace_id,
+                "status": self.status,
+            }
+        )
+        return PlannedConnection(connection, self.skip_reason, self.selected_by)
+
+
+class LedgerEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    submitted_at: datetime
+    options: dict[str, Any]
+    selection: dict[str, Any] | None = None
+    plan: list[PlanItem]
+    warnings: list[str] = []
+
+    def to_plan(self) -> Plan:
+        return Plan(
+            items=tuple(item.planned() for item in self.plan), warnings=tuple(self.warnings)
+        )
+
+
+class Ledger:
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "service" / "runs"
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def _file(self, run_id: str) -> Path:
+        if not _RUN_ID.fullmatch(run_id):
+            raise ValueError(f"not a run id: {run_id!r}")
+        return self.path / f"{run_id}.json"
+
+    def add(self, entry: LedgerEntry) -> None:
+        """Write *entry* so that a crash at any moment leaves either nothing or all of it."""
+        target = self._file(entry.run_id)
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(entry.model_dump_json())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _sync_dir(self.path)
+
+    def remove(self, run_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._file(run_id).unlink()
+
+    def __contains__(self, run_id: str) -> bool:
+        return _RUN_ID.fullmatch(run_id) is not None and self._file(run_id).is_file()
+
+    def entries(self) -> list[LedgerEntry]:
+        """Every readable entry, oldest submission first; an unreadable one is logged and kept
+        aside (renamed ``*.bad``) so one damaged file never stops the worker from starting."""
+        found: list[LedgerEntry] = []
+        for path in sorted(self.path.glob("*.json")):
+            try:
+                entry = LedgerEntry.model_validate_json(path.read_bytes())
+                if path.stem != entry.run_id:
+                    raise ValueError("the file name and the run id differ")
+            except (OSError, ValueError, ValidationError) as exc:
+                log.error("ledger_entry_unreadable", path=str(path), error=str(exc)[:200])
+                with contextlib.suppress(OSError):
+                    path.rename(path.with_suffix(".bad"))
+                continue
+            found.append(entry)
+        found.sort(key=lambda e: (e.submitted_at, e.run_id))
+        return found
+
+
+def _sync_dir(path: Path) -> None:
+    # The rename is durable only once the directory entry is on disk too.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,127 @@
+"""How the worker is started: bind address, state, limits, shutdown policy, API token.
+
+Flags given to ``airbyte-fleet serve`` win; anything left as ``None`` comes from the environment
+(``AIRBYTE_FLEET_HOST``, ``AIRBYTE_FLEET_PORT``, ``AIRBYTE_FLEET_API_TOKEN``,
+``AIRBYTE_FLEET_STATE_DIR``, ``AIRBYTE_FLEET_MAX_RUNS``, ``AIRBYTE_FLEET_ON_SHUTDOWN``,
+``AIRBYTE_FLEET_GRACE``; the container image sets the first two), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from airbyte_fleet._redact import register_secret
+from airbyte_fleet.api import ConfigError
+
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "TOKEN_ENV",
+    "ServeOptions",
+    "ShutdownMode",
+    "check_bind",
+    "is_loopback",
+]
+
+ShutdownMode = Literal["cancel", "detach"]
+
+TOKEN_ENV = "AIRBYTE_FLEET_API_TOKEN"
+DEFAULT_STATE_DIR = ".airbyte-fleet"
+
+# Option name -> the variable that supplies it when the caller leaves it unset.
+_ENV = {
+    "host": "AIRBYTE_FLEET_HOST",
+    "port": "AIRBYTE_FLEET_PORT",
+    "api_token": TOKEN_ENV,
+    "state_dir": "AIRBYTE_FLEET_STATE_DIR",
+    "max_runs": "AIRBYTE_FLEET_MAX_RUNS",
+    "on_shutdown": "AIRBYTE_FLEET_ON_SHUTDOWN",
+    "grace": "AIRBYTE_FLEET_GRACE",
+}
+
+
+class ServeOptions(BaseModel):
+    """Everything ``airbyte-fleet serve`` needs besides the Airbyte settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    config: Path | None = Field(default=None, description="the TOML file (--config)")
+    state_dir: Path = Field(default=Path(DEFAULT_STATE_DIR), description="journal and run ledger")
+    api_token: SecretStr | None = Field(default=None, description="bearer token for the API")
+    max_runs: int = Field(default=4, ge=1, le=1000, description="runs at once; more are queued")
+    on_shutdown: ShutdownMode = Field(
+        default="detach",
+        description="SIGTERM: leave Airbyte jobs running and resume their runs at the next start "
+        "(detach), or cancel them and end their runs (cancel)",
+    )
+    grace: float = Field(default=30.0, ge=0, description="seconds allowed for cancels on shutdown")
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="largest request body")
+    ready_timeout: float = Field(default=5.0, gt=0, description="seconds /readyz waits for Airbyte")
+    keepalive: float = Field(default=15.0, gt=0, description="seconds between SSE keep-alives")
+
+    @classmethod
+    def resolve(cls, environ: Mapping[str, str] | None = None, **given: Any) -> ServeOptions:
+        """*given* (flags; ``None`` means not given) over the environment over the defaults.
+
+        Raises :class:`ConfigError` with one sentence naming the flag or variable to fix.
+        """
+        env = os.environ if environ is None else environ
+        values = {key: value for key, value in given.items() if value is not None}
+        from_env: dict[str, str] = {}
+        for key, name in _ENV.items():
+            raw = env.get(name, "").strip()
+            if key not in values and raw:
+                values[key] = raw
+                from_env[key] = name
+        token = values.get("api_token")
+        if isinstance(token, str):
+            # Before validation: a message about a bad value must never quote the token.
+            register_secret(token)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            key = str(error["loc"][0]) if error["loc"] else "option"
+            where = from_env.get(key) or f"--{key.replace('_', '-')}"
+            reason = str(error["msg"]).removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                raise ConfigError(f"Unknown serve option {key!r}; see 'serve --help'.") from None
+            raise ConfigError(f"{where} is invalid ({reason}); fix or unset it.") from None
+
+    @property
+    def token(self) -> str | None:
+        if self.api_token is None:
+            return None
+        value = self.api_token.get_secret_value().strip()
+        return value or None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether *host* only accepts connections from this machine. Names other than ``localhost``
+    count as reachable from elsewhere: what they resolve to can change."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(options: ServeOptions) -> None:
+    """Refuse an open API on a reachable address: anyone who can connect could trigger syncs."""
+    if options.token is None and not is_loopback(options.host):
+        shown = options.host or "every interface"
+        raise ConfigError(
+            f"Refusing to listen on {shown} without an API token; set {TOKEN_ENV} or bind to "
+            "127.0.0.1."
+        )
+    if options.token is not None:
+        register_secret(options.token)

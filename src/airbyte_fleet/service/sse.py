@@ -1,0 +1,92 @@
+"""``GET /runs/{id}/events``: a run's events as Server-Sent Events.
+
+The journal is the only source: the stream replays what it holds after ``Last-Event-ID`` (the
+journal's per-run sequence number is the SSE id), then waits for the run's next event and reads
+on. Because every event is journaled before anyone else hears of it, a client that reconnects
+with its last id gets each event exactly once, whether it was live or replayed, and whether the
+run is followed by this worker, a worker that ran before it, or a CLI sharing the state dir.
+
+The stream ends after ``run_finished`` (unless more events follow it, as when a finished run was
+resumed), when the worker stops, or when the client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from airbyte_fleet._redact import redact
+from airbyte_fleet.engine.events import RunFinished
+from airbyte_fleet.engine.journal import reconstruct_event
+from airbyte_fleet.service.runs import Worker
+
+__all__ = ["EVENT_STREAM", "event_frame", "stream_events"]
+
+EVENT_STREAM = "text/event-stream"
+# Events read from the journal per query: bounds memory on a long replay.
+PAGE = 500
+# Runs this worker does not drive (another process writes them) are re-read this often.
+POLL_SECONDS = 1.0
+# Tells EventSource clients how soon to reconnect after the stream drops.
+RETRY_MS = 2000
+
+
+def event_frame(seq: int, data: dict[str, Any]) -> bytes:
+    """One SSE message: the event as the log line shows it (``Event.to_dict``)."""
+    try:
+        shown = reconstruct_event(data).to_dict()
+    except ValueError:
+        shown = data  # a kind this version does not know: pass it on as stored
+    kind = str(shown.get("event", "event"))
+    # json.dumps escapes line breaks, so the payload is one data line as SSE requires.
+    payload = redact(json.dumps(shown, ensure_ascii=False, separators=(",", ":"), default=str))
+    return f"id: {seq}\nevent: {kind}\ndata: {payload}\n\n".encode()
+
+
+async def stream_events(
+    request: web.Request, worker: Worker, run_id: str, after: int, *, keepalive: float
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": f"{EVENT_STREAM}; charset=utf-8",
+            "Cache-Control": "no-cache",
+            # nginx and friends would otherwise hold events back until a buffer fills.
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    try:
+        await response.write(f"retry: {RETRY_MS}\n\n".encode())
+        last_write = time.monotonic()
+        while True:
+            waiter = worker.waiter(run_id)
+            rows = worker.journal.events(run_id, after=after, limit=PAGE)
+            ended = False
+            for seq, data in rows:
+                await response.write(event_frame(seq, data))
+                after = seq
+                ended = data.get("event") == RunFinished.kind
+            if rows:
+                last_write = time.monotonic()
+            if len(rows) == PAGE:
+                continue
+            if (ended and not worker.is_live(run_id)) or worker.stopped:
+                break
+            timeout = keepalive if worker.is_live(run_id) else min(POLL_SECONDS, keepalive)
+            try:
+                await asyncio.wait_for(waiter.wait(), timeout)
+            except TimeoutError:
+                if time.monotonic() - last_write >= keepalive:
+                    # A comment line: keeps proxies from closing an idle stream, and finds a
+                    # client that went away.
+                    await response.write(b": keep-alive\n\n")
+                    last_write = time.monotonic()
+    except ConnectionResetError:
+        # The client went away: nobody is left to tell.
+        return response
+    await response.write_eof()
+    return response
