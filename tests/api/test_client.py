@@ -396,3 +396,46 @@ async def test_a_list_that_shifts_while_read_loses_nothing(anyio_backend: str) -
     by_id = {j.job_id: j for j in listed}
     assert sorted(by_id) == list(range(1, 151))
     assert by_id[5].status == "succeeded"  # the newer copy wins
+
+
+async def test_a_newest_first_list_skips_nothing_that_did_not_move(anyio_backend: str) -> None:
+    """Newest first, a job updated between page reads moves to the front: the jobs after it
+    shift to later pages and are read twice (never skipped). The moved job itself is updated
+    after the list began, so the next window shows it."""
+    order = list(range(150, 0, -1))
+    status = dict.fromkeys(order, "running")
+    served = {"pages": 0}
+
+    def view(job_id: int) -> dict[str, object]:
+        return {
+            "jobId": job_id,
+            "status": status[job_id],
+            "jobType": "sync",
+            "startTime": "2026-01-01T00:00:00Z",
+            "connectionId": "c",
+        }
+
+    async def jobs(request: web.Request) -> web.Response:
+        offset, limit = int(request.query["offset"]), int(request.query["limit"])
+        page = [view(j) for j in order[offset : offset + limit]]
+        served["pages"] += 1
+        if served["pages"] == 1:
+            status[40] = "succeeded"  # read as running on page 2, after moving to the front
+            order.remove(40)
+            order.insert(0, 40)
+        return web.json_response({"data": page})
+
+    app = web.Application()
+    app.router.add_get("/api/public/v1/jobs", jobs)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    api = plan_url(f"http://127.0.0.1:{runner.addresses[0][1]}/api/public/v1").candidates[0]
+    try:
+        async with AirbyteClient(api, NoAuth()) as client:
+            listed = await client.list_jobs(order_by="updatedAt|DESC")
+    finally:
+        await runner.cleanup()
+    ids = [j.job_id for j in listed]
+    assert len(ids) == len(set(ids))  # read twice, listed once
+    assert set(ids) == set(range(1, 151)) - {40}

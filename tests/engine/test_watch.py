@@ -48,7 +48,7 @@ async def test_one_list_call_per_workspace_per_tick(make_sim: SimFactory) -> Non
     assert lists
     for e in lists:
         query = parse_qs(e.query)
-        assert query["orderBy"] == ["updatedAt|ASC"]
+        assert query["orderBy"] == ["updatedAt|DESC"]
         assert query["workspaceIds"]
         assert query["updatedAtStart"]
     # Far fewer requests than syncs × ticks; at most 3 per sync including the trigger.

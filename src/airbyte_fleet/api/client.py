@@ -346,7 +346,11 @@ class AirbyteClient:
         async def page(offset: int) -> Page[Job]:
             return await self.list_jobs_page(**filters, limit=PAGE_LIMIT, offset=offset)
 
-        return await self._all_pages(page, key=lambda job: job.job_id, overlap=JOB_PAGE_OVERLAP)
+        # Newest first (…|DESC): the first copy of a job is its newest; otherwise the last is.
+        newest_first = str(filters.get("order_by") or "").endswith("DESC")
+        return await self._all_pages(
+            page, key=lambda job: job.job_id, overlap=JOB_PAGE_OVERLAP, newest_first=newest_first
+        )
 
     async def list_connections(
         self,
@@ -462,7 +466,12 @@ class AirbyteClient:
             ) from None
 
     async def _all_pages(
-        self, fetch: Callable[[int], Any], *, key: Callable[[Any], object], overlap: int = 0
+        self,
+        fetch: Callable[[int], Any],
+        *,
+        key: Callable[[Any], object],
+        overlap: int = 0,
+        newest_first: bool = False,
     ) -> list[Any]:
         """Every item of an offset-paged list.
 
@@ -470,7 +479,7 @@ class AirbyteClient:
         here and a short page ends the list. A list ordered by update time shifts while it is
         read (an item updated meanwhile moves to the end): *overlap* re-reads that many items
         at each page boundary so a shift cannot hide one, and a later copy of an item, being
-        newer, replaces the earlier one.
+        newer, replaces the earlier one (with *newest_first*, the earlier one is kept).
         """
         items: dict[object, Any] = {}
         previous: list[object] | None = None
@@ -484,8 +493,11 @@ class AirbyteClient:
                 break
             previous = keys
             for item_key, item in zip(keys, page.data, strict=True):
-                items.pop(item_key, None)
-                items[item_key] = item
+                if newest_first:
+                    items.setdefault(item_key, item)
+                else:
+                    items.pop(item_key, None)
+                    items[item_key] = item
             if len(page.data) < PAGE_LIMIT:
                 break
             offset += PAGE_LIMIT - overlap
