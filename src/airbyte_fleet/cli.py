@@ -40,9 +40,9 @@ from airbyte_fleet.api import (
 )
 from airbyte_fleet.config import load_settings
 from airbyte_fleet.engine.events import EventBus
-from airbyte_fleet.engine.journal import Journal, RunRecord, reconstruct_event
+from airbyte_fleet.engine.journal import Journal, RunRecord, reconstruct_event, resume_plan
 from airbyte_fleet.engine.options import RunOptions, Selection
-from airbyte_fleet.engine.plan import Plan, PlannedConnection, build_plan
+from airbyte_fleet.engine.plan import Plan, build_plan
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
 from airbyte_fleet.engine.run import Engine, ResumePoint
 from airbyte_fleet.settings_file import (
@@ -483,33 +483,6 @@ def _resume_target(journal: Journal, wanted: str) -> RunRecord:
     return record
 
 
-def _resume_plan(record: RunRecord) -> tuple[Plan, dict[str, ResumePoint]]:
-    items = tuple(
-        PlannedConnection(
-            Connection.model_validate(
-                {
-                    "connectionId": p.connection_id,
-                    "name": p.connection_name,
-                    "workspaceId": p.workspace_id,
-                }
-            )
-        )
-        for p in record.planned
-    )
-    points = {
-        cid: ResumePoint(
-            state=rec.state,
-            attempt=rec.attempt,
-            job_id=rec.job_id,
-            outcome=rec.outcome,
-            intent_at=rec.intent_at,
-            triggered_at=rec.triggered_at,
-        )
-        for cid, rec in record.syncs.items()
-    }
-    return Plan(items=items), points
-
-
 def _prepare_result_file(path: str | None) -> None:
     """Find a result file that cannot be written before anything is triggered, not after."""
     if path is None:
@@ -562,7 +535,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         client = await open_client(settings)
         async with client:
             if record is not None:
-                plan, points = _resume_plan(record)
+                plan, points = resume_plan(record)
                 log.info("resuming", run_id=record.run_id, state_dir=str(_state_dir(args)))
             else:
                 assert selection is not None

@@ -10,8 +10,6 @@ config file is edited by hand at 2 a.m., and a pydantic dump or a traceback help
 
 from __future__ import annotations
 
-import difflib
-import json
 import re
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +18,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from airbyte_fleet._messages import did_you_mean as _did_you_mean
+from airbyte_fleet._messages import k as _k
+from airbyte_fleet._messages import one_line as _one_line
+from airbyte_fleet._messages import reason as _reason
+from airbyte_fleet._messages import show as _show
 from airbyte_fleet.api import ConfigError
 from airbyte_fleet.config import AirbyteSettings, register_env_secrets
 from airbyte_fleet.engine.options import RunOptions, Selection
@@ -330,43 +333,6 @@ def _field_problem(model: type[BaseModel], key: str, value: Any) -> str | None:
     except ValidationError as exc:
         return _reason(exc.errors()[0])
     return None
-
-
-def _reason(error: Any) -> str:
-    message = str(error.get("msg", "invalid value"))
-    # pydantic prefixes our own ValueError texts with "Value error, ".
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix) :]
-    message = _one_line(message).rstrip(".")
-    if message.startswith("Input should be"):
-        message = "it should be" + message[len("Input should be") :]
-    return message[:1].lower() + message[1:]
-
-
-def _did_you_mean(key: str, choices: Any) -> str:
-    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _show(value: Any) -> str:
-    text = _one_line(repr(value))
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _k(text: object) -> str:
-    """A key, name or path as the user wrote it, with control characters escaped to keep the
-    message on one line."""
-    value = str(text)
-    if value.isprintable():
-        return value
-    # Escape only what is not printable; json.dumps(ensure_ascii=False) alone would keep U+0085,
-    # U+2028 and U+2029 as they are, and those break the line as well as "\n" does.
-    return "".join(ch if ch.isprintable() else json.dumps(ch)[1:-1] for ch in value)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _toml_type(value: Any) -> str:

@@ -37,6 +37,7 @@ from typing import Any, Literal, Self
 
 import structlog
 
+from airbyte_fleet.api.models import Connection
 from airbyte_fleet.engine.events import (
     Event,
     PlannedSync,
@@ -54,7 +55,9 @@ from airbyte_fleet.engine.events import (
     SyncTriggered,
     SyncTriggering,
 )
+from airbyte_fleet.engine.plan import Plan, PlannedConnection
 from airbyte_fleet.engine.result import OUTCOMES, ResultBuilder, RunResult, Totals
+from airbyte_fleet.engine.run import ResumePoint
 
 __all__ = [
     "FILE_NAME",
@@ -1044,3 +1047,31 @@ def _partial(builder: ResultBuilder, result: RunResult) -> RunResult:
             ),
         }
     )
+
+
+def resume_plan(record: RunRecord) -> tuple[Plan, dict[str, ResumePoint]]:
+    """The plan and resume points that carry on *record* where it stopped (as ``run --resume``)."""
+    items = tuple(
+        PlannedConnection(
+            Connection.model_validate(
+                {
+                    "connectionId": p.connection_id,
+                    "name": p.connection_name,
+                    "workspaceId": p.workspace_id,
+                }
+            )
+        )
+        for p in record.planned
+    )
+    points = {
+        cid: ResumePoint(
+            state=rec.state,
+            attempt=rec.attempt,
+            job_id=rec.job_id,
+            outcome=rec.outcome,
+            intent_at=rec.intent_at,
+            triggered_at=rec.triggered_at,
+        )
+        for cid, rec in record.syncs.items()
+    }
+    return Plan(items=items), points

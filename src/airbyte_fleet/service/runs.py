@@ -25,7 +25,7 @@ from typing import Any, Literal, cast
 
 import structlog
 
-from airbyte_fleet.api import AirbyteClient, Connection
+from airbyte_fleet.api import AirbyteClient
 from airbyte_fleet.engine.events import (
     Event,
     EventBus,
@@ -34,9 +34,15 @@ from airbyte_fleet.engine.events import (
     RunStarted,
     SyncTriggering,
 )
-from airbyte_fleet.engine.journal import Journal, RunRecord, RunSummary, reconstruct_event
+from airbyte_fleet.engine.journal import (
+    Journal,
+    RunRecord,
+    RunSummary,
+    reconstruct_event,
+    resume_plan,
+)
 from airbyte_fleet.engine.options import RunOptions, Selection
-from airbyte_fleet.engine.plan import Plan, PlanError, PlannedConnection, build_plan
+from airbyte_fleet.engine.plan import Plan, PlanError, build_plan
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
 from airbyte_fleet.engine.run import Engine, ResumePoint, new_run_id
 from airbyte_fleet.service.ledger import Ledger, LedgerEntry, PlanItem
@@ -52,7 +58,6 @@ __all__ = [
     "RunView",
     "ShuttingDownError",
     "Worker",
-    "resume_plan",
 ]
 
 log = structlog.get_logger("airbyte_fleet.service")
@@ -151,34 +156,6 @@ class RunView:
             "total": self.total,
             "counts": dict(self.counts),
         }
-
-
-def resume_plan(record: RunRecord) -> tuple[Plan, dict[str, ResumePoint]]:
-    """The plan and resume points that carry on *record* where it stopped (as ``run --resume``)."""
-    items = tuple(
-        PlannedConnection(
-            Connection.model_validate(
-                {
-                    "connectionId": p.connection_id,
-                    "name": p.connection_name,
-                    "workspaceId": p.workspace_id,
-                }
-            )
-        )
-        for p in record.planned
-    )
-    points = {
-        cid: ResumePoint(
-            state=rec.state,
-            attempt=rec.attempt,
-            job_id=rec.job_id,
-            outcome=rec.outcome,
-            intent_at=rec.intent_at,
-            triggered_at=rec.triggered_at,
-        )
-        for cid, rec in record.syncs.items()
-    }
-    return Plan(items=items), points
 
 
 class Worker:

@@ -31,8 +31,6 @@ How ticks are handled:
 from __future__ import annotations
 
 import contextlib
-import difflib
-import json
 import os
 import re
 import tempfile
@@ -61,6 +59,11 @@ from pydantic import (
     model_validator,
 )
 
+from airbyte_fleet._messages import did_you_mean as _did_you_mean
+from airbyte_fleet._messages import k as _k
+from airbyte_fleet._messages import one_line as _one_line
+from airbyte_fleet._messages import reason as _reason
+from airbyte_fleet._messages import show as _show
 from airbyte_fleet.api.errors import ConfigError
 from airbyte_fleet.engine.options import RunOptions, Selection
 
@@ -867,36 +870,3 @@ def _require_aware(moment: datetime) -> datetime:
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment is not None else None
-
-
-def _reason(error: Any) -> str:
-    message = str(error.get("msg", "invalid value"))
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix) :]
-    message = _one_line(message).rstrip(".")
-    if message.startswith("Input should be"):
-        message = "it should be" + message[len("Input should be") :]
-    return message[:1].lower() + message[1:]
-
-
-def _did_you_mean(key: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _show(value: Any) -> str:
-    text = _one_line(repr(value))
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _k(text: object) -> str:
-    """A key, name or path with control characters escaped, so a message stays on one line."""
-    value = str(text)
-    if value.isprintable():
-        return value
-    return "".join(ch if ch.isprintable() else json.dumps(ch)[1:-1] for ch in value)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
