@@ -331,3 +331,58 @@ async def test_14_kill_9_then_resume(make_sim: SimFactory, tmp_path: Path) -> No
     events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
     assert events.count("sync_adopted") == 3
     _report("14 kill -9 mid-run, then --resume last", resumed.returncode, doc, sim, 0.0)
+
+
+async def test_detached_interrupt_can_be_resumed(make_sim: SimFactory, tmp_path: Path) -> None:
+    """SIGTERM with --on-interrupt detach leaves jobs running; --resume follows them and runs
+    the syncs the interrupt kept from starting, without a second job anywhere."""
+    sim, root = await make_sim(connections=4, client_secret=SECRET)
+    for c in sim.connections:
+        sim.script(c["connectionId"], JobScript(seconds=2.0))
+    process = await anyio.open_process(
+        [
+            sys.executable,
+            "-m",
+            "airbyte_fleet",
+            *RUN,
+            "--max-concurrency",
+            "2",
+            "--on-interrupt",
+            "detach",
+        ],
+        env=_env(root, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    with anyio.fail_after(30):
+        await _until(process, b'"sync_triggered"', 2)
+        process.send_signal(signal.SIGTERM)
+        code = await process.wait()
+    assert code == 130
+    assert sorted(j["status"] for j in sim.jobs) in (
+        ["pending", "pending"],
+        ["pending", "running"],
+        ["running", "running"],
+    )
+    resumed = await anyio.run_process(
+        [
+            sys.executable,
+            "-m",
+            "airbyte_fleet",
+            "run",
+            "--resume",
+            "last",
+            "--output",
+            "json",
+            "--poll-interval",
+            "0.05",
+        ],
+        env=_env(root, tmp_path),
+        check=False,
+    )
+    out, err = resumed.stdout.decode(), resumed.stderr.decode()
+    assert resumed.returncode == 0, err[-3000:]
+    doc = json.loads(out)
+    assert doc["counts"]["succeeded"] == 4
+    _assert_invariants(sim, doc, selected=4)
+    assert sim.count("POST", "/jobs") == 4

@@ -475,7 +475,9 @@ def _resume_target(journal: Journal, wanted: str) -> RunRecord:
         raise ConfigError(
             f"There is no run '{wanted}' in the journal; 'airbyte-fleet runs' lists the runs."
         )
-    if record.finished_at is not None:
+    # An interrupted run can be carried on (detached jobs followed, untriggered syncs run); a run
+    # that ended by itself cannot.
+    if record.finished_at is not None and record.outcome != "interrupted":
         raise ConfigError(
             f"Run {record.run_id} already finished ({record.outcome}); nothing to resume, see "
             f"'airbyte-fleet runs show {record.run_id}'."

@@ -57,7 +57,7 @@ from airbyte_fleet.engine.events import (
 )
 from airbyte_fleet.engine.plan import Plan, PlannedConnection
 from airbyte_fleet.engine.result import OUTCOMES, ResultBuilder, RunResult, Totals
-from airbyte_fleet.engine.run import ResumePoint
+from airbyte_fleet.engine.run import INTERRUPTED_BEFORE_TRIGGER, ResumePoint
 
 __all__ = [
     "FILE_NAME",
@@ -1049,6 +1049,18 @@ def _partial(builder: ResultBuilder, result: RunResult) -> RunResult:
     )
 
 
+def _resume_state(rec: SyncRecord) -> SyncState:
+    # Skipped only because the run was interrupted before its turn: resuming means running it.
+    if (
+        rec.state == "final"
+        and rec.outcome == "skipped"
+        and rec.job_id is None
+        and (rec.error or "").startswith(INTERRUPTED_BEFORE_TRIGGER)
+    ):
+        return "untouched"
+    return rec.state
+
+
 def resume_plan(record: RunRecord) -> tuple[Plan, dict[str, ResumePoint]]:
     """The plan and resume points that carry on *record* where it stopped (as ``run --resume``)."""
     items = tuple(
@@ -1065,7 +1077,7 @@ def resume_plan(record: RunRecord) -> tuple[Plan, dict[str, ResumePoint]]:
     )
     points = {
         cid: ResumePoint(
-            state=rec.state,
+            state=_resume_state(rec),
             attempt=rec.attempt,
             job_id=rec.job_id,
             outcome=rec.outcome,

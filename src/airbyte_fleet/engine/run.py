@@ -52,7 +52,14 @@ from airbyte_fleet.engine.plan import Plan, PlannedConnection
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
 from airbyte_fleet.engine.watch import BatchedWatcher, JobWatcher, PerJobWatcher, jittered
 
-__all__ = ["Engine", "ResumePoint", "StopMode", "execute", "new_run_id"]
+__all__ = [
+    "INTERRUPTED_BEFORE_TRIGGER",
+    "Engine",
+    "ResumePoint",
+    "StopMode",
+    "execute",
+    "new_run_id",
+]
 
 log = structlog.get_logger("airbyte_fleet.engine")
 
@@ -69,6 +76,11 @@ MAX_BACKOFF = 600.0
 MAX_AUTH_FAILURES = 5
 # With this many syncs or fewer, one GET per job costs no more than one list per workspace.
 AUTO_BATCH_ABOVE = 5
+
+
+# The reason a sync that was never triggered carries when its run is interrupted: a resumed run
+# triggers such syncs after all.
+INTERRUPTED_BEFORE_TRIGGER = "run interrupted before trigger"
 
 
 def new_run_id() -> str:
@@ -287,7 +299,7 @@ class Engine:
         while True:
             if job is None:
                 if self.stopping:
-                    self._emit(SyncSkipped, sync, reason="run interrupted before trigger")
+                    self._emit(SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER)
                     return
                 sync.attempt += 1
                 job = await self._start_job(sync)
@@ -379,7 +391,7 @@ class Engine:
         last_problem = "Airbyte lists no job from them"
         for _ in range(TRIGGER_TRIES):
             if self.stopping:
-                self._emit(SyncSkipped, sync, reason="run interrupted before trigger")
+                self._emit(SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER)
                 return None
             began = _now()
             if sync.first_trigger is None:
