@@ -34,6 +34,7 @@ __all__ = [
     "SyncTimedOut",
     "SyncTriggered",
     "SyncTriggering",
+    "final_outcome",
 ]
 
 log = structlog.get_logger("airbyte_fleet.events")
@@ -187,6 +188,25 @@ class SyncSkipped(SyncEvent):
 
     reason: str = ""
     outcome: str = "skipped"
+
+
+def final_outcome(event: Event) -> str | None:
+    """The result's outcome name for a final sync event; None for every other event.
+
+    ``sync_failed`` and ``sync_skipped`` can also stand for a sync that could not be run at all
+    (their ``outcome`` field says ``error``): every sink reads them the same way through here.
+    """
+    if isinstance(event, SyncSucceeded):
+        return "succeeded"
+    if isinstance(event, SyncFailed):
+        return "error" if event.outcome == "error" else "failed"
+    if isinstance(event, SyncTimedOut):
+        return "timed_out"
+    if isinstance(event, SyncCancelled):
+        return "cancelled"
+    if isinstance(event, SyncSkipped):
+        return "error" if event.outcome == "error" else "skipped"
+    return None
 
 
 EventSink = Callable[[Event], None]

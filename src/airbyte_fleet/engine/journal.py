@@ -44,16 +44,13 @@ from airbyte_fleet.engine.events import (
     RunFinished,
     RunStarted,
     SyncAdopted,
-    SyncCancelled,
     SyncEvent,
-    SyncFailed,
     SyncRetrying,
     SyncSkipped,
     SyncStatusChanged,
-    SyncSucceeded,
-    SyncTimedOut,
     SyncTriggered,
     SyncTriggering,
+    final_outcome,
 )
 from airbyte_fleet.engine.plan import Plan, PlannedConnection
 from airbyte_fleet.engine.result import OUTCOMES, ResultBuilder, RunResult, Totals
@@ -83,13 +80,6 @@ Fsync = Literal["always", "triggers", "never"]
 TRIGGERING = SyncTriggering.kind
 STARTED = frozenset({SyncTriggered.kind, SyncAdopted.kind})
 BATCHED = frozenset({SyncStatusChanged.kind, SyncRetrying.kind})
-FINAL: dict[str, str] = {
-    SyncSucceeded.kind: "succeeded",
-    SyncFailed.kind: "failed",
-    SyncTimedOut.kind: "timed_out",
-    SyncCancelled.kind: "cancelled",
-    SyncSkipped.kind: "skipped",
-}
 # Bounds the memory of a batch: at this size it is committed at once, whatever the timer says.
 MAX_BATCH = 500
 # While the disk refuses writes, status events wait in memory; past this many the oldest go.
@@ -479,15 +469,6 @@ _RUN_COLUMNS = (
 )
 
 
-def _final_outcome(event: SyncEvent) -> str | None:
-    outcome = FINAL.get(event.kind)
-    if outcome is not None and getattr(event, "outcome", None) == "error":
-        # Same reading as ResultBuilder: "failed"/"skipped" events can stand for a sync we could
-        # not run at all.
-        return "error"
-    return outcome
-
-
 def _settle(outcome: str | None, has_job: bool, finished: bool, wait: bool) -> str:
     """The outcome a run summary shows for a sync; mirrors ResultBuilder at ``run_finished``."""
     if outcome is not None:
@@ -700,7 +681,7 @@ class Journal:
 
     def _apply(self, event: Event, text: str, new_runs: set[str]) -> None:
         sync = event if isinstance(event, SyncEvent) else None
-        outcome = _final_outcome(sync) if sync is not None else None
+        outcome = final_outcome(sync) if sync is not None else None
         if self._is_replay(event, sync, outcome):
             return
         # seq is computed inside the write transaction, so two processes never share one.

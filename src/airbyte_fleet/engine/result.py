@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, Field
 
@@ -12,16 +12,13 @@ from airbyte_fleet.engine.events import (
     RunFinished,
     RunStarted,
     SyncAdopted,
-    SyncCancelled,
     SyncDetached,
     SyncEvent,
-    SyncFailed,
     SyncRetrying,
     SyncSkipped,
     SyncStatusChanged,
-    SyncSucceeded,
-    SyncTimedOut,
     SyncTriggered,
+    final_outcome,
 )
 
 __all__ = ["OUTCOMES", "AttemptRecord", "Outcome", "ResultBuilder", "RunResult", "SyncResult"]
@@ -166,7 +163,7 @@ class ResultBuilder:
                 record.error = event.error
                 sync.error = event.error
             return
-        final = self._final_outcome(event)
+        final = cast(Outcome | None, final_outcome(event))
         if final is not None:
             sync.outcome = final
             sync.error = event.error or (event.reason if isinstance(event, SyncSkipped) else None)
@@ -185,20 +182,6 @@ class ResultBuilder:
             sync.history.append(AttemptRecord(attempt=event.attempt))
             sync.attempts = len(sync.history)
         return sync.history[-1]
-
-    @staticmethod
-    def _final_outcome(event: SyncEvent) -> Outcome | None:
-        if isinstance(event, SyncSucceeded):
-            return "succeeded"
-        if isinstance(event, SyncFailed):
-            return "error" if event.outcome == "error" else "failed"
-        if isinstance(event, SyncTimedOut):
-            return "timed_out"
-        if isinstance(event, SyncCancelled):
-            return "cancelled"
-        if isinstance(event, SyncSkipped):
-            return "error" if event.outcome == "error" else "skipped"
-        return None
 
     def _finish(self, event: RunFinished) -> None:
         result = self.result

@@ -46,6 +46,7 @@ from airbyte_fleet.engine.events import (
     SyncTimedOut,
     SyncTriggered,
     SyncTriggering,
+    final_outcome,
 )
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.plan import Plan, PlannedConnection
@@ -674,36 +675,25 @@ class Engine:
         conn = sync.item.connection
         if job is not None:
             sync.status = job.status
-        final = _FINAL.get(kind)
-        if final is not None:
-            self._outcomes[conn.connection_id] = str(extra.get("outcome", final))
-        self.bus.emit(
-            kind(
-                run_id=self.run_id,
-                at=_now(),
-                elapsed_s=self._elapsed(),
-                connection_id=conn.connection_id,
-                connection_name=conn.name,
-                workspace_id=conn.workspace_id,
-                job_type=self.options.job_type,
-                job_id=job.job_id if job is not None else None,
-                attempt=max(sync.attempt, 1),
-                status=job.status if job is not None else None,
-                rows_synced=job.rows_synced if job is not None else None,
-                bytes_synced=job.bytes_synced if job is not None else None,
-                **extra,
-            ),
-            best_effort=best_effort,
+        event = kind(
+            run_id=self.run_id,
+            at=_now(),
+            elapsed_s=self._elapsed(),
+            connection_id=conn.connection_id,
+            connection_name=conn.name,
+            workspace_id=conn.workspace_id,
+            job_type=self.options.job_type,
+            job_id=job.job_id if job is not None else None,
+            attempt=max(sync.attempt, 1),
+            status=job.status if job is not None else None,
+            rows_synced=job.rows_synced if job is not None else None,
+            bytes_synced=job.bytes_synced if job is not None else None,
+            **extra,
         )
-
-
-_FINAL: dict[type[SyncEvent], str] = {
-    SyncSucceeded: "succeeded",
-    SyncFailed: "failed",
-    SyncTimedOut: "timed_out",
-    SyncCancelled: "cancelled",
-    SyncSkipped: "skipped",
-}
+        final = final_outcome(event)
+        if final is not None:
+            self._outcomes[conn.connection_id] = final
+        self.bus.emit(event, best_effort=best_effort)
 
 
 class _Settled(Exception):

@@ -30,14 +30,10 @@ from airbyte_fleet.engine.events import (
     RunFinished,
     RunStarted,
     SyncAdopted,
-    SyncCancelled,
     SyncDetached,
     SyncEvent,
-    SyncFailed,
-    SyncSkipped,
-    SyncSucceeded,
-    SyncTimedOut,
     SyncTriggered,
+    final_outcome,
 )
 from airbyte_fleet.engine.result import OUTCOMES
 
@@ -144,7 +140,7 @@ class Metrics:
             # Left running in Airbyte; a resumed run will follow it and report its outcome.
             self._in_flight.pop(key, None)
             return
-        outcome = _final_outcome(event)
+        outcome = final_outcome(event)
         if outcome is None:
             return
         self.syncs.labels(outcome=outcome).inc()
@@ -178,21 +174,6 @@ class Metrics:
         """The exposition body and its content type (OpenMetrics when *accept* asks for it)."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
-
-
-def _final_outcome(event: SyncEvent) -> str | None:
-    """The same outcome names as the run result (``engine.result``)."""
-    if isinstance(event, SyncSucceeded):
-        return "succeeded"
-    if isinstance(event, SyncFailed):
-        return "error" if event.outcome == "error" else "failed"
-    if isinstance(event, SyncTimedOut):
-        return "timed_out"
-    if isinstance(event, SyncCancelled):
-        return "cancelled"
-    if isinstance(event, SyncSkipped):
-        return "error" if event.outcome == "error" else "skipped"
-    return None
 
 
 def _route_label(route: str) -> str:
