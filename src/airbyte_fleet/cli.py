@@ -353,7 +353,7 @@ def _connection_view(c: Connection) -> dict[str, Any]:
         "workspace_id": c.workspace_id,
         "status": c.status,
         "tags": list(c.tag_names),
-        "schedule_type": (c.schedule or {}).get("scheduleType"),
+        "schedule_type": c.schedule_type,
     }
 
 
@@ -566,8 +566,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _report(result: RunResult, args: argparse.Namespace) -> int:
-    # Defence in depth: error texts from anywhere pass one more secret filter before output.
-    text = redact(result_json(result))
+    # Every error text in the result already passed the secret filter (ResultBuilder).
+    text = result_json(result)
     if args.result_file:
         try:
             await anyio.Path(args.result_file).write_text(text)
@@ -693,7 +693,7 @@ async def cmd_runs(args: argparse.Namespace) -> int:
                     "the runs."
                 )
             if args.output == "json":
-                sys.stdout.write(redact(result_json(result)))
+                sys.stdout.write(result_json(result))
             else:
                 render_result_table(result, stdout_console())
             return EXIT_OK

@@ -115,6 +115,29 @@ class Tag(_Model):
     color: str = ""
 
 
+def _tag_names(value: Any) -> Any:
+    """Airbyte's ``Tag`` objects (or plain names) → their names."""
+    if not isinstance(value, list | tuple):
+        return value
+    names: list[Any] = []
+    for tag in value:
+        if isinstance(tag, Tag):
+            names.append(tag.name)
+        elif isinstance(tag, dict):
+            names.append(tag.get("name", ""))
+        else:
+            names.append(tag)
+    return tuple(names)
+
+
+def _schedule_type(value: Any) -> Any:
+    """``{"scheduleType": "cron", ...}`` → ``"cron"``."""
+    if isinstance(value, dict):
+        kind = value.get("scheduleType")
+        return kind if isinstance(kind, str) else None
+    return value
+
+
 class Connection(_Model):
     """``ConnectionResponse``, the parts a runner needs."""
 
@@ -125,8 +148,12 @@ class Connection(_Model):
     destination_id: str = Field(default="", alias="destinationId")
     status: str = "active"
     status_reason: str | None = Field(default=None, alias="statusReason")
-    tags: tuple[Tag, ...] = ()
-    schedule: dict[str, Any] | None = None
+    # Only the tag names and the schedule type are kept: a runner uses nothing else of them, and
+    # 10,000 connections are held for a whole run.
+    tags: Annotated[tuple[str, ...], BeforeValidator(_tag_names)] = ()
+    schedule_type: Annotated[str | None, BeforeValidator(_schedule_type)] = Field(
+        default=None, alias="schedule"
+    )
     created_at: LenientInt = Field(default=None, alias="createdAt")
 
     @property
@@ -135,7 +162,7 @@ class Connection(_Model):
 
     @property
     def tag_names(self) -> tuple[str, ...]:
-        return tuple(tag.name for tag in self.tags)
+        return self.tags
 
 
 class Workspace(_Model):

@@ -7,6 +7,7 @@ from typing import Literal, cast
 
 from pydantic import BaseModel, Field
 
+from airbyte_fleet._redact import redact
 from airbyte_fleet.engine.events import (
     Event,
     RunFinished,
@@ -134,6 +135,8 @@ class ResultBuilder:
         self._result = RunResult(run_id=event.run_id, started_at=event.at, job_type=event.job_type)
 
     def _sync(self, event: SyncEvent) -> None:
+        # Every error text reaches the result (and stdout) through here: one secret filter for all.
+        error = redact(event.error) if event.error else None
         sync = self._syncs.get(event.connection_id)
         if sync is None:
             sync = SyncResult(connection_id=event.connection_id, job_type=event.job_type)
@@ -160,15 +163,17 @@ class ResultBuilder:
             sync.error = None
         elif isinstance(event, SyncStatusChanged | SyncRetrying | SyncDetached):
             if isinstance(event, SyncRetrying | SyncDetached):
-                record.error = event.error
-                sync.error = event.error
+                record.error = error
+                sync.error = error
             return
         final = cast(Outcome | None, final_outcome(event))
         if final is not None:
             sync.outcome = final
-            sync.error = event.error or (event.reason if isinstance(event, SyncSkipped) else None)
+            sync.error = error or (
+                redact(event.reason) if isinstance(event, SyncSkipped) and event.reason else None
+            )
             record.finished_at = event.at
-            record.error = event.error
+            record.error = error
             sync.finished_at = event.at
             if sync.started_at is not None:
                 sync.duration_s = round((event.at - sync.started_at).total_seconds(), 3)
