@@ -12,9 +12,7 @@ run is acknowledged and removed once the journal holds its ``run_finished``.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from airbyte_fleet._files import write_atomically
 from airbyte_fleet.api import Connection
 from airbyte_fleet.engine.plan import Plan, PlannedConnection
 
@@ -95,19 +94,7 @@ class Ledger:
 
     def add(self, entry: LedgerEntry) -> None:
         """Write *entry* so that a crash at any moment leaves either nothing or all of it."""
-        target = self._file(entry.run_id)
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(entry.model_dump_json())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _sync_dir(self.path)
+        write_atomically(self._file(entry.run_id), entry.model_dump_json())
 
     def remove(self, run_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -133,17 +120,3 @@ class Ledger:
             found.append(entry)
         found.sort(key=lambda e: (e.submitted_at, e.run_id))
         return found
-
-
-def _sync_dir(path: Path) -> None:
-    # The rename is durable only once the directory entry is on disk too.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

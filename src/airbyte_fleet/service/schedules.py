@@ -30,10 +30,7 @@ How ticks are handled:
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +56,7 @@ from pydantic import (
     model_validator,
 )
 
+from airbyte_fleet._files import write_atomically
 from airbyte_fleet._messages import did_you_mean as _did_you_mean
 from airbyte_fleet._messages import k as _k
 from airbyte_fleet._messages import one_line as _one_line
@@ -567,25 +565,8 @@ class ScheduleState:
 
     def write(self, path: Path) -> None:
         """Replace *path* atomically: a crash leaves the old file or the new one, never half."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(self.to_json())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        # The rename itself must reach the disk before the run it records is submitted.
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        # Durable (rename included) before the run it records is submitted.
+        write_atomically(path, self.to_json())
 
 
 # ----------------------------------------------------------------------------- the scheduler
