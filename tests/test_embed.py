@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from airbyte_fleet import AirbyteSettings, RunResult, run_syncs, run_syncs_blocking
-from airbyte_fleet.api import ConfigError
+from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.simulator import JobScript
 from conftest import SimFactory
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airbyte_fleet.api import ConfigError
 from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.settings_file import (
     FileConfig,
     load_file_config,

@@ -32,9 +32,7 @@ from airbyte_fleet._embed import open_client
 from airbyte_fleet._logging import configure_logging
 from airbyte_fleet._redact import redact
 from airbyte_fleet.api import (
-    AirbyteError,
     AuthError,
-    ConfigError,
     Connection,
     TransportError,
 )
@@ -45,6 +43,7 @@ from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.plan import Plan, build_plan
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
 from airbyte_fleet.engine.run import Engine, ResumePoint
+from airbyte_fleet.errors import ConfigError, FleetError
 from airbyte_fleet.settings_file import (
     FileConfig,
     load_file_config,
@@ -342,7 +341,7 @@ def _run(coro_fn: Callable[[], Awaitable[int]]) -> int:
 async def _guard(coro_fn: Callable[[], Awaitable[int]]) -> int:
     try:
         return await coro_fn()
-    except AirbyteError as exc:
+    except FleetError as exc:
         return fail(exit_code_for(exc), exc.message)
 
 

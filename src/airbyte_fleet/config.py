@@ -23,13 +23,13 @@ from airbyte_fleet.api import (
     BasicAuth,
     BearerToken,
     ClientCredentials,
-    ConfigError,
     NoAuth,
     RetryPolicy,
     Timeouts,
     UrlPlan,
     plan_url,
 )
+from airbyte_fleet.errors import ConfigError
 
 __all__ = ["AirbyteSettings", "load_settings", "register_env_secrets"]
 

@@ -23,9 +23,9 @@ from airbyte_fleet._messages import k as _k
 from airbyte_fleet._messages import one_line as _one_line
 from airbyte_fleet._messages import reason as _reason
 from airbyte_fleet._messages import show as _show
-from airbyte_fleet.api import ConfigError
 from airbyte_fleet.config import AirbyteSettings, register_env_secrets
 from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",

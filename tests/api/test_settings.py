@@ -8,11 +8,11 @@ from airbyte_fleet.api import (
     BasicAuth,
     BearerToken,
     ClientCredentials,
-    ConfigError,
     NoAuth,
     plan_url,
 )
 from airbyte_fleet.config import load_settings
+from airbyte_fleet.errors import ConfigError
 
 ALL_VARS = [
     "AIRBYTE_BASE_URL",

@@ -8,7 +8,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from airbyte_fleet.api import ConfigError, UnreachableError, plan_url, resolve_url
+from airbyte_fleet.api import UnreachableError, plan_url, resolve_url
+from airbyte_fleet.errors import ConfigError
 from conftest import SimFactory
 
 CLOUD = "https://api.airbyte.com/v1"

@@ -12,13 +12,13 @@ import pytest
 
 from airbyte_fleet.api import (
     AuthError,
-    ConfigError,
     Connection,
     NotFoundError,
     ServerError,
 )
 from airbyte_fleet.engine.options import Selection
 from airbyte_fleet.engine.plan import Plan, PlanError, build_plan
+from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.simulator import Simulator
 from conftest import SimFactory, client_for
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from openapi_spec_validator import validate
 
-from airbyte_fleet.api import ConfigError
+from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.service import ServeOptions, check_bind, is_loopback, launch
 from airbyte_fleet.service.openapi import openapi_document
 from conftest import SimFactory

@@ -13,8 +13,8 @@ import pytest
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from airbyte_fleet.api import ConfigError
 from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.service.schedules import (
     SKIP_REASON,
     Schedule,

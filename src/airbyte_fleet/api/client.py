@@ -29,7 +29,6 @@ from airbyte_fleet.api.errors import (
     AlreadyRunningError,
     AuthError,
     BadRequestError,
-    ConfigError,
     ConflictError,
     InactiveConnectionError,
     NotFoundError,
@@ -42,6 +41,7 @@ from airbyte_fleet.api.errors import (
 )
 from airbyte_fleet.api.models import Connection, Job, JobType, Page, Workspace
 from airbyte_fleet.api.urls import ApiUrl, UrlPlan, describe_transport_error, resolve_url
+from airbyte_fleet.errors import ConfigError
 
 __all__ = ["AirbyteClient", "RequestStats", "RetryPolicy", "Timeouts"]
 
@@ -251,9 +251,7 @@ class AirbyteClient:
             raise ConfigError(
                 f"Airbyte's API is not at {self.api.base} (HTTP {status} from "
                 f"{self.api.health_url}); set AIRBYTE_BASE_URL to the API's full URL, e.g. "
-                "http://host:8000/api/public/v1.",
-                status=status,
-                url=self.api.health_url,
+                "http://host:8000/api/public/v1."
             )
         raise ServerError(
             f"Airbyte at {self.api.base} is not healthy (HTTP {status} from /health); "

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from airbyte_fleet._redact import redact
+from airbyte_fleet.errors import FleetError
 
 __all__ = [
     "AirbyteError",
     "AlreadyRunningError",
     "AuthError",
     "BadRequestError",
-    "ConfigError",
     "ConflictError",
     "InactiveConnectionError",
     "NotFoundError",
@@ -84,7 +84,7 @@ def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-class AirbyteError(Exception):
+class AirbyteError(FleetError):
     """Base of every error this package raises about Airbyte."""
 
     def __init__(
@@ -96,19 +96,14 @@ class AirbyteError(Exception):
         url: str | None = None,
         problem: Problem | None = None,
     ) -> None:
-        self.message = redact(message)
+        super().__init__(message)
         self.status = status
         self.method = method
         self.url = redact(url) if url else None
         self.problem = problem
-        super().__init__(self.message)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, status={self.status!r})"
-
-
-class ConfigError(AirbyteError):
-    """The configuration cannot work (bad URL, missing credentials); nothing was sent."""
 
 
 class TransportError(AirbyteError):

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from airbyte_fleet.api.errors import ConfigError, UnreachableError
+from airbyte_fleet.api.errors import UnreachableError
+from airbyte_fleet.errors import ConfigError
 
 __all__ = ["CLOUD_BASE_URL", "ApiUrl", "UrlPlan", "plan_url", "resolve_url"]
 

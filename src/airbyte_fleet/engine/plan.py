@@ -28,8 +28,9 @@ from typing import Any
 
 import anyio
 
-from airbyte_fleet.api import AirbyteClient, AuthError, ConfigError, Connection, NotFoundError
+from airbyte_fleet.api import AirbyteClient, AuthError, Connection, NotFoundError
 from airbyte_fleet.engine.options import Selection
+from airbyte_fleet.errors import ConfigError
 
 __all__ = ["Plan", "PlanError", "PlannedConnection", "build_plan"]
 

@@ -25,11 +25,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from airbyte_fleet.api import AirbyteClient, AirbyteError, ConfigError
+from airbyte_fleet.api import AirbyteClient, AirbyteError
 from airbyte_fleet.config import AirbyteSettings, load_settings
 from airbyte_fleet.engine.journal import Journal
 from airbyte_fleet.engine.options import Selection
 from airbyte_fleet.engine.plan import PlanError
+from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.service.auth import auth_middleware
 from airbyte_fleet.service.ledger import Ledger
 from airbyte_fleet.service.metrics import Metrics

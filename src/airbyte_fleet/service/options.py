@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from airbyte_fleet._redact import register_secret
-from airbyte_fleet.api import ConfigError
+from airbyte_fleet.errors import ConfigError
 
 __all__ = [
     "DEFAULT_STATE_DIR",

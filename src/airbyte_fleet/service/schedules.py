@@ -62,8 +62,8 @@ from airbyte_fleet._messages import k as _k
 from airbyte_fleet._messages import one_line as _one_line
 from airbyte_fleet._messages import reason as _reason
 from airbyte_fleet._messages import show as _show
-from airbyte_fleet.api.errors import ConfigError
 from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.errors import ConfigError
 
 __all__ = [
     "MAX_CATCH_UP",
