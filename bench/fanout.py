@@ -21,7 +21,7 @@ from pydantic import SecretStr, TypeAdapter
 from airbyte_fleet.api import AirbyteClient, ClientCredentials, plan_url
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.plan import build_plan
-from airbyte_fleet.engine.run import execute
+from airbyte_fleet.runner import RunSession
 from airbyte_fleet.simulator import Simulator, SimulatorOptions
 
 _duration = TypeAdapter(timedelta)
@@ -49,7 +49,7 @@ async def measure(
             before = len(sim.exchanges)
             options = RunOptions(max_concurrency=connections, poll_interval=poll)
             cpu0, t0 = time.process_time(), time.perf_counter()
-            result = await execute(client, plan, options)
+            result = await RunSession(client, plan, options).run()
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         run_exchanges = sim.exchanges[before:]
         slowest = max(_duration.validate_python(j["duration"]).total_seconds() for j in sim.jobs)

@@ -14,6 +14,10 @@ airbyte-fleet) and one ``airbyte-fleet run --all --max-concurrency N --poll-inte
 Prints Markdown tables and writes ``bench/out/scale.json``.
 
     .venv/bin/python bench/scale.py            # or: make bench
+
+``--compare PATH`` also runs every case with another build's ``airbyte-fleet`` (say, a clone of
+the commit before a change, set up with ``make setup``), the two alternating case by case, so a
+before/after ratio comes from one run on one (noisy) machine.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -57,19 +62,21 @@ class Case:
     spec: SimSpec
     poll_s: float
     mode: str | None
+    fleet: Path = FLEET
+    build: str = "this"
     result: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        return f"{self.name} / {self.mode or 'default polling'}"
+        return f"{self.name} / {self.mode or 'default polling'} / {self.build}"
 
 
 def run_case(case: Case) -> dict[str, Any]:
-    workdir = WORK / f"{case.name}-{case.mode or 'default'}"
+    workdir = WORK / f"{case.name}-{case.mode or 'default'}-{case.build}"
     with SimProcess(case.spec, workdir) as sim:
         before = sim.stats()
         argv = [
-            str(FLEET),
+            str(case.fleet),
             "run",
             "--all",
             "--poll-interval",
@@ -102,6 +109,7 @@ def run_case(case: Case) -> dict[str, Any]:
     succeeded = int(result.get("counts", {}).get("succeeded", 0))
     out: dict[str, Any] = {
         "case": case.name,
+        "build": case.build,
         "poll_mode": case.mode,
         "connections": case.spec.connections,
         "workspaces": case.spec.workspaces,
@@ -188,6 +196,7 @@ def _num(value: float | None, fmt: str) -> str:
 def report(results: Sequence[Mapping[str, Any]]) -> str:
     headers = [
         "case",
+        "build",
         "polling",
         "syncs",
         "ok",
@@ -205,6 +214,7 @@ def report(results: Sequence[Mapping[str, Any]]) -> str:
         [
             f"{r['connections']:,} × {r['sync_seconds'][0]:g}–{r['sync_seconds'][1]:g} s, "
             f"poll {r['poll_interval_s']:g} s",
+            r.get("build", "this"),
             r["poll_mode"] or "default",
             r["connections"],
             f"{r['succeeded']:,}",
@@ -250,6 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-1k", action="store_true")
     parser.add_argument("--skip-10k", action="store_true")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="PATH",
+        help="another build's airbyte-fleet executable, run case by case beside this one",
+    )
     args = parser.parse_args(argv)
 
     modes = fleet_poll_modes()
@@ -272,6 +288,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         cases += [Case("10k", spec, args.ten_thousand_poll, mode) for mode in ten_thousand_modes]
 
+    if args.compare is not None:
+        cases = [
+            c
+            for case in cases
+            for c in (
+                Case(case.name, case.spec, case.poll_s, case.mode, args.compare, "compared"),
+                case,
+            )
+        ]
     results = []
     for case in cases:
         with step(f"airbyte-fleet {case.label}"):

@@ -1,4 +1,8 @@
-"""The shape of the code that the design depends on: data flows one way."""
+"""The shape of the code that the design depends on: data flows one way.
+
+config -> plan -> engine -> events -> sinks; the run's one home (``runner/``) wires them for the CLI,
+the worker and the Python API. Each rule below is one arrow that must not point backwards.
+"""
 
 from __future__ import annotations
 
@@ -10,33 +14,46 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "airbyte_fleet"
 
 
-def _imports(folder: str) -> set[str]:
+def _imports(where: str) -> set[str]:
+    """Every module imported under *where* (a folder or a ``.py`` file of the package)."""
+    target = PACKAGE / where
+    paths = [target] if target.suffix == ".py" else list(target.rglob("*.py"))
     found: set[str] = set()
-    for path in (PACKAGE / folder).rglob("*.py"):
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
                 found.add(("." * node.level) + node.module)
+            elif isinstance(node, ast.ImportFrom):
+                found.add("." * node.level)
             elif isinstance(node, ast.Import):
                 found.update(alias.name for alias in node.names)
     return found
 
 
 @pytest.mark.parametrize(
-    ("folder", "forbidden"),
+    ("where", "forbidden"),
     [
         # The simulator is a second, independent reading of the spec: no shared code with the client.
         ("simulator", ("airbyte_fleet.api", "airbyte_fleet.engine", "airbyte_fleet.config", "..")),
-        # The client knows nothing of runs.
+        # The client knows nothing of runs; it takes its version from _version, not the package
+        # root (whose __init__ names the engine and config).
         (
             "api",
             (
                 "airbyte_fleet.engine",
+                "airbyte_fleet.journal",
+                "airbyte_fleet.runner",
                 "airbyte_fleet.sinks",
                 "airbyte_fleet.cli",
+                "airbyte_fleet.service",
                 "airbyte_fleet.simulator",
+                "airbyte_fleet.config",
+                "airbyte_fleet.settings_file",
             ),
         ),
-        # The engine knows no CLI, no HTTP server and no sink.
+        # The transport knows no endpoint.
+        ("api/_transport.py", ("airbyte_fleet.api.client", "airbyte_fleet.api.models")),
+        # The engine knows no CLI, no HTTP server, no storage, no screen and no configuration.
         (
             "engine",
             (
@@ -44,13 +61,59 @@ def _imports(folder: str) -> set[str]:
                 "airbyte_fleet.sinks",
                 "airbyte_fleet.service",
                 "airbyte_fleet.simulator",
+                "airbyte_fleet.journal",
+                "airbyte_fleet.runner",
+                "airbyte_fleet.config",
+                "airbyte_fleet.settings_file",
+                "sqlite3",
+                "rich",
                 "aiohttp.web",
             ),
         ),
+        # The journal is a store of events: it knows no run logic (how a run is planned, run,
+        # watched, or turned into a result), nor who runs it.
+        (
+            "journal",
+            (
+                "airbyte_fleet.engine.run",
+                "airbyte_fleet.engine.plan",
+                "airbyte_fleet.engine.watch",
+                "airbyte_fleet.engine.result",
+                "airbyte_fleet.runner",
+                "airbyte_fleet.cli",
+                "airbyte_fleet.service",
+                "airbyte_fleet.sinks",
+            ),
+        ),
+        # The run's home serves the CLI and the worker; it knows neither.
+        ("runner", ("airbyte_fleet.cli", "airbyte_fleet.service", "aiohttp.web")),
+        # Sinks render events; they do not run anything.
+        (
+            "sinks",
+            (
+                "airbyte_fleet.cli",
+                "airbyte_fleet.service",
+                "airbyte_fleet.runner",
+                "airbyte_fleet.engine.run",
+            ),
+        ),
+        # The error base is a leaf that every layer may import.
+        ("errors.py", ("airbyte_fleet.api", "airbyte_fleet.engine", "airbyte_fleet.config")),
     ],
 )
-def test_layers_do_not_reach_sideways(folder: str, forbidden: tuple[str, ...]) -> None:
-    imports = _imports(folder)
+def test_layers_do_not_reach_sideways(where: str, forbidden: tuple[str, ...]) -> None:
+    imports = _imports(where)
     assert imports  # the walk really found the modules
-    bad = sorted(i for i in imports if i.startswith(forbidden))
-    assert not bad, f"{folder}/ imports {bad}"
+    bad = sorted(i for i in imports if i.startswith(forbidden) or i == "airbyte_fleet")
+    assert not bad, f"{where} imports {bad}"
+
+
+def test_no_module_but_the_cli_imports_the_cli() -> None:
+    offenders = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if "cli" not in path.relative_to(PACKAGE).parts[:1]
+        and path.name not in ("cli.py", "__main__.py")
+        and any(i.startswith("airbyte_fleet.cli") for i in _imports(str(path.relative_to(PACKAGE))))
+    )
+    assert not offenders, f"only the CLI may import the CLI: {offenders}"

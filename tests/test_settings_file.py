@@ -13,12 +13,13 @@ from hypothesis import strategies as st
 
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.errors import ConfigError
-from airbyte_fleet.settings_file import (
-    FileConfig,
-    load_file_config,
+from airbyte_fleet.resolve import (
+    file_groups,
+    file_selection,
     merge_run_options,
     run_overrides_from_env,
 )
+from airbyte_fleet.settings_file import FileConfig, load_file_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "airbyte-fleet.example.toml"
 WS = "a1b2c3d4-0000-4000-8000-000000000001"
@@ -49,9 +50,9 @@ def test_example_file_uses_every_section_and_loads() -> None:
     assert config.path == EXAMPLE
     assert config.airbyte["base_url"] == "http://localhost:8000"
     assert set(config.run) == set(RunOptions.model_fields)
-    assert config.selection == Selection(tags=["nightly"])
+    assert file_selection(config) == Selection(tags=["nightly"])
     assert set(config.groups) == {"finance", "warehouse", "month-end"}
-    assert config.groups["month-end"].groups == ["finance", "warehouse"]
+    assert file_groups(config)["month-end"].groups == ["finance", "warehouse"]
     assert config.schedules["nightly"]["cron"] == "0 2 * * *"
     assert config.schedules["nightly"]["groups"] == ["warehouse"]
     # The worker reads schedules with its own parser; the example must pass it.
@@ -100,10 +101,16 @@ extra = {{ anything = [1, 2] }}
         "client_id": "abc",
         "use_server_auth": True,
     }
-    # [run] stays raw: flags and env are merged over it before it is validated as a whole.
+    # Every table stays as written: plain data, which resolve.py turns into engine options
+    # ([run] only after flags and env are merged over it).
     assert config.run == {"max_concurrency": 50, "poll_interval": "15s"}
-    assert config.selection.tags == ["nightly", "hourly", "finance"]
+    assert config.selection == {"tags": ["nightly", "hourly,finance"]}
     assert config.groups == {
+        "finance": {"tags": ["finance"], "connections": [CONN]},
+        "ws": {"workspaces": WS},
+    }
+    assert file_selection(config).tags == ["nightly", "hourly", "finance"]
+    assert file_groups(config) == {
         "finance": Selection(tags=["finance"], connections=[CONN]),
         "ws": Selection(workspaces=[WS]),
     }
@@ -131,111 +138,6 @@ def test_default_path_can_be_changed(tmp_path: Path) -> None:
     path = _write(tmp_path, "[run]\nretries = 3\n")
     assert load_file_config(None, default_path=path).run == {"retries": 3}
     assert load_file_config(None, default_path=tmp_path / "absent.toml").path is None
-
-
-def test_choose_selection_prefers_the_command_line() -> None:
-    config = FileConfig(selection=Selection(tags=["nightly"]))
-    assert config.choose_selection(Selection()) == Selection(tags=["nightly"])
-    assert config.choose_selection(Selection(all=True)) == Selection(all=True)
-    assert config.choose_selection(Selection(groups=["x"])) == Selection(groups=["x"])
-
-
-# ----------------------------------------------------------------------------- precedence
-
-
-def test_flags_over_env_over_file_over_defaults(tmp_path: Path) -> None:
-    path = _write(tmp_path, '[run]\nmax_concurrency = 50\npoll_interval = "15s"\n')
-    file_run = load_file_config(path).run
-    env = run_overrides_from_env(
-        {"AIRBYTE_FLEET_MAX_CONCURRENCY": "20", "AIRBYTE_FLEET_TIMEOUT": "45m", "HOME": "/x"}
-    )
-    assert env == {"max_concurrency": "20", "timeout": "45m"}
-    flags = {"max_concurrency": 10, "poll_interval": None, "retries": None}
-
-    options = merge_run_options(file_run, {**env, **flags})
-    assert options.max_concurrency == 10  # flag
-    assert options.timeout == 2700.0  # env
-    assert options.poll_interval == 15.0  # file; the flag's None means "not given"
-    assert options.retries == 0  # default
-
-    assert merge_run_options(file_run, env).max_concurrency == 20
-    assert merge_run_options(file_run, {}).max_concurrency == 50
-    assert merge_run_options({}, {}) == RunOptions()
-
-
-def test_every_run_option_has_an_env_variable() -> None:
-    values = {
-        "job_type": "refresh",
-        "max_concurrency": "7",
-        "poll_interval": "2s",
-        "poll_mode": "per-job",
-        "timeout": "1h30m",
-        "deadline": "6h",
-        "retries": "2",
-        "retry_backoff": "1m",
-        "wait": "false",
-        "if_running": "skip",
-        "include_inactive": "true",
-        "cancel_on_timeout": "0",
-    }
-    assert set(values) == set(RunOptions.model_fields)
-    env = {f"AIRBYTE_FLEET_{key.upper()}": value for key, value in values.items()}
-    options = merge_run_options({}, run_overrides_from_env(env))
-    assert options == RunOptions(
-        job_type="refresh",
-        max_concurrency=7,
-        poll_interval=2.0,
-        poll_mode="per-job",
-        timeout=5400.0,
-        deadline=21600.0,
-        retries=2,
-        retry_backoff=60.0,
-        wait=False,
-        if_running="skip",
-        include_inactive=True,
-        cancel_on_timeout=False,
-    )
-
-
-def test_blank_env_variables_are_unset() -> None:
-    assert run_overrides_from_env({"AIRBYTE_FLEET_RETRIES": "", "AIRBYTE_FLEET_WAIT": "  "}) == {}
-
-
-@pytest.mark.parametrize(
-    ("name", "value", "fragment"),
-    [
-        ("AIRBYTE_FLEET_MAX_CONCURRENCY", "lots", "valid integer"),
-        ("AIRBYTE_FLEET_POLL_INTERVAL", "soon", "not a duration"),
-        ("AIRBYTE_FLEET_TIMEOUT", "0", "greater than 0"),
-        ("AIRBYTE_FLEET_IF_RUNNING", "wait", "'adopt', 'skip' or 'fail'"),
-    ],
-)
-def test_bad_env_variable_is_named(name: str, value: str, fragment: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        run_overrides_from_env({name: value})
-    message = caught.value.message
-    assert message.startswith(f"{name}='{value}' is invalid (")
-    assert fragment in message
-    assert message.endswith("; fix or unset it.")
-
-
-def test_bad_flag_is_named() -> None:
-    with pytest.raises(ConfigError) as caught:
-        merge_run_options({"retries": 1}, {"retries": -1})
-    assert caught.value.message == (
-        "Run option retries=-1 is invalid (it should be greater than or equal to 0); "
-        "fix --retries or AIRBYTE_FLEET_RETRIES."
-    )
-
-
-def test_bad_raw_file_value_names_the_file() -> None:
-    with pytest.raises(ConfigError) as caught:
-        merge_run_options({"timeout": "forever"}, {}, file_path=Path("x.toml"))
-    message = caught.value.message
-    assert message.startswith("Run option timeout='forever' is invalid ('forever' is not a")
-    assert message.endswith("fix timeout in [run] of x.toml.")
-    with pytest.raises(ConfigError, match=r"Unknown run option 'retrys' \(did you mean 'retries'"):
-        merge_run_options({}, {"retrys": 1})
 
 
 # ----------------------------------------------------------------------------- errors

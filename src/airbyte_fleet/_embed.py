@@ -7,34 +7,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
-import structlog
 
-from airbyte_fleet.api import AirbyteClient
 from airbyte_fleet.config import AirbyteSettings, load_settings
 from airbyte_fleet.engine.events import EventSink
 from airbyte_fleet.engine.options import RunOptions, Selection
-from airbyte_fleet.engine.plan import build_plan
 from airbyte_fleet.engine.result import RunResult
-from airbyte_fleet.engine.run import execute
+from airbyte_fleet.resolve import argument
+from airbyte_fleet.runner import RunSession, open_client
 
-__all__ = ["open_client", "run_syncs", "run_syncs_blocking"]
-
-log = structlog.get_logger("airbyte_fleet")
-
-
-async def open_client(settings: AirbyteSettings) -> AirbyteClient:
-    """Resolve the URL, build the auth flow and prove both work before anything else happens."""
-    settings.validate_offline()
-    client = await AirbyteClient.open(
-        settings.url_plan(), settings.make_auth, **settings.client_options()
-    )
-    log.info("airbyte_url", base_url=client.api.base, understood=client.api.explanation)
-    try:
-        await client.check()
-    except BaseException:
-        await client.close()
-        raise
-    return client
+__all__ = ["run_syncs", "run_syncs_blocking"]
 
 
 async def run_syncs(
@@ -54,14 +35,14 @@ async def run_syncs(
     they are in the result.
     """
     settings = settings or load_settings()
-    chosen = selection if isinstance(selection, Selection) else Selection(**(selection or {}))
-    opts = options if isinstance(options, RunOptions) else RunOptions(**(options or {}))
+    chosen = argument(Selection, selection, "selection")
+    opts = argument(RunOptions, options, "options")
     client = await open_client(settings)
     async with client:
-        plan = await build_plan(
-            client, chosen, groups=groups or {}, include_inactive=opts.include_inactive
+        session = await RunSession.planned(
+            client, chosen, opts, groups=groups, run_id=run_id, sinks=sinks
         )
-        return await execute(client, plan, opts, sinks=sinks, run_id=run_id)
+        return await session.run()
 
 
 def run_syncs_blocking(

@@ -1,25 +1,22 @@
-"""One-sentence configuration messages: shared wording for the config file and schedules."""
+"""The wording shared by every one-sentence configuration message: how a key, a value and a
+guess at what was meant are written into a sentence that must stay on one line."""
 
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["did_you_mean", "k", "one_line", "reason", "show"]
+__all__ = [
+    "SELECTS_NOTHING_FIX",
+    "did_you_mean",
+    "fold_whitespace",
+    "show",
+    "spell_out_controls",
+]
 
-
-def reason(error: Any) -> str:
-    message = str(error.get("msg", "invalid value"))
-    # pydantic prefixes our own ValueError texts with "Value error, ".
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix) :]
-    message = one_line(message).rstrip(".")
-    if message.startswith("Input should be"):
-        message = "it should be" + message[len("Input should be") :]
-    return message[:1].lower() + message[1:]
+# For a [groups.NAME] or [schedules.NAME] table that selects no connection at all.
+SELECTS_NOTHING_FIX = "give it connections, names, tags, workspaces, groups or all = true"
 
 
 def did_you_mean(key: str, choices: Iterable[str]) -> str:
@@ -28,20 +25,21 @@ def did_you_mean(key: str, choices: Iterable[str]) -> str:
 
 
 def show(value: Any) -> str:
-    text = one_line(repr(value))
+    """*value* quoted for a sentence: repr() escapes line breaks; long values are cut."""
+    text = fold_whitespace(repr(value))
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def k(text: object) -> str:
-    """A key, name or path as the user wrote it, with control characters escaped to keep the
-    message on one line."""
+def spell_out_controls(text: object) -> str:
+    """*text* (a key, name or path as the user wrote it) with line breaks and other control
+    characters spelled out (``\\n``): one line, always, and nothing the user typed is lost."""
     value = str(text)
     if value.isprintable():
         return value
-    # Escape only what is not printable; json.dumps(ensure_ascii=False) alone would keep U+0085,
-    # U+2028 and U+2029 as they are, and those break the line as well as "\n" does.
-    return "".join(ch if ch.isprintable() else json.dumps(ch)[1:-1] for ch in value)
+    # Per character: U+0085, U+2028 and U+2029 break a line as well as "\n" does.
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in value)
 
 
-def one_line(text: str) -> str:
+def fold_whitespace(text: str) -> str:
+    """*text* with every run of whitespace, line breaks included, folded into one space."""
     return " ".join(text.split())

@@ -15,7 +15,9 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from airbyte_fleet._messages import show
 from airbyte_fleet._redact import register_secret
+from airbyte_fleet._validation import Loc, Place, config_error, env_var
 from airbyte_fleet.api import (
     ApiUrl,
     Auth,
@@ -48,23 +50,27 @@ class _DocumentedEnv(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        environ = {k.upper(): v for k, v in os.environ.items()}
-        values: dict[str, Any] = {}
-        for name, field in self.settings_cls.model_fields.items():
-            alias = field.validation_alias
-            if isinstance(alias, AliasChoices):
-                env_name = str(alias.choices[0]).upper()
-                if env_name in environ:
-                    values[name] = environ[env_name]
-        return values
+        return _documented(self.settings_cls, os.environ)
 
 
-def _env(name: str, field: str) -> AliasChoices:
+def _documented(settings: type[BaseSettings], environ: Mapping[str, str]) -> dict[str, Any]:
+    """The fields *environ* sets through their documented variables, as written there."""
+    upper = {name.upper(): value for name, value in environ.items()}
+    values: dict[str, Any] = {}
+    for key, field in settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            name = str(alias.choices[0]).upper()
+            if name in upper:
+                values[key] = upper[name]
+    return values
+
+
+def _env(name: str) -> AliasChoices:
     # Only the documented variable is read from the environment: an alias like "username" would
     # also make pydantic-settings read USERNAME (set by every Windows shell) or READ_TIMEOUT.
     # The field name itself still works for values passed in (the TOML file), via
     # populate_by_name.
-    del field
     return AliasChoices(name)
 
 
@@ -75,57 +81,41 @@ class AirbyteSettings(BaseSettings):
         case_sensitive=False, extra="ignore", populate_by_name=True, frozen=True
     )
 
-    base_url: str | None = Field(
-        default=None, validation_alias=_env("AIRBYTE_BASE_URL", "base_url")
-    )
-    host: str | None = Field(default=None, validation_alias=_env("AIRBYTE_HOST", "host"))
-    client_id: str | None = Field(
-        default=None, validation_alias=_env("AIRBYTE_CLIENT_ID", "client_id")
-    )
+    base_url: str | None = Field(default=None, validation_alias=_env("AIRBYTE_BASE_URL"))
+    host: str | None = Field(default=None, validation_alias=_env("AIRBYTE_HOST"))
+    client_id: str | None = Field(default=None, validation_alias=_env("AIRBYTE_CLIENT_ID"))
     client_secret: SecretStr | None = Field(
-        default=None, validation_alias=_env("AIRBYTE_CLIENT_SECRET", "client_secret")
+        default=None, validation_alias=_env("AIRBYTE_CLIENT_SECRET")
     )
-    use_server_auth: bool = Field(
-        default=False, validation_alias=_env("USE_SERVER_AUTH", "use_server_auth")
-    )
-    auth_type: str | None = Field(
-        default=None, validation_alias=_env("AIRBYTE_AUTH_TYPE", "auth_type")
-    )
-    api_token: SecretStr | None = Field(
-        default=None, validation_alias=_env("AIRBYTE_API_TOKEN", "api_token")
-    )
-    username: str | None = Field(
-        default=None, validation_alias=_env("AIRBYTE_USERNAME", "username")
-    )
-    password: SecretStr | None = Field(
-        default=None, validation_alias=_env("AIRBYTE_PASSWORD", "password")
-    )
+    use_server_auth: bool = Field(default=False, validation_alias=_env("USE_SERVER_AUTH"))
+    auth_type: str | None = Field(default=None, validation_alias=_env("AIRBYTE_AUTH_TYPE"))
+    api_token: SecretStr | None = Field(default=None, validation_alias=_env("AIRBYTE_API_TOKEN"))
+    username: str | None = Field(default=None, validation_alias=_env("AIRBYTE_USERNAME"))
+    password: SecretStr | None = Field(default=None, validation_alias=_env("AIRBYTE_PASSWORD"))
     connect_timeout: float = Field(
-        default=10.0, gt=0, validation_alias=_env("AIRBYTE_CONNECT_TIMEOUT", "connect_timeout")
+        default=10.0, gt=0, validation_alias=_env("AIRBYTE_CONNECT_TIMEOUT")
     )
-    read_timeout: float = Field(
-        default=120.0, gt=0, validation_alias=_env("AIRBYTE_READ_TIMEOUT", "read_timeout")
-    )
+    read_timeout: float = Field(default=120.0, gt=0, validation_alias=_env("AIRBYTE_READ_TIMEOUT"))
     retry_attempts: int = Field(
-        default=8, ge=1, le=100, validation_alias=_env("AIRBYTE_RETRY_ATTEMPTS", "retry_attempts")
+        default=8, ge=1, le=100, validation_alias=_env("AIRBYTE_RETRY_ATTEMPTS")
     )
     retry_timeout: float = Field(
-        default=300.0, gt=0, validation_alias=_env("AIRBYTE_RETRY_TIMEOUT", "retry_timeout")
+        default=300.0, gt=0, validation_alias=_env("AIRBYTE_RETRY_TIMEOUT")
     )
     retry_wait_initial: float = Field(
-        default=0.5, ge=0, validation_alias=_env("AIRBYTE_RETRY_WAIT_INITIAL", "retry_wait_initial")
+        default=0.5, ge=0, validation_alias=_env("AIRBYTE_RETRY_WAIT_INITIAL")
     )
     retry_wait_max: float = Field(
-        default=30.0, ge=0, validation_alias=_env("AIRBYTE_RETRY_WAIT_MAX", "retry_wait_max")
+        default=30.0, ge=0, validation_alias=_env("AIRBYTE_RETRY_WAIT_MAX")
     )
     retry_wait_jitter: float = Field(
-        default=1.0, ge=0, validation_alias=_env("AIRBYTE_RETRY_WAIT_JITTER", "retry_wait_jitter")
+        default=1.0, ge=0, validation_alias=_env("AIRBYTE_RETRY_WAIT_JITTER")
     )
     max_connections: int = Field(
         default=100,
         ge=1,
         le=10_000,
-        validation_alias=_env("AIRBYTE_MAX_CONNECTIONS", "max_connections"),
+        validation_alias=_env("AIRBYTE_MAX_CONNECTIONS"),
     )
 
     @classmethod
@@ -188,7 +178,7 @@ class AirbyteSettings(BaseSettings):
             mode = self.auth_type.lower().replace("-", "_")
             if mode not in AUTH_MODES:
                 raise ConfigError(
-                    f"AIRBYTE_AUTH_TYPE={_shown(self.auth_type)} is not one of "
+                    f"AIRBYTE_AUTH_TYPE={show(self.auth_type)} is not one of "
                     f"{', '.join(AUTH_MODES)}; set one of those or leave it unset."
                 )
             chosen: AuthMode = mode  # type: ignore[assignment]
@@ -278,16 +268,18 @@ def load_settings(file_values: Mapping[str, Any] | None = None) -> AirbyteSettin
     try:
         return AirbyteSettings(**values)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = str(error["loc"][0]) if error["loc"] else "setting"
-        field = AirbyteSettings.model_fields.get(loc)
-        name = loc
-        if field is not None and isinstance(field.validation_alias, AliasChoices):
-            first = field.validation_alias.choices[0]
-            name = first if isinstance(first, str) else loc
-        shown = "" if "secret" in loc or loc in _SECRET_FIELDS else f"={_shown(error.get('input'))}"
-        reason = " ".join(str(error["msg"]).split()).lower().rstrip(".")
-        raise ConfigError(f"{name}{shown} is invalid: {reason}.") from None
+        raise config_error(
+            exc, _variable, {**values, **_documented(AirbyteSettings, os.environ)}
+        ) from None
+
+
+def _variable(loc: Loc) -> Place:
+    """The variable that sets the field at *loc* (the file's values are checked where read)."""
+    key = str(loc[0]) if loc else ""
+    field = AirbyteSettings.model_fields.get(key)
+    alias = field.validation_alias if field is not None else None
+    name = alias.choices[0] if isinstance(alias, AliasChoices) else key
+    return env_var(name if isinstance(name, str) else key, secret=key in _SECRET_FIELDS)
 
 
 def register_env_secrets(environ: Mapping[str, str]) -> None:
@@ -302,9 +294,3 @@ def register_env_secrets(environ: Mapping[str, str]) -> None:
         # pydantic-settings reads these case-insensitively, so match the same way.
         if name.upper() in names:
             register_secret(value)
-
-
-def _shown(value: Any) -> str:
-    """A value quoted for a one-line message: repr() escapes line breaks; long values are cut."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

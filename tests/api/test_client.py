@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
@@ -24,7 +26,7 @@ from airbyte_fleet.api import (
     TriggerOutcomeUnknownError,
     plan_url,
 )
-from airbyte_fleet.api.client import retry_decision
+from airbyte_fleet.api._transport import retry_decision
 from airbyte_fleet.simulator import FakeClock, JobScript
 from conftest import SimFactory, client_for
 
@@ -238,6 +240,32 @@ async def test_503_on_trigger_is_not_retried_blindly(make_sim: SimFactory) -> No
         with pytest.raises(TriggerOutcomeUnknownError):
             await client.create_job(sim.connections[0]["connectionId"])
     assert sim.count("POST", "/jobs") == 1
+
+
+async def test_garbled_answer_is_retried_on_reads_and_unknown_on_trigger(
+    make_sim: SimFactory,
+) -> None:
+    sim, root = await make_sim(connections=2)
+    async with client_for(root) as client:
+        await client.list_workspaces()
+        sim.faults.update({"malformed_rate": 1.0})
+        with pytest.raises(ServerError, match="not JSON"):
+            await client.list_workspaces()
+        with pytest.raises(
+            TriggerOutcomeUnknownError, match="not JSON; the job may or may not have been created"
+        ):
+            await client.create_job(sim.connections[0]["connectionId"])
+    assert sim.count("GET", "/workspaces") == 1 + 6  # stamina testing mode allows 6
+    assert sim.count("POST", "/jobs") == 1
+
+
+async def test_requests_name_the_version_pyproject_declares(make_sim: SimFactory) -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    sim, root = await make_sim(connections=1)
+    async with client_for(root) as client:
+        await client.list_workspaces()
+    agents = {e.request_headers.get("user-agent") for e in sim.exchanges}
+    assert agents == {f"airbyte-fleet/{pyproject['project']['version']}"}
 
 
 async def test_dropped_connections_on_reads_are_retried(make_sim: SimFactory) -> None:

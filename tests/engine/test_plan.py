@@ -41,7 +41,7 @@ def _matching(sim: Simulator, predicate: Callable[[View], bool]) -> list[str]:
 
 
 def _ids(plan: Plan) -> list[str]:
-    return [item.connection.connection_id for item in plan.items]
+    return [item.connection_id for item in plan.items]
 
 
 def _unknown_id(n: int) -> str:
@@ -236,7 +236,7 @@ async def test_name_glob_character_classes(make_sim: SimFactory) -> None:
     sim, root = await make_sim(connections=30, workspaces=1)
     plan = await _plan(root, Selection(names=["* 00[1-3]"]))
     assert _ids(plan) == _sorted_ids(sim.connections[:3])
-    assert sorted(item.connection.name[-3:] for item in plan.items) == ["001", "002", "003"]
+    assert sorted(item.connection_name[-3:] for item in plan.items) == ["001", "002", "003"]
 
 
 async def test_tags_ignore_case_and_any_tag_matches(make_sim: SimFactory) -> None:
@@ -310,7 +310,7 @@ async def test_inactive_connections_are_skipped_with_a_reason(make_sim: SimFacto
     sim.set_connection_status(locked, "locked")
     plan = await _plan(root, Selection(all=True))
     assert len(plan.items) == 20
-    reasons = {item.connection.connection_id: item.skip_reason for item in plan.skipped}
+    reasons = {item.connection_id: item.skip_reason for item in plan.skipped}
     inactive = {v["connectionId"] for v in sim.connections if v["status"] == "inactive"}
     assert len(inactive) == 3
     assert reasons == {locked: "connection is locked"} | dict.fromkeys(
@@ -324,7 +324,7 @@ async def test_include_inactive_runs_them(make_sim: SimFactory) -> None:
     sim, root = await make_sim(connections=10, workspaces=1, inactive_connections=2)
     inactive = [v["connectionId"] for v in sim.connections if v["status"] == "inactive"]
     plan = await _plan(root, Selection(connections=inactive), include_inactive=True)
-    assert [item.connection.connection_id for item in plan.runnable] == inactive
+    assert [item.connection_id for item in plan.runnable] == inactive
     assert plan.skipped == ()
 
 
@@ -353,7 +353,7 @@ async def test_groups_are_unioned_whatever_their_filters(make_sim: SimFactory) -
     plan = await _plan(root, Selection(groups=["finance", "warehouse"]), groups=groups)
     matches = _matching(sim, lambda v: "finance" in _tags(v) or "→ snowflake" in v["name"].lower())
     assert _ids(plan) == [explicit, *[cid for cid in matches if cid != explicit]]
-    by = {item.connection.connection_id: item.selected_by for item in plan.items}
+    by = {item.connection_id: item.selected_by for item in plan.items}
     assert by[explicit] == "group finance"
     assert {by[cid] for cid in matches if cid != explicit} <= {"group finance", "group warehouse"}
 
@@ -406,13 +406,13 @@ async def test_group_workspaces_scope_the_listing_only_when_every_part_does(
         sim,
         lambda v: v["workspaceId"] == ws[0] or (v["workspaceId"] == ws[1] and "hourly" in _tags(v)),
     )
-    assert not any(item.connection.workspace_id == ws[2] for item in plan.items)
+    assert not any(item.workspace_id == ws[2] for item in plan.items)
     (listing,) = [e for e in sim.exchanges if e.route == "/connections" and e.method == "GET"]
     assert sorted(parse_qs(listing.query)["workspaceIds"]) == sorted(ws[:2])
     # One part without a workspace means the listing must cover every workspace.
     groups["c"] = Selection(tags=["finance"])
     plan = await _plan(root, Selection(groups=["a", "b", "c"]), groups=groups)
-    assert any(item.connection.workspace_id == ws[2] for item in plan.items)
+    assert any(item.workspace_id == ws[2] for item in plan.items)
     last = [e for e in sim.exchanges if e.route == "/connections" and e.method == "GET"][-1]
     assert "workspaceIds" not in parse_qs(last.query)
 

@@ -21,7 +21,8 @@ from airbyte_fleet.engine.events import (
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.plan import Plan, build_plan
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
-from airbyte_fleet.engine.run import Engine, execute
+from airbyte_fleet.engine.run import Engine
+from airbyte_fleet.runner import RunSession
 from airbyte_fleet.simulator import JobScript, Simulator
 from conftest import SimFactory, client_for, misbehaving_proxy
 
@@ -76,7 +77,7 @@ async def test_fifty_connections_all_succeed(make_sim: SimFactory) -> None:
     )
     async with client_for(root) as client:
         plan = await _plan(client, all=True)
-        result = await execute(client, plan, opts(max_concurrency=50))
+        result = await RunSession(client, plan, opts(max_concurrency=50)).run()
     assert result.outcome == "succeeded"
     assert result.ok
     assert len(result.syncs) == 50
@@ -85,9 +86,7 @@ async def test_fifty_connections_all_succeed(make_sim: SimFactory) -> None:
     assert result.totals.rows_synced == sum(s.rows_synced or 0 for s in result.syncs)
     assert sim.count("POST", "/jobs") == 50
     # The result is in plan order (by name for --all).
-    assert [s.connection_id for s in result.syncs] == [
-        p.connection.connection_id for p in plan.items
-    ]
+    assert [s.connection_id for s in result.syncs] == [p.connection_id for p in plan.items]
 
 
 async def test_failures_are_counted_and_incomplete_is_not_final(make_sim: SimFactory) -> None:

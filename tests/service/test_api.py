@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from openapi_spec_validator import validate
+from structlog.testing import capture_logs
 
 from airbyte_fleet.errors import ConfigError
-from airbyte_fleet.service import ServeOptions, check_bind, is_loopback, launch
+from airbyte_fleet.service import RunView, ServeOptions, check_bind, is_loopback, launch
 from airbyte_fleet.service.openapi import openapi_document
 from conftest import SimFactory
 
@@ -130,9 +131,17 @@ async def test_invalid_bodies_get_422_with_every_field_error(
 
         not_object = await api.call("POST", "/runs", body=["all"])
         assert not_object.status == 422
+        assert not_object.body["errors"] == [
+            {"loc": [], "msg": "the body must be a JSON object", "type": "model_type"}
+        ]
+        options = await api.call("POST", "/runs", body={"options": "fast"})
+        assert options.status == 422
+        assert options.body["errors"] == [
+            {"loc": ["options"], "msg": "Input should be a valid dictionary", "type": "dict_type"}
+        ]
         not_json = await api.call("POST", "/runs", data=b"{selection: all}")
         assert not_json.status == 400
-        assert "not JSON" in not_json.body["error"]
+        assert not_json.body == {"error": "The request body is not JSON; send a JSON object."}
 
         nothing = await api.call("POST", "/runs", body={})
         assert nothing.status == 422
@@ -148,6 +157,76 @@ async def test_invalid_bodies_get_422_with_every_field_error(
             ("query", "limit"),
             ("query", "offset"),
         }
+    assert sim.count("POST", "/jobs") == 0
+
+
+async def test_aiohttps_own_refusals_are_json_too(make_sim: SimFactory, tmp_path: Path) -> None:
+    _, root = await make_sim(connections=1)
+    async with worker(root, tmp_path) as (_, api):
+        nowhere = await api.call("GET", "/nowhere", check=False)
+        assert nowhere.status == 404
+        assert nowhere.body == {"error": "There is no route GET /nowhere; see /openapi.json."}
+        wrong = await api.call("DELETE", "/runs", check=False)
+        assert wrong.status == 405
+        assert wrong.body == {"error": "/runs does not accept DELETE; see /openapi.json."}
+        assert set(wrong.headers["Allow"].split(",")) == {"GET", "HEAD", "POST"}
+
+
+async def test_a_failing_handler_is_a_500_that_only_the_log_explains(
+    make_sim: SimFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, root = await make_sim(connections=1)
+    async with worker(root, tmp_path) as (running, api):
+
+        def broken(**_: object) -> list[RunView]:
+            raise RuntimeError("boom in /var/lib/fleet")
+
+        monkeypatch.setattr(running.worker, "recent", broken)
+        with capture_logs() as logs:
+            answer = await api.call("GET", "/runs", check=False)
+        assert answer.status == 500
+        assert answer.body == {
+            "error": "The worker failed on this request; its log has the details."
+        }
+        assert "boom" not in answer.text
+        assert [(e["path"], e["error"]) for e in logs if e["event"] == "request_failed"] == [
+            ("/runs", "RuntimeError('boom in /var/lib/fleet')")
+        ]
+
+
+async def test_a_run_the_state_dir_cannot_record_is_refused_with_503(
+    make_sim: SimFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim, root = await make_sim(connections=1)
+    async with worker(root, tmp_path) as (running, api):
+
+        def disk_full(entry: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(running.worker.ledger, "add", disk_full)
+        with capture_logs() as logs:
+            answer = await api.call("POST", "/runs", body={"selection": {"all": True}})
+        assert answer.status == 503
+        assert answer.body == {"error": "The worker cannot record the run in its state directory."}
+        assert [e["error"] for e in logs if e["event"] == "run_not_recorded"] == [
+            "[Errno 28] No space left on device"
+        ]
+        assert (await api.call("GET", "/runs")).body["runs"] == []
+    assert sim.count("POST", "/jobs") == 0
+
+
+async def test_a_stopping_worker_refuses_new_runs_with_503(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim, root = await make_sim(connections=1)
+    async with worker(root, tmp_path) as (running, api):
+        await running.worker.detach()
+        answer = await api.call("POST", "/runs", body={"selection": {"all": True}})
+        assert answer.status == 503
+        assert answer.body == {"error": "The worker is shutting down; submit the run again later."}
+        ready = await api.call("GET", "/readyz")
+        assert ready.status == 503
+        assert ready.body == {"ready": False, "reason": "The worker is shutting down."}
     assert sim.count("POST", "/jobs") == 0
 
 
@@ -256,7 +335,7 @@ def test_serve_options_come_from_flags_then_environment() -> None:
     assert str(options.state_dir) == "/tmp/x"
     defaults = ServeOptions.resolve({})
     assert (defaults.on_shutdown, defaults.max_runs, defaults.token) == ("detach", 4, None)
-    with pytest.raises(ConfigError, match=r"^AIRBYTE_FLEET_MAX_RUNS is invalid"):
+    with pytest.raises(ConfigError, match=r"^AIRBYTE_FLEET_MAX_RUNS='0' is invalid"):
         ServeOptions.resolve({"AIRBYTE_FLEET_MAX_RUNS": "0"})
     with pytest.raises(ConfigError, match=r"^--on-shutdown is invalid"):
         ServeOptions.resolve({}, on_shutdown="explode")

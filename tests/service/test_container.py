@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from airbyte_fleet.engine.journal import FILE_NAME as JOURNAL_FILE
+from airbyte_fleet.journal import FILE_NAME as JOURNAL_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = os.environ.get("FLEET_CONTAINER_BASE", "localhost/fleet-base:bookworm")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from airbyte_fleet.engine.journal import Journal
+from airbyte_fleet.journal import Journal
 from airbyte_fleet.simulator import JobScript, Simulator
 from conftest import SimFactory
 

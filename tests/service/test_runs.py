@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from airbyte_fleet.engine.journal import Journal
+from airbyte_fleet.journal import Journal
 from airbyte_fleet.service import ServeOptions, serve
 from airbyte_fleet.settings_file import FileConfig
 from airbyte_fleet.simulator import JobScript, Simulator

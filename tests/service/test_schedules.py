@@ -39,9 +39,12 @@ def _utc(
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
-def _schedule(cron: str = "0 2 * * *", **kwargs: Any) -> Schedule:
-    fields: dict[str, Any] = {"name": "nightly", "selection": Selection(tags=["nightly"])}
-    return Schedule(cron=cron, **(fields | kwargs))
+def _schedule(
+    cron: str = "0 2 * * *", selection: Selection | None = None, **kwargs: Any
+) -> Schedule:
+    # The selection keys sit in the schedule itself, as in its [schedules.NAME] table.
+    chosen = Selection(tags=["nightly"]) if selection is None else selection
+    return Schedule(cron=cron, **({"name": "nightly"} | chosen.model_dump() | kwargs))
 
 
 def _error(body: Any, *, name: str = "nightly", groups: list[str] | None = None) -> str:
@@ -79,7 +82,9 @@ def test_parses_a_full_table_with_selection_keys_in_it() -> None:
     assert schedule.selection == Selection(tags=["nightly"], names=["pg-*", "mysql-*"])
     assert schedule.catch_up == 2
     assert schedule.enabled is False
-    # Schedule options sit over the file's [run] table, which sits over the defaults.
+    # Kept as written (shown so by `airbyte-fleet schedules`); they sit over the file's [run]
+    # table, which sits over the defaults.
+    assert schedule.options == {"max_concurrency": 50, "timeout": "2h"}
     options = schedule.run_options({"max_concurrency": 10, "retries": 3})
     assert options == RunOptions(max_concurrency=50, timeout=7200, retries=3)
 
@@ -113,7 +118,7 @@ def test_from_the_real_config_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ({"tags": ["x"]}, "[schedules.nightly] in config/fleet.toml has no cron"),
+        ({"tags": ["x"]}, "Key cron in [schedules.nightly] of config/fleet.toml is missing"),
         ({"cron": "61 2 * * *", "tags": ["x"]}, "Key cron='61 2 * * *' in [schedules.nightly]"),
         (
             {"cron": "0 0 2 * * ?", "tags": ["x"]},
@@ -129,8 +134,8 @@ def test_from_the_real_config_file(tmp_path: Path) -> None:
         ({"cron": "   ", "tags": ["x"]}, "is invalid (it is empty)"),
         (
             {"cron": "0 2 * * *", "timezone": "Europe/Berln", "tags": ["x"]},
-            "timezone='Europe/Berln' in [schedules.nightly] of config/fleet.toml is not an IANA "
-            "time zone (did you mean 'Europe/Berlin'?)",
+            "timezone='Europe/Berln' in [schedules.nightly] of config/fleet.toml is invalid (it "
+            "is not an IANA time zone name (did you mean 'Europe/Berlin'?))",
         ),
         (
             {"cron": "0 2 * * *", "timezone": "europe/berlin", "tags": ["x"]},
@@ -151,11 +156,12 @@ def test_from_the_real_config_file(tmp_path: Path) -> None:
         ),
         (
             {"cron": "0 2 * * *", "selection": {"tags": ["x"]}},
-            "Table [schedules.nightly.selection] in config/fleet.toml is not read; put",
+            "Unknown key 'selection' in [schedules.nightly] of config/fleet.toml; put its keys "
+            "directly in [schedules.nightly].",
         ),
         (
             {"cron": "0 2 * * *", "tags": ["x"], "options": {"max_concurency": 5}},
-            "Unknown run option 'max_concurency' in [schedules.nightly.options] of "
+            "Unknown key 'max_concurency' in [schedules.nightly.options] of "
             "config/fleet.toml (did you mean 'max_concurrency'?)",
         ),
         (
@@ -168,16 +174,24 @@ def test_from_the_real_config_file(tmp_path: Path) -> None:
         ),
         (
             {"cron": "0 2 * * *", "tags": ["x"], "options": 5},
-            "Key 'options' in [schedules.nightly] of config/fleet.toml must be a table",
+            "Key options=5 in [schedules.nightly] of config/fleet.toml is invalid",
         ),
-        ({"cron": "0 2 * * *"}, "[schedules.nightly] in config/fleet.toml selects nothing"),
+        (
+            {"cron": "0 2 * * *"},
+            "Table [schedules.nightly] in config/fleet.toml is invalid (it selects nothing)",
+        ),
         ({"cron": "0 2 * * *", "all": "yes"}, "Key all='yes' in [schedules.nightly]"),
+        (
+            {"cron": "0 2 * * *", "name": "x", "all": True},
+            "is invalid (a schedule is named by its table, so it has no name key)",
+        ),
+        ({"cron": "0 2 * * *", "tags": [1]}, "Key tags[0]=1 in [schedules.nightly]"),
         (
             {"cron": "0 2 * * *", "connections": ["nope"]},
             "Key connections=['nope'] in [schedules.nightly] of config/fleet.toml is invalid "
             "('nope' is not a UUID)",
         ),
-        ("0 2 * * *", "Key 'schedules.nightly' in config/fleet.toml must be a table"),
+        ("0 2 * * *", "Table [schedules.nightly] in config/fleet.toml is invalid"),
     ],
 )
 def test_bad_tables_are_one_sentence_naming_file_schedule_and_key(body: Any, expected: str) -> None:
@@ -192,7 +206,7 @@ def test_unknown_group_and_bad_name() -> None:
     assert "names unknown group 'warehous' (did you mean 'warehouse'?)" in message
     # Without the file's groups to check against, the name is taken as written.
     assert parse_schedules({"nightly": body}, source=FILE)[0].selection.groups == ["warehous"]
-    assert "Schedule name 'a b' in config/fleet.toml cannot be used" in _error(
+    assert "Table [schedules.a b] in config/fleet.toml is invalid (a schedule name has" in _error(
         {"cron": "0 2 * * *", "all": True}, name="a b"
     )
 
@@ -204,7 +218,7 @@ def test_the_model_checks_itself_too() -> None:
         _schedule(timezone="Mars/Olympus")
     with pytest.raises(ValidationError, match="selects nothing"):
         _schedule(selection=Selection())
-    with pytest.raises(ValidationError, match="not a run option"):
+    with pytest.raises(ValidationError, match=r"options\.nope"):
         _schedule(options={"nope": 1})
 
 

@@ -15,6 +15,9 @@ from typing import Any, ClassVar
 
 import structlog
 
+from airbyte_fleet.api.models import Connection
+from airbyte_fleet.engine.outcome import SkipCause
+
 __all__ = [
     "Event",
     "EventBus",
@@ -34,7 +37,6 @@ __all__ = [
     "SyncTimedOut",
     "SyncTriggered",
     "SyncTriggering",
-    "final_outcome",
 ]
 
 log = structlog.get_logger("airbyte_fleet.events")
@@ -65,11 +67,41 @@ class Event:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedSync:
+    """One selected connection, as the run needs it: only the fields the engine, the journal and
+    ``--dry-run`` read (a full :class:`Connection` per sync would cost memory for nothing)."""
+
     connection_id: str
     connection_name: str = ""
     workspace_id: str = ""
+    status: str = "active"
+    tags: tuple[str, ...] = ()
+    skip_reason: str | None = None
+    # Which part of the selection picked it: "selection" or "group NAME" (shown by --dry-run).
+    selected_by: str = "selection"
+
+    @classmethod
+    def of(
+        cls,
+        connection: Connection,
+        *,
+        skip_reason: str | None = None,
+        selected_by: str = "selection",
+    ) -> PlannedSync:
+        return cls(
+            connection_id=connection.connection_id,
+            connection_name=connection.name,
+            workspace_id=connection.workspace_id,
+            status=connection.status,
+            tags=tuple(connection.tag_names),
+            skip_reason=skip_reason,
+            selected_by=selected_by,
+        )
+
+    @property
+    def runnable(self) -> bool:
+        return self.skip_reason is None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,25 +220,8 @@ class SyncSkipped(SyncEvent):
 
     reason: str = ""
     outcome: str = "skipped"
-
-
-def final_outcome(event: Event) -> str | None:
-    """The result's outcome name for a final sync event; None for every other event.
-
-    ``sync_failed`` and ``sync_skipped`` can also stand for a sync that could not be run at all
-    (their ``outcome`` field says ``error``): every sink reads them the same way through here.
-    """
-    if isinstance(event, SyncSucceeded):
-        return "succeeded"
-    if isinstance(event, SyncFailed):
-        return "error" if event.outcome == "error" else "failed"
-    if isinstance(event, SyncTimedOut):
-        return "timed_out"
-    if isinstance(event, SyncCancelled):
-        return "cancelled"
-    if isinstance(event, SyncSkipped):
-        return "error" if event.outcome == "error" else "skipped"
-    return None
+    # Why it was skipped; None only in journals written before causes existed.
+    cause: SkipCause | None = None
 
 
 EventSink = Callable[[Event], None]

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Collection
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+)
+
+from airbyte_fleet._messages import did_you_mean, spell_out_controls
+from airbyte_fleet._validation import invalid
 
 __all__ = [
     "Duration",
@@ -74,7 +85,37 @@ def _as_list(value: Any) -> Any:
     return out
 
 
+def _uuids(value: list[str]) -> list[str]:
+    for item in value:
+        try:
+            uuid.UUID(item)
+        except ValueError:
+            raise ValueError(f"{_quoted(item)} is not a UUID") from None
+    return value
+
+
+def _defined_groups(value: list[str], info: ValidationInfo) -> list[str]:
+    """With the config file's group names in the validation context (``{"groups": names}``),
+    each group named must be one of them; without, the planner checks them when it runs."""
+    context = info.context if isinstance(info.context, dict) else {}
+    defined: Collection[str] | None = context.get("groups")
+    if defined is None:
+        return value
+    for name in value:
+        if name not in defined:
+            shown = spell_out_controls(name)
+            raise invalid(
+                f"it names unknown group '{shown}'{did_you_mean(name, defined)}",
+                fix=f"define [groups.{shown}] or remove it",
+            )
+    return value
+
+
 StrList = Annotated[list[str], BeforeValidator(_as_list)]
+# The checks ride on the types, not on the model, so that a table checked key by key against
+# these fields (the config file's, see airbyte_fleet._validation) gets them too.
+UuidList = Annotated[StrList, AfterValidator(_uuids)]
+GroupNames = Annotated[StrList, AfterValidator(_defined_groups)]
 
 
 class _Strict(BaseModel):
@@ -84,22 +125,14 @@ class _Strict(BaseModel):
 class Selection(_Strict):
     """Which connections: explicit ids, plus the connections that match every filter given."""
 
-    connections: StrList = Field(default_factory=list, description="connection ids")
+    connections: UuidList = Field(default_factory=list, description="connection ids")
     names: StrList = Field(default_factory=list, description="connection name globs")
     tags: StrList = Field(default_factory=list, description="connection tag names")
-    workspaces: StrList = Field(default_factory=list, description="workspace ids")
+    workspaces: UuidList = Field(default_factory=list, description="workspace ids")
     all: bool = Field(default=False, description="every connection the credentials can see")
-    groups: StrList = Field(default_factory=list, description="named groups from the config file")
-
-    @field_validator("connections", "workspaces")
-    @classmethod
-    def _uuids(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                uuid.UUID(item)
-            except ValueError:
-                raise ValueError(f"{_quoted(item)} is not a UUID") from None
-        return value
+    groups: GroupNames = Field(
+        default_factory=list, description="named groups from the config file"
+    )
 
     @property
     def filters_given(self) -> bool:
@@ -111,19 +144,36 @@ class Selection(_Strict):
 
 
 class RunOptions(_Strict):
-    job_type: JobTypeName = "sync"
-    max_concurrency: int = Field(default=25, ge=1, le=100_000)
-    poll_interval: Duration = Field(default=10.0, gt=0)
+    # Each field is a `run` flag too (cli/parser.py): the description is its help text and the
+    # default shown there is the one below.
+    job_type: JobTypeName = Field(default="sync", description="the kind of Airbyte job to start")
+    max_concurrency: int = Field(
+        default=25, ge=1, le=100_000, description="syncs in flight at once"
+    )
+    poll_interval: Duration = Field(default=10.0, gt=0, description="between status polls")
     poll_mode: PollMode = Field(
         default="auto",
         description="batched: one list call per workspace per tick; auto: batched "
         "when more than a few syncs run",
     )
-    timeout: Duration = Field(default=24 * 3600.0, gt=0, description="per sync")
+    timeout: Duration = Field(default=24 * 3600.0, gt=0, description="per sync, e.g. 45m")
     deadline: Duration | None = Field(default=None, gt=0, description="for the whole run")
-    retries: int = Field(default=0, ge=0, le=100)
+    retries: int = Field(
+        default=0, ge=0, le=100, description="re-trigger a failed sync up to this many times"
+    )
     retry_backoff: Duration = Field(default=30.0, ge=0, description="first wait before a retry")
-    wait: bool = True
-    if_running: IfRunning = "adopt"
-    include_inactive: bool = False
-    cancel_on_timeout: bool = True
+    wait: bool = Field(
+        default=True,
+        description="follow each job to its end; when off, only trigger (outcome 'triggered')",
+    )
+    if_running: IfRunning = Field(
+        default="adopt",
+        description="when a connection already has a job running: adopt that job, skip the "
+        "sync, or fail it",
+    )
+    include_inactive: bool = Field(
+        default=False, description="try inactive connections too instead of skipping them"
+    )
+    cancel_on_timeout: bool = Field(
+        default=True, description="cancel a job that runs past its timeout; when off, leave it"
+    )

@@ -29,10 +29,11 @@ from typing import Any
 import anyio
 
 from airbyte_fleet.api import AirbyteClient, AuthError, Connection, NotFoundError
+from airbyte_fleet.engine.events import PlannedSync
 from airbyte_fleet.engine.options import Selection
 from airbyte_fleet.errors import ConfigError
 
-__all__ = ["Plan", "PlanError", "PlannedConnection", "build_plan"]
+__all__ = ["Plan", "PlanError", "build_plan"]
 
 _NO_GROUPS: Mapping[str, Selection] = MappingProxyType({})
 # Past this many ids an error message stops listing them: it must stay one readable sentence.
@@ -51,42 +52,30 @@ class PlanError(ConfigError):
 
 
 @dataclass(frozen=True)
-class PlannedConnection:
-    connection: Connection
-    skip_reason: str | None = None
-    # Which part of the selection picked it: "selection" or "group NAME" (shown by --dry-run).
-    selected_by: str = "selection"
-
-    @property
-    def runnable(self) -> bool:
-        return self.skip_reason is None
-
-
-@dataclass(frozen=True)
 class Plan:
-    items: tuple[PlannedConnection, ...]
+    items: tuple[PlannedSync, ...]
     # Parts of the selection that contributed nothing (a glob or tag that matched no connection):
     # not errors, since other parts matched, but almost always a typo worth logging.
     warnings: tuple[str, ...] = ()
     connections_listed: int | None = field(default=None, compare=False)
 
     @property
-    def runnable(self) -> tuple[PlannedConnection, ...]:
+    def runnable(self) -> tuple[PlannedSync, ...]:
         return tuple(item for item in self.items if item.runnable)
 
     @property
-    def skipped(self) -> tuple[PlannedConnection, ...]:
+    def skipped(self) -> tuple[PlannedSync, ...]:
         return tuple(item for item in self.items if not item.runnable)
 
     def describe(self) -> list[dict[str, Any]]:
         """One JSON-ready row per connection, in run order, for ``--dry-run``."""
         return [
             {
-                "connection_id": item.connection.connection_id,
-                "name": item.connection.name,
-                "workspace_id": item.connection.workspace_id,
-                "status": item.connection.status,
-                "tags": list(item.connection.tag_names),
+                "connection_id": item.connection_id,
+                "name": item.connection_name,
+                "workspace_id": item.workspace_id,
+                "status": item.status,
+                "tags": list(item.tags),
                 "action": "run" if item.runnable else "skip",
                 "skip_reason": item.skip_reason,
                 "selected_by": item.selected_by,
@@ -211,9 +200,7 @@ async def build_plan(
 
     return Plan(
         items=tuple(
-            PlannedConnection(
-                connection=c, skip_reason=_skip_reason(c, include_inactive), selected_by=source
-            )
+            PlannedSync.of(c, skip_reason=_skip_reason(c, include_inactive), selected_by=source)
             for c, source in items
         ),
         warnings=tuple(warnings),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Literal, cast
+from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -19,23 +19,16 @@ from airbyte_fleet.engine.events import (
     SyncSkipped,
     SyncStatusChanged,
     SyncTriggered,
+)
+from airbyte_fleet.engine.outcome import (
+    OUTCOMES,
+    Outcome,
     final_outcome,
+    run_outcome,
+    unsettled_outcome,
 )
 
-__all__ = ["OUTCOMES", "AttemptRecord", "Outcome", "ResultBuilder", "RunResult", "SyncResult"]
-
-Outcome = Literal["succeeded", "failed", "cancelled", "timed_out", "skipped", "triggered", "error"]
-OUTCOMES: tuple[Outcome, ...] = (
-    "succeeded",
-    "failed",
-    "cancelled",
-    "timed_out",
-    "skipped",
-    "triggered",
-    "error",
-)
-# Outcomes that leave the run green: the sync did what was asked, or policy chose not to run it.
-OK_OUTCOMES = frozenset({"succeeded", "triggered", "skipped"})
+__all__ = ["AttemptRecord", "ResultBuilder", "RunResult", "SyncResult"]
 
 
 class AttemptRecord(BaseModel):
@@ -166,7 +159,7 @@ class ResultBuilder:
                 record.error = error
                 sync.error = error
             return
-        final = cast(Outcome | None, final_outcome(event))
+        final = final_outcome(event)
         if final is not None:
             sync.outcome = final
             sync.error = error or (
@@ -192,11 +185,9 @@ class ResultBuilder:
         result = self.result
         for sync in self._syncs.values():
             if sync.outcome is None:
-                if not self._wait and sync.job_id is not None:
-                    sync.outcome = "triggered"
-                else:
+                sync.outcome = unsettled_outcome(has_job=sync.job_id is not None, wait=self._wait)
+                if sync.outcome == "error":
                     # Never silently drop a connection: if nothing final was heard, say so.
-                    sync.outcome = "error"
                     sync.error = sync.error or (
                         "interrupted before the sync finished"
                         if event.interrupted
@@ -214,13 +205,6 @@ class ResultBuilder:
         )
         result.finished_at = event.at
         result.duration_s = round((event.at - result.started_at).total_seconds(), 3)
-        if event.interrupted:
-            result.outcome = "interrupted"
-        elif all(s.outcome in OK_OUTCOMES for s in syncs):
-            result.outcome = "succeeded"
-        else:
-            result.outcome = "failed"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
+        result.outcome = run_outcome(
+            (s.outcome or "error" for s in syncs), interrupted=event.interrupted
+        )

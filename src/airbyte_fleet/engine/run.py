@@ -46,11 +46,11 @@ from airbyte_fleet.engine.events import (
     SyncTimedOut,
     SyncTriggered,
     SyncTriggering,
-    final_outcome,
 )
+from airbyte_fleet.engine.hooks import Adopt, ClaimError, NoHook, Skip, TriggerHook
 from airbyte_fleet.engine.options import RunOptions, Selection
-from airbyte_fleet.engine.plan import Plan, PlannedConnection
-from airbyte_fleet.engine.result import ResultBuilder, RunResult
+from airbyte_fleet.engine.outcome import final_outcome, run_outcome, unsettled_outcome
+from airbyte_fleet.engine.plan import Plan
 from airbyte_fleet.engine.watch import BatchedWatcher, JobWatcher, PerJobWatcher, jittered
 
 __all__ = [
@@ -58,7 +58,6 @@ __all__ = [
     "Engine",
     "ResumePoint",
     "StopMode",
-    "execute",
     "new_run_id",
 ]
 
@@ -102,15 +101,17 @@ class ResumePoint:
 
 @dataclass
 class _Sync:
-    item: PlannedConnection
+    item: PlannedSync
     attempt: int = 0
     first_trigger: float | None = None
     status: str | None = None
     unknown_logged: set[str] = field(default_factory=set)
+    # Jobs this run followed for the connection: the hook never hands one of them back.
+    seen: set[int] = field(default_factory=set)
 
     @property
     def connection_id(self) -> str:
-        return self.item.connection.connection_id
+        return self.item.connection_id
 
 
 class Engine:
@@ -127,8 +128,10 @@ class Engine:
         rng: random.Random | None = None,
         watcher: Callable[[anyio.Event], JobWatcher] | None = None,
         grace: float = 30.0,
+        hook: TriggerHook | None = None,
     ) -> None:
         self.client = client
+        self._hook: TriggerHook = hook or NoHook()
         self.options = options
         self.bus = bus
         self.run_id = run_id or new_run_id()
@@ -152,6 +155,10 @@ class Engine:
         self._interrupted = False
         self._scope: anyio.CancelScope | None = None
         self._outcomes: dict[str, str] = {}
+        # Waits that a stop must cut short (a claim blocked behind another run's trigger).
+        self._stoppable: set[anyio.CancelScope] = set()
+        self._letting_go = False
+        self._with_job: set[str] = set()
         self._resume: dict[str, ResumePoint] = {}
 
     # ----------------------------------------------------------------- control
@@ -162,6 +169,8 @@ class Engine:
         self._stop_mode = mode
         self._interrupted = True
         self._stop.set()
+        for scope in self._stoppable:
+            scope.cancel()
 
     def _choose_watcher(self, syncs: int) -> JobWatcher:
         mode = self.options.poll_mode
@@ -183,9 +192,19 @@ class Engine:
         if self._scope is not None:
             self._scope.cancel()
 
+    def let_go(self) -> None:
+        """Drop the run as a crash would, without a word more: nothing else is triggered or
+        emitted (the journal above all stays exactly as far as it got), jobs keep running in
+        Airbyte, and no ``run_finished`` is sent. A later process resumes the run."""
+        # The stop event is left alone on purpose: setting it would wake syncs that then start
+        # cancelling their jobs before the scope's cancellation reaches them.
+        self._letting_go = True
+        if self._scope is not None:
+            self._scope.cancel()
+
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stop.is_set() or self._letting_go
 
     # ----------------------------------------------------------------- run
 
@@ -214,24 +233,21 @@ class Engine:
                 resumed=bool(resume),
                 options=self.options.model_dump(mode="json"),
                 selection=selection.model_dump(mode="json") if selection is not None else None,
-                planned=tuple(
-                    PlannedSync(
-                        connection_id=p.connection.connection_id,
-                        connection_name=p.connection.name,
-                        workspace_id=p.connection.workspace_id,
-                    )
-                    for p in plan.items
-                ),
+                planned=plan.items,
             )
         )
         for item in plan.items:
-            point = self._resume.get(item.connection.connection_id)
+            point = self._resume.get(item.connection_id)
             if point is not None and point.state == "final":
                 # Settled by the earlier process; its events are already in every sink.
-                self._outcomes[item.connection.connection_id] = point.outcome or "error"
+                self._outcomes[item.connection_id] = point.outcome or "error"
             elif item.skip_reason is not None:
                 self._emit(
-                    SyncSkipped, _Sync(item), reason=item.skip_reason, error=item.skip_reason
+                    SyncSkipped,
+                    _Sync(item),
+                    reason=item.skip_reason,
+                    error=item.skip_reason,
+                    cause="inactive",
                 )
         self._watcher = (
             self._make_watcher(self._stop)
@@ -241,36 +257,40 @@ class Engine:
         try:
             async with anyio.create_task_group() as outer:
                 self._scope = outer.cancel_scope
+                if self._letting_go:
+                    outer.cancel_scope.cancel()
                 outer.start_soon(self._watcher.run)
                 async with anyio.create_task_group() as tg:
                     for item in plan.runnable:
-                        point = self._resume.get(item.connection.connection_id)
+                        point = self._resume.get(item.connection_id)
                         if point is None or point.state != "final":
                             tg.start_soon(self._run_sync, _Sync(item))
                 # Every sync has settled: the watcher has nothing left to watch.
                 outer.cancel_scope.cancel()
         finally:
-            # Even when aborted, the run ends with one run_finished: sinks settle every sync.
-            counts: dict[str, int] = {}
-            for item in plan.items:
-                fallback = (
-                    "triggered" if not self.options.wait and not self._interrupted else "error"
-                )
-                outcome = self._outcomes.get(item.connection.connection_id, fallback)
-                counts[outcome] = counts.get(outcome, 0) + 1
-            ok = set(counts) <= {"succeeded", "skipped", "triggered"}
-            self.bus.emit(
-                RunFinished(
-                    run_id=self.run_id,
-                    at=_now(),
-                    elapsed_s=self._elapsed(),
-                    outcome="interrupted"
-                    if self._interrupted
-                    else ("succeeded" if ok else "failed"),
-                    counts=counts,
-                    interrupted=self._interrupted,
-                )
+            with anyio.CancelScope(shield=True):
+                await self._hook.run_ended(self.run_id)
+            if not self._letting_go:
+                self._finish(plan)
+
+    def _finish(self, plan: Plan) -> None:
+        """Even when aborted, the run ends with one ``run_finished``: sinks settle every sync."""
+        counts: dict[str, int] = {}
+        for item in plan.items:
+            outcome = self._outcomes.get(item.connection_id) or unsettled_outcome(
+                has_job=item.connection_id in self._with_job, wait=self.options.wait
             )
+            counts[outcome] = counts.get(outcome, 0) + 1
+        self.bus.emit(
+            RunFinished(
+                run_id=self.run_id,
+                at=_now(),
+                elapsed_s=self._elapsed(),
+                outcome=run_outcome(counts, interrupted=self._interrupted),
+                counts=counts,
+                interrupted=self._interrupted,
+            )
+        )
 
     async def _run_sync(self, sync: _Sync) -> None:
         acquired = False
@@ -292,6 +312,7 @@ class Engine:
             log.exception("sync_crashed", connection_id=sync.connection_id)
             self._emit(SyncFailed, sync, outcome="error", error=f"internal error: {exc!r}")
         finally:
+            await self._hook.released(self.run_id, sync.connection_id)
             if acquired:
                 self._limiter.release()
 
@@ -300,16 +321,22 @@ class Engine:
         while True:
             if job is None:
                 if self.stopping:
-                    self._emit(SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER)
+                    self._emit(
+                        SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted"
+                    )
                     return
                 sync.attempt += 1
                 job = await self._start_job(sync)
                 if job is None:
                     return
+            sync.seen.add(job.job_id)
+            await self._hook.following(self.run_id, sync.connection_id, job.job_id)
             if not self.options.wait:
                 return
             final = await self._follow(sync, job)
             job = None
+            # Whatever comes next (a final event, a retry), this run no longer follows that job.
+            await self._hook.released(self.run_id, sync.connection_id)
             if final is None:
                 return
             if final.status == JobStatus.SUCCEEDED:
@@ -339,10 +366,9 @@ class Engine:
             sync.first_trigger = self._clock() - max(0.0, (_now() - since).total_seconds())
         if point.state == "in_flight" and point.job_id is not None:
             job = await self._read_job_until_known(sync, point.job_id)
-            if job is not None:
-                self._emit(
-                    SyncAdopted, sync, job=job, reason=f"resumed: following job {job.job_id} again"
-                )
+            self._emit(
+                SyncAdopted, sync, job=job, reason=f"resumed: following job {job.job_id} again"
+            )
             return job
         # A trigger was about to be sent when the earlier process stopped: did it create a job?
         began = point.intent_at or _now()
@@ -366,14 +392,16 @@ class Engine:
         sync.attempt -= 1  # the interrupted attempt never reached Airbyte: this one replaces it
         return None
 
-    async def _read_job_until_known(self, sync: _Sync, job_id: int) -> Job | None:
+    async def _read_job_until_known(
+        self, sync: _Sync, job_id: int, *, why: str = "again after the restart"
+    ) -> Job:
         attempt = 0
         while not self.stopping and self._clock() < self._sync_deadline(sync):
             attempt += 1
             try:
                 return await self.client.get_job(job_id)
             except AirbyteError as exc:
-                log.warning("resume_read_failed", job_id=job_id, error=exc.message)
+                log.warning("job_read_failed", job_id=job_id, error=exc.message)
                 await self._pause(
                     min(self._backoff(attempt), self._until(self._sync_deadline(sync)))
                 )
@@ -381,18 +409,57 @@ class Engine:
             SyncFailed,
             sync,
             outcome="error",
-            error=f"could not read job {job_id} again after the restart; it may still be running",
+            error=f"could not read job {job_id} {why}; it may still be running",
         )
         raise _Settled
 
     # ----------------------------------------------------------------- trigger
 
+    async def _claim(self, sync: _Sync) -> Adopt | bool:
+        """Ask the hook before triggering: True to trigger, an :class:`Adopt` to follow another
+        run's job, False when the sync has been settled here (skipped, failed)."""
+        with anyio.CancelScope() as scope:
+            self._stoppable.add(scope)
+            if self.stopping:
+                scope.cancel()
+            try:
+                claim = await self._hook.claim(
+                    self.run_id, sync.connection_id, seen=frozenset(sync.seen)
+                )
+            except ClaimError as exc:
+                self._emit(SyncFailed, sync, outcome="error", error=f"not triggered: {exc.message}")
+                return False
+            finally:
+                self._stoppable.discard(scope)
+        if scope.cancelled_caught:
+            self._emit(SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted")
+            return False
+        if isinstance(claim, Skip):
+            self._emit(SyncSkipped, sync, reason=claim.reason, cause="claimed")
+            return False
+        if isinstance(claim, Adopt):
+            return claim
+        return True
+
     async def _start_job(self, sync: _Sync) -> Job | None:
         cid = sync.connection_id
+        if self.stopping:
+            self._emit(SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted")
+            return None
+        claim = await self._claim(sync)
+        if claim is False:
+            return None
+        if isinstance(claim, Adopt):
+            job = await self._read_job_until_known(
+                sync, claim.job_id, why=f"that {claim.owner} is following"
+            )
+            return self._already_running(sync, job, f"{claim.owner} is following job {job.job_id}")
         last_problem = "Airbyte lists no job from them"
         for _ in range(TRIGGER_TRIES):
             if self.stopping:
-                self._emit(SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER)
+                self._emit(
+                    SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted"
+                )
                 return None
             began = _now()
             if sync.first_trigger is None:
@@ -414,25 +481,12 @@ class Engine:
                 async with self._trigger_slots:
                     job = await self.client.create_job(cid, self.options.job_type)
             except AlreadyRunningError:
-                policy = self.options.if_running
-                if policy == "fail":
+                if self.options.if_running == "fail":
                     self._emit(SyncFailed, sync, outcome="error", error="a sync is already running")
                     return None
                 running = await self._find_running(cid)
-                if policy == "skip":
-                    reason = "a sync is already running" + (
-                        f" (job {running.job_id})" if running is not None else ""
-                    )
-                    self._emit(SyncSkipped, sync, reason=reason, job=running)
-                    return None
-                if running is not None:
-                    self._emit(
-                        SyncAdopted,
-                        sync,
-                        job=running,
-                        reason="a sync was already running; following it",
-                    )
-                    return running
+                if running is not None or self.options.if_running == "skip":
+                    return self._already_running(sync, running, None)
                 # Airbyte said "already running" but lists no running job (its stale-state
                 # case): wait a little and trigger again, through the journal like any trigger.
                 last_problem = "Airbyte says a sync is already running but shows no running job"
@@ -483,6 +537,36 @@ class Engine:
             error=f"could not trigger after {TRIGGER_TRIES} tries: {last_problem}",
         )
         return None
+
+    def _already_running(self, sync: _Sync, job: Job | None, who: str | None) -> Job | None:
+        """A job is already running for the connection (Airbyte's 409, or another run of this
+        process): the run's ``if_running`` policy says whether to follow it."""
+        policy = self.options.if_running
+        shown = f" (job {job.job_id})" if job is not None else ""
+        if who is not None:
+            shown = f" ({who})"
+        if policy == "fail":
+            self._emit(
+                SyncFailed,
+                sync,
+                job=job,
+                outcome="error",
+                error="a sync is already running" + shown,
+            )
+            return None
+        if policy == "skip":
+            self._emit(
+                SyncSkipped,
+                sync,
+                reason="a sync is already running" + shown,
+                job=job,
+                cause="already_running",
+            )
+            return None
+        assert job is not None
+        reason = f"{who}; following it too" if who else "a sync was already running; following it"
+        self._emit(SyncAdopted, sync, job=job, reason=reason)
+        return job
 
     async def _reconcile_until_known(self, sync: _Sync, began: datetime) -> tuple[bool, Job | None]:
         """Look for the job an unclear trigger may have created, until Airbyte can tell us.
@@ -544,9 +628,7 @@ class Engine:
             if remaining <= 0:
                 await self._on_timeout(sync, job)
                 return None
-            fresh = await self._watcher.wait(
-                job, remaining, workspace_id=sync.item.connection.workspace_id
-            )
+            fresh = await self._watcher.wait(job, remaining, workspace_id=sync.item.workspace_id)
             if fresh is None:
                 if self._watcher.consecutive_auth_failures >= MAX_AUTH_FAILURES:
                     self._emit(
@@ -591,7 +673,7 @@ class Engine:
                 error=f"{why}; job {job.job_id} was left running (--no-cancel-on-timeout)",
             )
             return
-        cancelled, final, note = await self._cancel(job)
+        cancelled, final, note = await self._cancel(sync, job)
         self._emit(
             SyncTimedOut,
             sync,
@@ -610,7 +692,7 @@ class Engine:
             )
             return
         with anyio.move_on_after(self._grace):
-            cancelled, final, note = await self._cancel(job)
+            cancelled, final, note = await self._cancel(sync, job)
             if cancelled:
                 self._emit(SyncCancelled, sync, job=final, error=f"run interrupted; {note}")
             else:
@@ -626,8 +708,13 @@ class Engine:
             error=f"run interrupted; cancelling job {job.job_id} took longer than the grace period",
         )
 
-    async def _cancel(self, job: Job) -> tuple[bool, Job, str]:
+    async def _cancel(self, sync: _Sync, job: Job) -> tuple[bool, Job, str]:
         """Cancel and verify by reading the status back; a failed cancel is reported, not hidden."""
+        if self._letting_go:
+            return False, job, f"job {job.job_id} was left running: the run was let go"
+        keep = await self._hook.may_cancel(self.run_id, sync.connection_id, job.job_id)
+        if keep is not None:
+            return False, job, f"job {job.job_id} was left running: {keep}"
         try:
             after = await self.client.cancel_job(job.job_id)
             if after.status != JobStatus.CANCELLED and not after.is_terminal:
@@ -672,7 +759,9 @@ class Engine:
         best_effort: bool = False,
         **extra: Any,
     ) -> None:
-        conn = sync.item.connection
+        if self._letting_go:
+            return
+        conn = sync.item
         if job is not None:
             sync.status = job.status
         event = kind(
@@ -680,7 +769,7 @@ class Engine:
             at=_now(),
             elapsed_s=self._elapsed(),
             connection_id=conn.connection_id,
-            connection_name=conn.name,
+            connection_name=conn.connection_name,
             workspace_id=conn.workspace_id,
             job_type=self.options.job_type,
             job_id=job.job_id if job is not None else None,
@@ -693,6 +782,8 @@ class Engine:
         final = final_outcome(event)
         if final is not None:
             self._outcomes[conn.connection_id] = final
+        if job is not None:
+            self._with_job.add(conn.connection_id)
         self.bus.emit(event, best_effort=best_effort)
 
 
@@ -702,18 +793,3 @@ class _Settled(Exception):
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-async def execute(
-    client: AirbyteClient,
-    plan: Plan,
-    options: RunOptions,
-    *,
-    sinks: tuple[Callable[..., None], ...] = (),
-    run_id: str | None = None,
-) -> RunResult:
-    """Run *plan* and return the aggregate result; *sinks* see every event as it happens."""
-    builder = ResultBuilder()
-    bus = EventBus([builder, *sinks])
-    await Engine(client, options, bus, run_id=run_id).run(plan)
-    return builder.result

@@ -8,7 +8,7 @@ from collections.abc import Collection
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from airbyte_fleet.service.responses import error_response
+from airbyte_fleet.service.errors import UnauthenticatedError
 
 __all__ = ["OPEN_PATHS", "auth_middleware", "token_matches"]
 
@@ -26,7 +26,8 @@ def token_matches(header: str | None, token: str) -> bool:
 
 
 def auth_middleware(token: str | None, open_paths: Collection[str] = OPEN_PATHS) -> Middleware:
-    """Refuse every request to a path outside *open_paths* that lacks the token (401).
+    """Refuse every request to a path outside *open_paths* that lacks the token
+    (:class:`UnauthenticatedError`, a 401).
 
     With no token (allowed on a loopback bind only) every request passes.
     """
@@ -36,15 +37,7 @@ def auth_middleware(token: str | None, open_paths: Collection[str] = OPEN_PATHS)
         if token is None or request.path in open_paths:
             return await handler(request)
         if not token_matches(request.headers.get("Authorization"), token):
-            missing = "Authorization" not in request.headers
-            return error_response(
-                401,
-                "This API needs a bearer token; send 'Authorization: Bearer <token>' with the "
-                "value of AIRBYTE_FLEET_API_TOKEN."
-                if missing
-                else "The bearer token is not the one this worker was started with.",
-                headers={"WWW-Authenticate": 'Bearer realm="airbyte-fleet"'},
-            )
+            raise UnauthenticatedError(missing="Authorization" not in request.headers)
         return await handler(request)
 
     return authenticate

@@ -18,52 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from airbyte_fleet._files import write_atomically
-from airbyte_fleet.api import Connection
-from airbyte_fleet.engine.plan import Plan, PlannedConnection
+from airbyte_fleet.engine.events import PlannedSync
+from airbyte_fleet.engine.plan import Plan
 
-__all__ = ["Ledger", "LedgerEntry", "PlanItem"]
+__all__ = ["Ledger", "LedgerEntry"]
 
 log = structlog.get_logger("airbyte_fleet.service")
 
 # Run ids become file names: only the shape new_run_id() produces is accepted.
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-
-
-class PlanItem(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    connection_id: str
-    name: str = ""
-    workspace_id: str = ""
-    status: str = "active"
-    skip_reason: str | None = None
-    selected_by: str = "selection"
-
-    @classmethod
-    def of(cls, item: PlannedConnection) -> PlanItem:
-        c = item.connection
-        return cls(
-            connection_id=c.connection_id,
-            name=c.name,
-            workspace_id=c.workspace_id,
-            status=c.status,
-            skip_reason=item.skip_reason,
-            selected_by=item.selected_by,
-        )
-
-    def planned(self) -> PlannedConnection:
-        connection = Connection.model_validate(
-            {
-                "connectionId": self.connection_id,
-                "name": self.name,
-                "workspaceId": self.workspace_id,
-                "status": self.status,
-            }
-        )
-        return PlannedConnection(connection, self.skip_reason, self.selected_by)
 
 
 class LedgerEntry(BaseModel):
@@ -73,13 +39,26 @@ class LedgerEntry(BaseModel):
     submitted_at: datetime
     options: dict[str, Any]
     selection: dict[str, Any] | None = None
-    plan: list[PlanItem]
+    plan: list[PlannedSync]
     warnings: list[str] = []
 
+    @model_validator(mode="before")
+    @classmethod
+    def _older_names(cls, data: Any) -> Any:
+        # Entries written before plan items were PlannedSync called the name "name": a queued
+        # run must survive the upgrade.
+        if isinstance(data, dict) and isinstance(data.get("plan"), list):
+            data = dict(data)
+            data["plan"] = [
+                {("connection_name" if k == "name" else k): v for k, v in item.items()}
+                if isinstance(item, dict)
+                else item
+                for item in data["plan"]
+            ]
+        return data
+
     def to_plan(self) -> Plan:
-        return Plan(
-            items=tuple(item.planned() for item in self.plan), warnings=tuple(self.warnings)
-        )
+        return Plan(items=tuple(self.plan), warnings=tuple(self.warnings))
 
 
 class Ledger:

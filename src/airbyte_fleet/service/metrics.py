@@ -33,9 +33,8 @@ from airbyte_fleet.engine.events import (
     SyncDetached,
     SyncEvent,
     SyncTriggered,
-    final_outcome,
 )
-from airbyte_fleet.engine.result import OUTCOMES
+from airbyte_fleet.engine.outcome import OUTCOMES, final_outcome
 
 __all__ = ["DURATION_BUCKETS", "RUN_OUTCOMES", "Metrics"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from airbyte_fleet import __version__
+from airbyte_fleet._version import __version__
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.result import RunResult
 
@@ -268,8 +268,8 @@ def _paths() -> dict[str, Any]:
                     "413": _error("the body is too large"),
                     "422": invalid,
                     "503": _error(
-                        "Airbyte is unreachable or refuses the credentials, or the "
-                        "worker is shutting down"
+                        "Airbyte is unreachable or refuses the credentials, the worker is "
+                        "shutting down, or it cannot record the run in its state directory"
                     ),
                 },
             },

@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from airbyte_fleet._redact import register_secret
+from airbyte_fleet._validation import Loc, Place, env_var, flag, validated
 from airbyte_fleet.errors import ConfigError
 
 __all__ = [
@@ -84,16 +85,14 @@ class ServeOptions(BaseModel):
         if isinstance(token, str):
             # Before validation: a message about a bad value must never quote the token.
             register_secret(token)
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            key = str(error["loc"][0]) if error["loc"] else "option"
-            where = from_env.get(key) or f"--{key.replace('_', '-')}"
-            reason = str(error["msg"]).removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                raise ConfigError(f"Unknown serve option {key!r}; see 'serve --help'.") from None
-            raise ConfigError(f"{where} is invalid ({reason}); fix or unset it.") from None
+
+        def where(loc: Loc) -> Place:
+            key = str(loc[0]) if loc else ""
+            if key in from_env:
+                return env_var(from_env[key], secret=key == "api_token")
+            return flag(f"--{key.replace('_', '-')}")
+
+        return validated(cls, values, where)
 
     @property
     def token(self) -> str | None:

@@ -7,21 +7,19 @@ with its last id gets each event exactly once, whether it was live or replayed, 
 run is followed by this worker, a worker that ran before it, or a CLI sharing the state dir.
 
 The stream ends after ``run_finished`` (unless more events follow it, as when a finished run was
-resumed), when the worker stops, or when the client goes away.
+resumed), when the worker stops, or when the client goes away. An event of a kind this version
+does not know (a newer version wrote it) is left out; the journal logs it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from typing import Any
 
 from aiohttp import web
 
-from airbyte_fleet._redact import redact
-from airbyte_fleet.engine.events import RunFinished
-from airbyte_fleet.engine.journal import reconstruct_event
+from airbyte_fleet.engine.events import Event, RunFinished
+from airbyte_fleet.service.responses import dumps
 from airbyte_fleet.service.runs import Worker
 
 __all__ = ["EVENT_STREAM", "event_frame", "stream_events"]
@@ -35,16 +33,10 @@ POLL_SECONDS = 1.0
 RETRY_MS = 2000
 
 
-def event_frame(seq: int, data: dict[str, Any]) -> bytes:
+def event_frame(seq: int, event: Event) -> bytes:
     """One SSE message: the event as the log line shows it (``Event.to_dict``)."""
-    try:
-        shown = reconstruct_event(data).to_dict()
-    except ValueError:
-        shown = data  # a kind this version does not know: pass it on as stored
-    kind = str(shown.get("event", "event"))
-    # json.dumps escapes line breaks, so the payload is one data line as SSE requires.
-    payload = redact(json.dumps(shown, ensure_ascii=False, separators=(",", ":"), default=str))
-    return f"id: {seq}\nevent: {kind}\ndata: {payload}\n\n".encode()
+    # dumps escapes line breaks, so the payload is one data line as SSE requires.
+    return f"id: {seq}\nevent: {event.kind}\ndata: {dumps(event.to_dict())}\n\n".encode()
 
 
 async def stream_events(
@@ -66,10 +58,10 @@ async def stream_events(
             waiter = worker.waiter(run_id)
             rows = worker.journal.events(run_id, after=after, limit=PAGE)
             ended = False
-            for seq, data in rows:
-                await response.write(event_frame(seq, data))
+            for seq, event in rows:
+                await response.write(event_frame(seq, event))
                 after = seq
-                ended = data.get("event") == RunFinished.kind
+                ended = isinstance(event, RunFinished)
             if rows:
                 last_write = time.monotonic()
             if len(rows) == PAGE:

@@ -7,9 +7,10 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from dataclasses import fields
+from typing import NoReturn, get_args
 
-from ._options import SimulatorOptions
+from ._options import AuthMode, SimulatorOptions, TokenErrors
 from ._server import Simulator
 
 __all__ = ["main"]
@@ -49,6 +50,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
+    # Every SimulatorOptions field has a flag whose dest is the field's name (main() relies on
+    # it), and its default is read from the model, never typed here a second time.
     defaults = SimulatorOptions()
     p = _Parser(
         prog=prog,
@@ -67,10 +70,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--client-secret", default=defaults.client_secret)
     p.add_argument("--username", default=defaults.username, help="for --auth basic")
     p.add_argument("--password", default=defaults.password, help="for --auth basic")
-    p.add_argument("--auth", choices=("client_credentials", "basic", "none"), default=defaults.auth)
+    p.add_argument("--auth", choices=get_args(AuthMode), default=defaults.auth)
     p.add_argument(
         "--token-errors",
-        choices=("cloud", "oss"),
+        choices=get_args(TokenErrors),
         default=defaults.token_errors,
         help="bad credentials answer 401 {errorId} (cloud) or 400 (oss)",
     )
@@ -79,26 +82,33 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         default=",".join(defaults.layouts),
         help="comma list of public (/api/public/v1) and legacy (/v1)",
     )
-    p.add_argument("--inactive", type=int, default=0, metavar="N", help="last N are inactive")
+    p.add_argument(
+        "--inactive",
+        dest="inactive_connections",
+        type=int,
+        default=defaults.inactive_connections,
+        metavar="N",
+        help="last N are inactive",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--rate-429", type=float, default=0.0)
-    p.add_argument("--rate-5xx", type=float, default=0.0)
+    p.add_argument("--rate-429", type=float, default=defaults.rate_429)
+    p.add_argument("--rate-5xx", type=float, default=defaults.rate_5xx)
     p.add_argument("--error-status", type=int, default=defaults.error_status)
-    p.add_argument("--slow-post-seconds", type=float, default=0.0)
-    p.add_argument("--reset-rate", type=float, default=0.0)
-    p.add_argument("--down-window", type=_pair, default=None, metavar="START:END")
-    p.add_argument("--token-failures", type=int, default=0, metavar="N")
-    p.add_argument("--retry-after", type=_retry_after, default=None, metavar="S")
+    p.add_argument("--slow-post-seconds", type=float, default=defaults.slow_post_seconds)
+    p.add_argument("--reset-rate", type=float, default=defaults.reset_rate)
+    p.add_argument("--down-window", type=_pair, default=defaults.down_window, metavar="START:END")
+    p.add_argument("--token-failures", type=int, default=defaults.token_failures, metavar="N")
+    p.add_argument("--retry-after", type=_retry_after, default=defaults.retry_after, metavar="S")
     p.add_argument(
         "--malformed-rate",
         type=float,
-        default=0.0,
+        default=defaults.malformed_rate,
         help="share of API requests answered 200 with a truncated JSON body",
     )
     p.add_argument(
         "--max-running",
         type=int,
-        default=None,
+        default=defaults.max_running,
         metavar="N",
         help="at most N jobs run at once; later ones are queued",
     )
@@ -134,34 +144,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "airbyte-fleet simula
     except SystemExit as exc:  # --help or a usage error; return instead of exiting the host
         return exc.code if isinstance(exc.code, int) else 2
     layouts = tuple(part.strip() for part in args.layouts.split(",") if part.strip())
+    values = {field.name: getattr(args, field.name) for field in fields(SimulatorOptions)}
+    values["layouts"] = layouts  # validated by SimulatorOptions
     try:
-        options = SimulatorOptions(
-            connections=args.connections,
-            workspaces=args.workspaces,
-            sync_seconds=args.sync_seconds,
-            failure_rate=args.failure_rate,
-            incomplete_rate=args.incomplete_rate,
-            token_ttl=args.token_ttl,
-            client_id=args.client_id,
-            client_secret=args.client_secret,
-            auth=args.auth,
-            username=args.username,
-            password=args.password,
-            token_errors=args.token_errors,
-            layouts=layouts,  # validated by SimulatorOptions
-            inactive_connections=args.inactive,
-            seed=args.seed,
-            rate_429=args.rate_429,
-            rate_5xx=args.rate_5xx,
-            error_status=args.error_status,
-            slow_post_seconds=args.slow_post_seconds,
-            reset_rate=args.reset_rate,
-            down_window=args.down_window,
-            token_failures=args.token_failures,
-            retry_after=args.retry_after,
-            malformed_rate=args.malformed_rate,
-            max_running=args.max_running,
-        )
+        options = SimulatorOptions(**values)
     except (TypeError, ValueError) as exc:
         print(f"{prog}: {exc}; see '{prog} --help'.", file=sys.stderr)
         return 2

@@ -27,9 +27,8 @@ from ._problems import (
 )
 from ._state import SimState
 from ._timefmt import parse_datetime_param
+from ._timeline import JOB_STATUSES, JOB_TYPES
 from ._world import (
-    JOB_STATUSES,
-    JOB_TYPES,
     ConnectionNotActiveError,
     JobAlreadyRunningError,
     UnknownConnectionError,

@@ -131,17 +131,7 @@ class Faults:
         return data
 
 
-FAULT_FIELDS: tuple[str, ...] = (
-    "rate_429",
-    "rate_5xx",
-    "error_status",
-    "slow_post_seconds",
-    "reset_rate",
-    "down_window",
-    "token_failures",
-    "retry_after",
-    "malformed_rate",
-)
+FAULT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Faults))
 
 
 @dataclass(frozen=True)
@@ -208,14 +198,5 @@ class SimulatorOptions:
         self.initial_faults()  # validates the fault fields
 
     def initial_faults(self) -> Faults:
-        return Faults(
-            rate_429=self.rate_429,
-            rate_5xx=self.rate_5xx,
-            error_status=self.error_status,
-            slow_post_seconds=self.slow_post_seconds,
-            reset_rate=self.reset_rate,
-            down_window=self.down_window,
-            token_failures=self.token_failures,
-            retry_after=self.retry_after,
-            malformed_rate=self.malformed_rate,
-        )
+        # SimulatorOptions repeats the fault fields flat (one flag each); they start the Faults.
+        return Faults(**{name: getattr(self, name) for name in FAULT_FIELDS})

@@ -14,7 +14,7 @@ from ._clock import Clock, RealClock
 from ._exchange import Exchange
 from ._options import Faults, SimulatorOptions
 from ._state import SimState
-from ._world import JobScript
+from ._timeline import JobScript
 
 __all__ = ["Simulator"]
 

@@ -8,13 +8,16 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from aiohttp import web
+
 from ._clock import Clock
 from ._exchange import Exchange
 from ._options import Faults, SimulatorOptions
+from ._timeline import JobScript
 from ._tokens import TokenStore
-from ._world import JobScript, World
+from ._world import World
 
-__all__ = ["SimState"]
+__all__ = ["STATE_KEY", "SimState"]
 
 
 class SimState:
@@ -99,3 +102,7 @@ def _named_connection(body: bytes) -> str | None:
         return None
     connection_id = payload.get("connectionId")
     return _same_uuid(connection_id) if isinstance(connection_id, str) else None
+
+
+# Where the aiohttp application keeps its SimState, for the API and the control routes alike.
+STATE_KEY: web.AppKey[SimState] = web.AppKey("simulator_state", SimState)

@@ -7,7 +7,8 @@ from rich.table import Table
 from rich.text import Text
 
 from airbyte_fleet._redact import redact
-from airbyte_fleet.engine.result import OUTCOMES, RunResult, SyncResult
+from airbyte_fleet.engine.outcome import OUTCOMES
+from airbyte_fleet.engine.result import RunResult, SyncResult
 
 __all__ = ["render_result_table", "result_json"]
 

@@ -1,4 +1,5 @@
-"""The run journal: states after a crash, history, replay, durability and cost, on hand-built events."""
+"""The SQLite run store: states after a crash, history, replay, durability and cost, on hand-built
+events."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from airbyte_fleet.engine.events import (
     Event,
@@ -24,123 +24,28 @@ from airbyte_fleet.engine.events import (
     RunStarted,
     SyncAdopted,
     SyncCancelled,
-    SyncEvent,
     SyncFailed,
-    SyncRetrying,
     SyncSkipped,
     SyncStatusChanged,
     SyncSucceeded,
-    SyncTimedOut,
     SyncTriggered,
     SyncTriggering,
 )
-from airbyte_fleet.engine.journal import (
-    FILE_NAME,
-    SCHEMA_VERSION,
-    Journal,
-    JournalError,
-    event_to_json,
-    reconstruct_event,
+from airbyte_fleet.journal import FILE_NAME, SCHEMA_VERSION, Journal, JournalError
+from airbyte_fleet.runner.replay import replay_result
+from journal.stories import (
+    OPTIONS,
+    SELECTION,
+    T0,
+    Story,
+    crashed_run,
+    finished_run,
+    insert_rows,
+    journal_all,
+    live,
+    stored_rows,
+    write_lock_held,
 )
-from airbyte_fleet.engine.result import ResultBuilder
-
-T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-OPTIONS = {"job_type": "sync", "max_concurrency": 3, "retries": 1, "wait": True}
-SELECTION = {"connections": [], "names": ["orders-*"], "all": False}
-
-
-class Story:
-    """Builds one run's events with steadily advancing times."""
-
-    def __init__(self, run_id: str, connections: list[str], *, start: datetime = T0) -> None:
-        self.run_id = run_id
-        self.connections = connections
-        self.start = start
-        self.clock = 0.0
-
-    def _at(self) -> dict[str, Any]:
-        self.clock += 0.5
-        return {
-            "run_id": self.run_id,
-            "at": self.start + timedelta(seconds=self.clock),
-            "elapsed_s": self.clock,
-        }
-
-    def started(self, **extra: Any) -> RunStarted:
-        values: dict[str, Any] = {
-            "total": len(self.connections),
-            "job_type": "sync",
-            "max_concurrency": 3,
-            "planned": tuple(PlannedSync(c, f"name {c}", "ws-1") for c in self.connections),
-            "options": OPTIONS,
-            "selection": SELECTION,
-        }
-        return RunStarted(**self._at(), **(values | extra))
-
-    def sync(self, kind: type[SyncEvent], cid: str, **extra: Any) -> SyncEvent:
-        return kind(
-            **self._at(),
-            connection_id=cid,
-            connection_name=f"name {cid}",
-            workspace_id="ws-1",
-            **extra,
-        )
-
-    def finished(self, outcome: str = "failed", **extra: Any) -> RunFinished:
-        return RunFinished(**self._at(), outcome=outcome, **extra)
-
-    def lifecycle(
-        self, cid: str, job_id: int, final: type[SyncEvent] = SyncSucceeded, **final_extra: Any
-    ) -> list[Event]:
-        return [
-            self.sync(SyncTriggering, cid),
-            self.sync(SyncTriggered, cid, job_id=job_id, status="pending"),
-            self.sync(
-                SyncStatusChanged, cid, job_id=job_id, status="running", old_status="pending"
-            ),
-            self.sync(final, cid, job_id=job_id, **final_extra),
-        ]
-
-
-def finished_run(run_id: str = "run-a") -> list[Event]:
-    """Four syncs: one succeeds, one fails, one fails then succeeds on retry, one is skipped."""
-    s = Story(run_id, ["c1", "c2", "c3", "c4"])
-    return [
-        s.started(),
-        *s.lifecycle("c1", 101, status="succeeded", rows_synced=10, bytes_synced=100),
-        *s.lifecycle("c2", 102, SyncFailed, status="failed", error="Airbyte job 102 failed"),
-        s.sync(SyncTriggering, "c3"),
-        s.sync(SyncTriggered, "c3", job_id=103, status="running"),
-        s.sync(SyncRetrying, "c3", job_id=103, status="failed", error="boom", wait_s=0.25),
-        s.sync(SyncTriggering, "c3", attempt=2),
-        s.sync(SyncTriggered, "c3", job_id=104, attempt=2, status="running"),
-        s.sync(SyncSucceeded, "c3", job_id=104, attempt=2, status="succeeded", rows_synced=7),
-        s.sync(SyncSkipped, "c4", reason="inactive"),
-        s.finished("failed", counts={"succeeded": 2, "failed": 1, "skipped": 1}),
-    ]
-
-
-def crashed_run(run_id: str = "run-crash", start: datetime = T0) -> list[Event]:
-    """Killed mid-run: one final, one in flight, one intent, one untouched, one retry in intent."""
-    s = Story(run_id, ["c1", "c2", "c3", "c4", "c5"], start=start)
-    return [
-        s.started(),
-        *s.lifecycle("c1", 201, status="succeeded"),
-        s.sync(SyncTriggering, "c2"),
-        s.sync(SyncTriggered, "c2", job_id=202, status="pending"),
-        s.sync(SyncStatusChanged, "c2", job_id=202, status="running", old_status="pending"),
-        s.sync(SyncTriggering, "c3"),
-        s.sync(SyncTriggering, "c5"),
-        s.sync(SyncTriggered, "c5", job_id=205, status="running"),
-        s.sync(SyncRetrying, "c5", job_id=205, status="failed", error="boom"),
-        s.sync(SyncTriggering, "c5", attempt=2),
-    ]
-
-
-def journal_all(journal: Journal, events: Sequence[Event]) -> None:
-    for event in events:
-        journal(event)
-
 
 # --------------------------------------------------------------------------- opening
 
@@ -329,77 +234,43 @@ def test_events_in_order_with_after_and_limit(tmp_path: Path) -> None:
         other = journal.events("run-crash", limit=1)
         assert journal.events("nope") == []
     assert [seq for seq, _ in stored] == list(range(1, len(events) + 1))
-    assert [d["event"] for _, d in stored] == [e.kind for e in events]
+    assert [e for _, e in stored] == events
     assert [seq for seq, _ in page] == [4, 5, 6, 7]
+    assert [e for _, e in page] == events[3:7]
     assert [seq for seq, _ in tail] == [len(events)]
     assert other[0][0] == 1
-    first = stored[0][1]
-    assert first["event"] == "run_started"
-    assert first["planned"][0] == {
+    # Stored as JSON with the kind first; unknown values are left out, as Event.to_dict does.
+    rows = stored_rows(tmp_path, "run-a")
+    assert rows[0]["event"] == "run_started"
+    assert rows[0]["planned"][0] == {
         "connection_id": "c1",
         "connection_name": "name c1",
         "workspace_id": "ws-1",
+        "status": "active",
+        "tags": [],
+        "selected_by": "selection",
     }
-    assert first["options"] == OPTIONS
-    # Unknown values are left out, as Event.to_dict does.
-    assert "job_id" not in stored[1][1]
-    assert stored[2][1]["job_id"] == 101
+    assert rows[0]["options"] == OPTIONS
+    assert "job_id" not in rows[1]
+    assert rows[2]["job_id"] == 101
 
 
-def test_every_event_round_trips(tmp_path: Path) -> None:
-    s = Story("r", ["c1"])
-    extra: list[Event] = [
-        s.sync(SyncAdopted, "c1", job_id=5, reason="already running"),
-        s.sync(SyncTimedOut, "c1", job_id=5, cancelled=True, error="too slow"),
-        s.finished("interrupted", counts={"error": 1}, interrupted=True),
-    ]
-    for event in [*finished_run(), *crashed_run(), *extra]:
-        assert reconstruct_event(event_to_json(event)) == event
-        # Log lines (to_dict) also read back; only fields kept out of logs are lost.
-        assert reconstruct_event(event.to_dict()).kind == event.kind
-    with pytest.raises(ValueError, match="unknown event kind"):
-        reconstruct_event({"event": "sync_teleported", "run_id": "r"})
-    with pytest.raises(ValueError, match="no 'event'"):
-        reconstruct_event({"run_id": "r"})
-
-
-def test_datetimes_are_stored_as_utc_text(tmp_path: Path) -> None:
-    plus_two = timezone(timedelta(hours=2))
-    event = dataclasses.replace(
-        Story("r", []).started(), at=datetime(2026, 3, 1, 14, tzinfo=plus_two)
-    )
-    with Journal(tmp_path) as journal:
-        journal(event)
-        [(_, data)] = journal.events("r")
-        record = journal.run("r")
-    assert data["at"] == "2026-03-01T12:00:00.000000+00:00"
-    assert record is not None
-    assert record.started_at == event.at
-
-
-def _live(events: list[Event]) -> ResultBuilder:
-    builder = ResultBuilder()
-    for event in events:
-        builder(event)
-    return builder
-
-
-def test_rebuild_result_equals_the_live_result(tmp_path: Path) -> None:
+def test_replay_result_equals_the_live_result(tmp_path: Path) -> None:
     events = finished_run()
     with Journal(tmp_path) as journal:
         journal_all(journal, events)
-        rebuilt = journal.rebuild_result("run-a")
-        assert journal.rebuild_result("nope") is None
+        rebuilt = replay_result(journal, "run-a")
+        assert replay_result(journal, "nope") is None
     assert rebuilt is not None
-    live = _live(events).result
-    assert rebuilt == live
-    assert rebuilt.model_dump(mode="json") == live.model_dump(mode="json")
+    built = live(events).result
+    assert rebuilt == built
+    assert rebuilt.model_dump(mode="json") == built.model_dump(mode="json")
 
 
-def test_rebuild_result_of_a_crashed_run_lists_every_sync(tmp_path: Path) -> None:
+def test_replay_result_of_a_crashed_run_lists_every_sync(tmp_path: Path) -> None:
     with Journal(tmp_path) as journal:
         journal_all(journal, crashed_run())
-        result = journal.rebuild_result("run-crash")
+        result = replay_result(journal, "run-crash")
     assert result is not None
     assert (result.outcome, result.finished_at) == ("running", None)
     assert [s.connection_id for s in result.syncs] == ["c1", "c2", "c3", "c4", "c5"]
@@ -427,7 +298,7 @@ def test_replayed_finals_starts_and_finishes_change_nothing(tmp_path: Path) -> N
         # Another outcome for the same job is news, and is recorded.
         cancelled = SyncCancelled(**{**dataclasses.asdict(succeeded), "status": "cancelled"})
         journal(cancelled)
-        assert journal.events("run-a")[-1][1]["event"] == "sync_cancelled"
+        assert journal.events("run-a")[-1][1] == cancelled
         record = journal.run("run-a")
     assert record is not None
     assert record.syncs["c1"].outcome == "cancelled"
@@ -478,10 +349,10 @@ def test_a_resumed_run_keeps_what_the_first_process_wrote(tmp_path: Path) -> Non
             False,
         )
         stored = journal.events("run-crash")
-        rebuilt = journal.rebuild_result("run-crash")
+        rebuilt = replay_result(journal, "run-crash")
     assert [seq for seq, _ in stored] == list(range(1, len(stored) + 1))
     # What the resuming CLI does: replay the journal into its builder, then carry on live.
-    replayed = _live([*first, *second, *[reconstruct_event(d) for _, d in stored[-3:]]])
+    replayed = live([*first, *second, *[e for _, e in stored[-3:]]])
     assert rebuilt == replayed.result
 
 
@@ -502,7 +373,7 @@ def test_durable_events_are_visible_to_another_instance_without_close(tmp_path: 
         # Batched: the status change waits for the next durable write (or the timer).
         assert record.syncs["c1"].status == "pending"
         writer(s.sync(SyncSucceeded, "c1", job_id=1, status="succeeded"))
-        kinds = [d["event"] for _, d in reader.events("r")]
+        kinds = [e.kind for _, e in reader.events("r")]
         assert kinds[-2:] == ["sync_status_changed", "sync_succeeded"]
     writer.close()
 
@@ -535,33 +406,69 @@ def test_a_refused_write_raises_and_keeps_the_batch(tmp_path: Path) -> None:
         journal(s.started())
         journal(s.sync(SyncStatusChanged, "c1", job_id=1, status="running"))
         # Another process holds the write lock for longer than we are willing to wait.
-        other = sqlite3.connect(tmp_path / FILE_NAME, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
-        with pytest.raises(JournalError, match="locked"):
+        with write_lock_held(tmp_path), pytest.raises(JournalError, match="locked"):
             journal(s.sync(SyncTriggering, "c1"))
-        other.execute("ROLLBACK")
-        other.close()
         # The caller was told; the refused event is not written behind its back, the batch is.
         journal(s.sync(SyncSucceeded, "c1", job_id=1, status="succeeded"))
-        kinds = [d["event"] for _, d in journal.events("r")]
+        kinds = [e.kind for _, e in journal.events("r")]
     assert kinds == ["run_started", "sync_status_changed", "sync_succeeded"]
 
 
-def test_rebuild_skips_event_kinds_it_does_not_know(tmp_path: Path) -> None:
+def test_append_writes_a_batch_as_a_whole_or_not_at_all(tmp_path: Path) -> None:
+    s = Story("r", ["c1", "c2", "c3"])
+    intents = [s.sync(SyncTriggering, c) for c in ("c1", "c2", "c3")]
+    with Journal(tmp_path, busy_timeout=0.1, batch_interval=60) as journal:
+        journal(s.started())
+        journal(s.sync(SyncStatusChanged, "c1", job_id=1, status="running"))
+        with write_lock_held(tmp_path), pytest.raises(JournalError, match="locked"):
+            journal.append(intents)
+        with Journal(tmp_path) as reader:
+            assert [e.kind for _, e in reader.events("r")] == ["run_started"]
+        journal.append([])  # nothing to write: the batched status event still waits
+        with Journal(tmp_path) as reader:
+            assert len(reader.events("r")) == 1
+        journal.append(intents)
+        # Durable on return, for another process too, with the batch written before it.
+        with Journal(tmp_path) as reader:
+            stored = [e for _, e in reader.events("r")]
+            record = reader.run("r")
+    assert [e.kind for e in stored] == [
+        "run_started",
+        "sync_status_changed",
+        *["sync_triggering"] * 3,
+    ]
+    assert stored[2:] == intents
+    assert record is not None
+    assert {c: r.state for c, r in record.syncs.items()} == dict.fromkeys(
+        ["c1", "c2", "c3"], "intent"
+    )
+
+
+def test_readers_skip_unknown_kinds_and_unreadable_rows_with_one_warning(tmp_path: Path) -> None:
     events = finished_run()
     with Journal(tmp_path) as journal:
         journal_all(journal, events[:5])
-        db = sqlite3.connect(tmp_path / FILE_NAME)
-        with db:
-            db.execute(
-                "INSERT INTO events (run_id, seq, kind, data) VALUES ('run-a', 6, 'x', ?)",
-                ('{"event": "sync_from_the_future", "run_id": "run-a"}',),
-            )
-        db.close()
+        insert_rows(
+            tmp_path,
+            "run-a",
+            (6, "sync_from_the_future", '{"event":"sync_from_the_future","run_id":"run-a"}'),
+            (7, "sync_triggered", '{"event":"sync_triggered","run_id":'),
+        )
         journal_all(journal, events[5:])
-        rebuilt = journal.rebuild_result("run-a")
-        assert len(journal.events("run-a")) == len(events) + 1
-    assert rebuilt == _live(events).result
+        with capture_logs() as logs:
+            rebuilt = replay_result(journal, "run-a")
+            stored = journal.events("run-a")
+            # Paging counts events given, not rows read: a skipped row leaves no hole in a page.
+            page = journal.events("run-a", after=4, limit=3)
+    assert rebuilt == live(events).result
+    assert [e for _, e in stored] == events
+    assert [seq for seq, _ in stored] == [*range(1, 6), *range(8, len(events) + 3)]
+    assert [seq for seq, _ in page] == [5, 8, 9]
+    # Told once per row, however often a follower reads past it.
+    assert [(e["event"], e["seq"]) for e in logs if e["log_level"] == "warning"] == [
+        ("journal_event_kind_unknown", 6),
+        ("journal_event_unreadable", 7),
+    ]
 
 
 KILLED = """
@@ -570,7 +477,7 @@ from datetime import UTC, datetime
 from airbyte_fleet.engine.events import (
     PlannedSync, RunStarted, SyncStatusChanged, SyncTriggered, SyncTriggering,
 )
-from airbyte_fleet.engine.journal import Journal
+from airbyte_fleet.journal import Journal
 
 now = datetime.now(UTC)
 base = {"run_id": "killed", "at": now, "elapsed_s": 0.0}
@@ -597,7 +504,7 @@ def test_a_process_killed_with_sigkill_loses_no_durable_event(tmp_path: Path) ->
         assert journal.unfinished_runs() == ["killed"]
         assert journal.last_run_id() == "killed"
         record = journal.run("killed")
-        kinds = [d["event"] for _, d in journal.events("killed")]
+        kinds = [e.kind for _, e in journal.events("killed")]
     assert record is not None
     assert {c: s.state for c, s in record.syncs.items()} == {
         "c1": "in_flight",
@@ -612,7 +519,7 @@ WRITER = """
 import sys
 from datetime import UTC, datetime
 from airbyte_fleet.engine.events import PlannedSync, RunFinished, RunStarted, SyncTriggered
-from airbyte_fleet.engine.journal import Journal
+from airbyte_fleet.journal import Journal
 
 run_id, n = sys.argv[2], int(sys.argv[3])
 def base():

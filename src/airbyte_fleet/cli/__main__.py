@@ -1,0 +1,5 @@
+import sys
+
+from airbyte_fleet.cli import main
+
+sys.exit(main())

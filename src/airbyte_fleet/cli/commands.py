@@ -1,0 +1,279 @@
+"""The five commands, each a thin caller: read the flags, hand the work to its home
+(:mod:`airbyte_fleet.runner` for a run, the journal for past runs, the worker for ``serve``), print.
+
+Everything a user can get wrong is checked before the network is touched, and a run checks
+everything it can before it triggers anything (exit 2 or 3, nothing sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sqlite3
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import structlog
+
+from airbyte_fleet.cli.exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from airbyte_fleet.cli.parser import DEFAULT_STATE_DIR, run_option_flags
+from airbyte_fleet.cli.render import (
+    live_progress,
+    print_connections,
+    print_plan,
+    print_result,
+    print_runs,
+    print_schedules,
+)
+from airbyte_fleet.config import load_settings
+from airbyte_fleet.engine.events import EventSink
+from airbyte_fleet.engine.options import Selection
+from airbyte_fleet.engine.result import RunResult
+from airbyte_fleet.errors import ConfigError
+from airbyte_fleet.journal import Journal, RunRecord
+from airbyte_fleet.resolve import (
+    file_groups,
+    file_selection,
+    merge_run_options,
+    run_overrides_from_env,
+    selection_from_flags,
+)
+from airbyte_fleet.runner import RunSession, on_signals, open_client
+from airbyte_fleet.runner.replay import replay_result
+from airbyte_fleet.settings_file import FileConfig, load_file_config
+from airbyte_fleet.sinks import LogSink, ProgressSink, progress_wanted, result_json
+
+__all__ = ["COMMANDS"]
+
+log = structlog.get_logger("airbyte_fleet.cli")
+
+
+# ----------------------------------------------------------------------------- connections
+
+
+async def connections(args: argparse.Namespace) -> int:
+    workspaces = selection_from_flags(workspaces=args.workspace).workspaces
+    async with await open_client(load_settings()) as client:
+        found = await client.list_connections(workspace_ids=workspaces or None)
+    if args.tag:
+        wanted = set(args.tag)
+        found = [c for c in found if wanted & set(c.tag_names)]
+    found.sort(key=lambda c: (c.name, c.connection_id))
+    print_connections(found, args.output)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- run
+
+
+async def run(args: argparse.Namespace) -> int:
+    _prepare_result_file(args.result_file)
+    file = load_file_config(args.config)
+    overrides = {**run_overrides_from_env(os.environ), **run_option_flags(args)}
+    settings = load_settings(file.airbyte)
+    settings.validate_offline()
+    progress = ProgressSink() if progress_wanted(args.no_progress, sys.stderr) else None
+    sinks: list[EventSink] = [LogSink(), *([progress] if progress is not None else [])]
+    async with contextlib.AsyncExitStack() as stack:
+        if args.resume:
+            if not _selection(args, FileConfig()).empty:
+                raise ConfigError(
+                    "--resume carries on the run's own selection; leave out --connection, "
+                    "--name, --tag, --workspace, --group and --all."
+                )
+            journal = stack.enter_context(_open_journal(args))
+            record = _resume_target(journal, args.resume)
+            options = merge_run_options(record.options, overrides)
+            client = await stack.enter_async_context(await open_client(settings))
+            log.info("resuming", run_id=record.run_id, state_dir=str(_state_dir(args)))
+            session = RunSession.resumed(
+                client, journal, record, options, sinks=sinks, grace=args.grace
+            )
+        else:
+            options = merge_run_options(file.run, overrides, file_path=file.path)
+            selection = _selection(args, file)
+            if selection.empty:
+                # Say so before touching the network: nothing could run anyway.
+                raise ConfigError(
+                    "Nothing selected; pass --connection ID, --name GLOB, --tag NAME, "
+                    "--workspace ID, --group NAME or --all."
+                )
+            store = None if args.dry_run else stack.enter_context(_open_journal(args))
+            client = await stack.enter_async_context(await open_client(settings))
+            session = await RunSession.planned(
+                client,
+                selection,
+                options,
+                groups=file_groups(file),
+                store=store,
+                sinks=sinks,
+                grace=args.grace,
+            )
+            if args.dry_run:
+                print_plan(session.plan, args.output)
+                return EXIT_OK
+        result = await _follow(session, args, progress)
+    return await _report(result, args)
+
+
+async def _follow(
+    session: RunSession, args: argparse.Namespace, progress: ProgressSink | None
+) -> RunResult:
+    def first(signal: str) -> None:
+        log.warning("interrupted", signal=signal, action=args.on_interrupt, grace_s=args.grace)
+        session.interrupt(args.on_interrupt)
+
+    def again(signal: str) -> None:
+        log.warning("interrupted_again", signal=signal, action="abort")
+        session.abort()
+
+    with on_signals(first, again), live_progress(progress, args.log_format, args.log_level):
+        return await session.run()
+
+
+async def _report(result: RunResult, args: argparse.Namespace) -> int:
+    # Every error text in the result already passed the secret filter (ResultBuilder).
+    text = result_json(result)
+    if args.result_file:
+        try:
+            await anyio.Path(args.result_file).write_text(text)
+        except OSError as exc:
+            # The syncs ran; losing the file must not lose the result, which still goes to stdout.
+            log.error("result_file_failed", path=args.result_file, error=str(exc))
+    print_result(result, args.output, text=text)
+    if result.outcome == "interrupted":
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _prepare_result_file(path: str | None) -> None:
+    """Find a result file that cannot be written before anything is triggered, not after."""
+    if path is None:
+        return
+    if not path.strip():
+        raise ConfigError("--result-file needs a path; leave the flag out to write no file.")
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise IsADirectoryError(f"'{path}' is a directory")
+        with target.open("a"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"--result-file '{path}' cannot be written ({exc.strerror or exc}); choose another "
+            "path."
+        ) from None
+
+
+def _selection(args: argparse.Namespace, file: FileConfig) -> Selection:
+    given = selection_from_flags(
+        connections=args.connection,
+        names=args.name,
+        tags=args.tag,
+        workspaces=args.workspace,
+        all=bool(args.all),
+        groups=args.group,
+    )
+    # The file's default selection applies only when the command line selects nothing.
+    return file_selection(file) if given.empty else given
+
+
+# ----------------------------------------------------------------------------- the journal
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir or os.environ.get("AIRBYTE_FLEET_STATE_DIR") or DEFAULT_STATE_DIR)
+
+
+def _open_journal(args: argparse.Namespace) -> Journal:
+    path = _state_dir(args)
+    try:
+        return Journal(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(
+            f"Cannot use the state directory '{path}' ({exc}); pass --state-dir with a writable "
+            "folder."
+        ) from None
+
+
+def _run_id(journal: Journal, wanted: str) -> str | None:
+    return journal.last_run_id() if wanted == "last" else wanted
+
+
+def _no_such_run(wanted: str) -> ConfigError:
+    return ConfigError(
+        f"There is no run '{wanted}' in the journal; 'airbyte-fleet runs' lists the runs."
+    )
+
+
+def _resume_target(journal: Journal, wanted: str) -> RunRecord:
+    run_id = _run_id(journal, wanted)
+    record = journal.run(run_id) if run_id else None
+    if record is None:
+        raise _no_such_run(wanted)
+    # An interrupted run can be carried on (detached jobs followed, untriggered syncs run); a run
+    # that ended by itself cannot.
+    if record.finished_at is not None and record.outcome != "interrupted":
+        raise ConfigError(
+            f"Run {record.run_id} already finished ({record.outcome}); nothing to resume, see "
+            f"'airbyte-fleet runs show {record.run_id}'."
+        )
+    return record
+
+
+async def runs(args: argparse.Namespace) -> int:
+    with _open_journal(args) as journal:
+        if args.runs_command == "show":
+            run_id = _run_id(journal, args.run_id)
+            result = replay_result(journal, run_id) if run_id else None
+            if result is None:
+                raise _no_such_run(args.run_id)
+            print_result(result, args.output)
+            return EXIT_OK
+        records = journal.runs(limit=args.limit)
+    print_runs(records, args.output)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- the rest
+
+
+async def schedules(args: argparse.Namespace) -> int:
+    from airbyte_fleet.service.schedules import describe_next, parse_schedules
+
+    file = load_file_config(args.config)
+    found = parse_schedules(file.schedules, source=str(file.path), groups=file.groups)
+    rows = describe_next(found, datetime.now(UTC), count=args.count)
+    print_schedules(rows, str(file.path or "no config file"), args.output)
+    return EXIT_OK
+
+
+async def serve(args: argparse.Namespace) -> int:
+    # Imported here: the worker's HTTP stack is not needed by any other command.
+    from airbyte_fleet.service import ServeOptions
+    from airbyte_fleet.service import serve as run_worker
+
+    options = ServeOptions.resolve(
+        host=args.host,
+        port=args.port,
+        config=args.config,
+        state_dir=args.state_dir,
+        max_runs=args.max_runs,
+        on_shutdown=args.on_shutdown,
+        grace=args.grace,
+    )
+    return await run_worker(options)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+    "connections": connections,
+    "run": run,
+    "runs": runs,
+    "schedules": schedules,
+    "serve": serve,
+}

@@ -1,0 +1,136 @@
+"""The SQLite journal's tables, how a file is opened, and how an older file is brought up to date.
+
+Each run is keyed by its run id, each sync by ``(run_id, connection_id)``, and every event is
+appended with a per-run sequence number. Timestamps in columns are UTC ISO text with microseconds,
+so the text sorts like the instant it names.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from airbyte_fleet.journal.store import JournalError
+
+__all__ = ["FILE_NAME", "SCHEMA_VERSION", "connect", "parse_ts", "utc_text"]
+
+FILE_NAME = "journal.sqlite3"
+
+_V1 = """
+CREATE TABLE runs (
+    run_id          TEXT PRIMARY KEY,
+    started_at      TEXT NOT NULL,
+    finished_at     TEXT,
+    outcome         TEXT,
+    job_type        TEXT NOT NULL DEFAULT 'sync',
+    wait            INTEGER NOT NULL DEFAULT 1,
+    max_concurrency INTEGER,
+    total           INTEGER NOT NULL DEFAULT 0,
+    interrupted     INTEGER NOT NULL DEFAULT 0,
+    starts          INTEGER NOT NULL DEFAULT 0,
+    resumed_at      TEXT,
+    options         TEXT,
+    selection       TEXT,
+    reported_counts TEXT
+);
+CREATE INDEX runs_by_start ON runs (started_at);
+CREATE TABLE syncs (
+    run_id          TEXT NOT NULL,
+    connection_id   TEXT NOT NULL,
+    position        INTEGER,
+    connection_name TEXT NOT NULL DEFAULT '',
+    workspace_id    TEXT NOT NULL DEFAULT '',
+    attempt         INTEGER NOT NULL DEFAULT 0,
+    job_id          INTEGER,
+    status          TEXT,
+    outcome         TEXT,
+    error           TEXT,
+    intent_at       TEXT,
+    triggered_at    TEXT,
+    finished_at     TEXT,
+    rows_synced     INTEGER,
+    bytes_synced    INTEGER,
+    PRIMARY KEY (run_id, connection_id)
+) WITHOUT ROWID;
+CREATE INDEX syncs_by_job ON syncs (job_id);
+CREATE TABLE events (
+    run_id        TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    kind          TEXT NOT NULL,
+    connection_id TEXT,
+    data          TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+"""
+
+# Why a sync was skipped (engine/outcome.py SkipCause). Version 1 only kept the skip's text, and
+# resume told "interrupted before its turn" by the start of it: this is the one place that text is
+# matched, once, so that resume reads the cause from then on.
+_V1_INTERRUPTED = "run interrupted before trigger"
+_V2 = f"""
+ALTER TABLE syncs ADD COLUMN cause TEXT;
+UPDATE syncs SET cause = 'interrupted'
+WHERE outcome = 'skipped'
+  AND substr(error, 1, {len(_V1_INTERRUPTED)}) = '{_V1_INTERRUPTED}';
+"""
+
+# Index i holds the script that takes a journal from version i to i + 1; a new file runs them all,
+# so a fresh journal and an upgraded one are the same.
+_MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def utc_text(value: datetime) -> str:
+    aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return aware.isoformat(timespec="microseconds")
+
+
+def parse_ts(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def connect(path: Path, *, busy_timeout: float) -> sqlite3.Connection:
+    """The journal file at *path*, in WAL mode and at :data:`SCHEMA_VERSION`; raises
+    :class:`JournalError` when it cannot be opened or is newer than this version."""
+    try:
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the lock
+        # up front instead of failing to upgrade a read lock (which busy_timeout cannot retry).
+        conn = sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot open the journal at {path}: {exc}") from exc
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        _migrate(conn, path)
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.Error) and not isinstance(exc, JournalError):
+            raise JournalError(f"cannot open the journal at {path}: {exc}") from exc
+        raise
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Read again under the write lock: another process may have just migrated the file.
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"the journal at {path} has schema version {version}, newer than this "
+                f"airbyte-fleet understands ({SCHEMA_VERSION}); use a newer airbyte-fleet"
+            )
+        for script in _MIGRATIONS[version:]:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,158 @@
+"""The run store: what the runner, the CLI and the worker may ask of wherever runs are kept.
+
+:class:`RunStore` is the seam a second backend (PostgreSQL, shared by several workers) implements;
+:class:`~airbyte_fleet.journal.Journal` is the SQLite one. Everything above the store speaks only
+of events in and :class:`RunRecord` / events out, never of SQL.
+
+What a store promises its writers: ``run_started``, ``sync_triggering``, ``sync_triggered``,
+``sync_adopted``, every final sync event and ``run_finished`` are durable before the call returns,
+so they survive the process being killed at any moment; a trigger the store cannot record raises,
+and the engine then does not send it. Status events (``sync_status_changed``, ``sync_retrying``)
+may be batched: a resumed run learns them again by asking Airbyte. An event that states again what
+the store holds (a resumer re-reporting a final outcome, a start or finish written twice) is not
+recorded twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol, Self
+
+from airbyte_fleet.engine.events import Event, PlannedSync
+from airbyte_fleet.engine.outcome import SkipCause
+
+__all__ = ["JournalError", "RunRecord", "RunStore", "SyncRecord", "SyncState"]
+
+# How far a sync got, as a resumer must know it. The engine's ResumePoint.state is the same set.
+SyncState = Literal["untouched", "intent", "in_flight", "final"]
+
+
+class JournalError(sqlite3.Error):
+    """The store could not be read or written (the cause is chained).
+
+    A :class:`sqlite3.Error`, so code that already handles database errors handles this one too.
+    """
+
+
+@dataclass(frozen=True)
+class SyncRecord:
+    """One connection's sync in a run, as far as the store knows.
+
+    ``intent_at`` is when the current attempt's trigger was first recorded (a new attempt's intent
+    replaces it), so a resumer knows since when a job could be ours; ``triggered_at`` is when the
+    sync's first job was triggered or adopted, so a resumed run can count the sync's timeout from
+    it, as the first process did. ``cause`` says why a skipped sync was skipped (None for other
+    outcomes, and for skips recorded before causes existed).
+    """
+
+    connection_id: str
+    connection_name: str = ""
+    workspace_id: str = ""
+    attempt: int = 0
+    job_id: int | None = None
+    status: str | None = None
+    outcome: str | None = None
+    error: str | None = None
+    cause: SkipCause | None = None
+    intent_at: datetime | None = None
+    triggered_at: datetime | None = None
+    finished_at: datetime | None = None
+    rows_synced: int | None = None
+    bytes_synced: int | None = None
+
+    @property
+    def state(self) -> SyncState:
+        """``intent`` means a ``POST /jobs`` may have been sent whose answer was never recorded:
+        the resumer must look for that job in Airbyte, never trigger blindly."""
+        if self.outcome is not None:
+            return "final"
+        if self.job_id is not None:
+            return "in_flight"
+        if self.intent_at is not None:
+            return "intent"
+        return "untouched"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the store keeps of one run.
+
+    ``outcome`` is ``"running"`` until the run's last start has a ``run_finished``. ``counts`` has
+    every outcome (zero when none), plus ``pending`` for syncs still open in an unfinished run.
+    ``planned`` and ``syncs`` are in plan order; a listing (:meth:`RunStore.runs`) leaves both
+    empty, :meth:`RunStore.run` fills them.
+    """
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str
+    job_type: str
+    total: int
+    counts: dict[str, int]
+    wait: bool = True
+    max_concurrency: int | None = None
+    interrupted: bool = False
+    resumed_at: datetime | None = None
+    # What the run started with (the first start's, when resumed): resume carries on with them.
+    options: dict[str, Any] = field(default_factory=dict)
+    selection: dict[str, Any] | None = None
+    planned: list[PlannedSync] = field(default_factory=list)
+    syncs: dict[str, SyncRecord] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The run as one row of a listing (``airbyte-fleet runs --output json``)."""
+        return {
+            "run_id": self.run_id,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "outcome": self.outcome,
+            "counts": dict(self.counts),
+            "total": self.total,
+            "job_type": self.job_type,
+        }
+
+
+class RunStore(Protocol):
+    """Where runs are kept: an event sink for the run's bus, and the reads that list, show,
+    follow and resume runs. Calls may come from several threads; failures raise
+    :class:`JournalError`, and the caller decides whether to carry on without a store."""
+
+    def __call__(self, event: Event) -> None:
+        """Record one event (durable on return unless it is a status event, see above)."""
+
+    def append(self, events: Iterable[Event]) -> None:
+        """Record *events* together: all of them durable before this returns, or none."""
+
+    def flush(self) -> None:
+        """Make every batched event durable now."""
+
+    def close(self) -> None:
+        """Flush and let go of the store; safe to call twice."""
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+    def runs(self, *, limit: int = 20, offset: int = 0) -> list[RunRecord]:
+        """Runs newest first (by first start), without their syncs."""
+
+    def run(self, run_id: str) -> RunRecord | None:
+        """The run with every sync, read at one moment; None when the store has no such run."""
+
+    def last_run_id(self) -> str | None:
+        """The run started most recently (by its first start), finished or not."""
+
+    def unfinished_runs(self) -> list[str]:
+        """Runs whose last start has no ``run_finished`` after it, oldest first."""
+
+    def events(
+        self, run_id: str, *, after: int = 0, limit: int | None = None
+    ) -> list[tuple[int, Event]]:
+        """``(seq, event)`` pairs with ``seq > after`` in order, at most *limit* of them; fewer
+        means nothing more is stored yet. Pass the last seq back as *after* to page, or to follow
+        a run still being written. Events of a kind this version does not know, or that cannot be
+        decoded, are skipped with a warning."""

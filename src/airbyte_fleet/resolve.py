@@ -1,0 +1,138 @@
+"""Where the layers meet: the config file's plain tables, the environment and what the caller gave
+(flags, a Python argument) become the engine's :class:`RunOptions` and :class:`Selection`.
+
+Precedence for run options, highest first: command-line flags, ``AIRBYTE_FLEET_*`` environment
+variables, the file's ``[run]`` table, :class:`RunOptions` defaults. The ``[airbyte]`` table sits
+below the ``AIRBYTE_*`` variables in the same way (see :func:`airbyte_fleet.config.load_settings`).
+A selection given by the caller replaces the file's ``[selection]``; only an empty one falls back
+to it. Each problem is one :class:`ConfigError` naming the flag, variable or key to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from airbyte_fleet._messages import spell_out_controls
+from airbyte_fleet._validation import (
+    Loc,
+    Place,
+    check_fields,
+    env_var,
+    flag,
+    in_table,
+    parameter,
+    validated,
+)
+from airbyte_fleet.config import register_env_secrets
+from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.settings_file import FileConfig
+
+__all__ = [
+    "ENV_PREFIX",
+    "SELECTION_FLAGS",
+    "argument",
+    "file_groups",
+    "file_selection",
+    "merge_run_options",
+    "run_overrides_from_env",
+    "selection_from_flags",
+]
+
+ENV_PREFIX = "AIRBYTE_FLEET_"
+# Selection field -> the `run` flag that fills it.
+SELECTION_FLAGS = {
+    "connections": "--connection",
+    "names": "--name",
+    "tags": "--tag",
+    "workspaces": "--workspace",
+    "all": "--all",
+    "groups": "--group",
+}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def run_overrides_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``AIRBYTE_FLEET_<FIELD>`` for every :class:`RunOptions` field, as written; blank is unset.
+
+    Checked here, so that a message names the variable, not a flag the user never typed.
+    """
+    # A message quotes the value; a secret pasted into the wrong variable stays masked.
+    register_env_secrets(environ)
+    found: dict[str, Any] = {}
+    for key in RunOptions.model_fields:
+        raw = environ.get(f"{ENV_PREFIX}{key.upper()}")
+        if raw is not None and raw.strip():
+            found[key] = raw.strip()
+    check_fields(RunOptions, found, lambda loc: env_var(f"{ENV_PREFIX}{str(loc[0]).upper()}"))
+    return found
+
+
+def merge_run_options(
+    file_run: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    *,
+    file_path: Path | None = None,
+) -> RunOptions:
+    """*overrides* (flags, then env, already merged by the caller) over the file's ``[run]``.
+
+    ``None`` in *overrides* means "not given" (argparse's default), so it never hides a file value.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    file = _file_name(file_path)
+
+    def where(loc: Loc) -> Place:
+        key = str(loc[0]) if loc else "run"
+        shown = spell_out_controls(key)
+        if key in given:
+            place = f"--{shown.replace('_', '-')} or {ENV_PREFIX}{shown.upper()}"
+        else:
+            place = f"{shown} in [run] of {file}"
+        return Place(
+            noun="Run option", key=shown, fix=f"fix {place}", choices=tuple(RunOptions.model_fields)
+        )
+
+    return validated(RunOptions, {**file_run, **given}, where)
+
+
+def file_selection(file: FileConfig) -> Selection:
+    """The file's ``[selection]``: what a run selects when the caller selects nothing."""
+    return validated(
+        Selection, file.selection, in_table(_file_name(file.path), "[selection]", Selection)
+    )
+
+
+def file_groups(file: FileConfig) -> dict[str, Selection]:
+    """The file's ``[groups.NAME]`` tables, which ``--group NAME`` and ``groups`` refer to."""
+    return {
+        name: validated(
+            Selection,
+            body,
+            in_table(_file_name(file.path), f"[groups.{spell_out_controls(name)}]", Selection),
+        )
+        for name, body in file.groups.items()
+    }
+
+
+def selection_from_flags(**values: Any) -> Selection:
+    """The command line's selection, by :class:`Selection` field; a bad value names its flag."""
+
+    def where(loc: Loc) -> Place:
+        return flag(SELECTION_FLAGS.get(str(loc[0]) if loc else "", "the selection"))
+
+    return validated(Selection, values, where)
+
+
+def argument(model: type[M], value: M | Mapping[str, Any] | None, name: str) -> M:
+    """A Python argument *name* given as *model* or as a mapping of its fields."""
+    if value is None or isinstance(value, Mapping):
+        return validated(model, value or {}, parameter(name, model))
+    return value
+
+
+def _file_name(path: Path | None) -> str:
+    return spell_out_controls(path) if path else "the config file"

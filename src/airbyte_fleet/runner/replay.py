@@ -1,0 +1,82 @@
+"""Replaying a stored run into a result: the one place a journal becomes a :class:`RunResult`.
+
+``runs show``, the worker's view of a finished run and resume all read a run back through here,
+so they can never disagree with the result the run itself built live.
+"""
+
+from __future__ import annotations
+
+from airbyte_fleet.engine.events import RunFinished, RunStarted
+from airbyte_fleet.engine.outcome import OUTCOMES
+from airbyte_fleet.engine.result import ResultBuilder, RunResult, Totals
+from airbyte_fleet.journal import RunStore
+
+__all__ = ["replay_into", "replay_result"]
+
+# Events read per query: bounds memory on a run of many thousand syncs.
+PAGE = 5000
+
+
+def replay_into(
+    builder: ResultBuilder, store: RunStore, run_id: str
+) -> RunStarted | RunFinished | None:
+    """Feed *builder* the run's stored events, from its first ``run_started`` on (kinds this
+    version does not know are skipped by the store).
+
+    Returns the last ``run_started`` or ``run_finished`` fed, so the caller knows whether the run
+    ever started and whether its last start finished; None when it never started.
+    """
+    last: RunStarted | RunFinished | None = None
+    after = 0
+    while True:
+        page = store.events(run_id, after=after, limit=PAGE)
+        for _, event in page:
+            if isinstance(event, RunStarted):
+                last = event
+            elif last is None:
+                continue  # before the run's first start: a builder has nothing to add it to
+            elif isinstance(event, RunFinished):
+                last = event
+            builder(event)
+        if len(page) < PAGE:
+            return last
+        after = page[-1][0]
+
+
+def replay_result(store: RunStore, run_id: str) -> RunResult | None:
+    """The run's result as a :class:`ResultBuilder` fed its stored events would give it; None when
+    the store has no start of the run.
+
+    For a run that never finished (crashed, or still going), ``outcome`` is ``"running"`` and
+    each sync shows what was known; open syncs are counted as ``pending``.
+    """
+    builder = ResultBuilder()
+    last = replay_into(builder, store, run_id)
+    if last is None:
+        return None
+    if isinstance(last, RunFinished):
+        return builder.result
+    return _unfinished(builder)
+
+
+def _unfinished(builder: ResultBuilder) -> RunResult:
+    # ResultBuilder only lists its syncs at run_finished; an unfinished run still deserves them.
+    syncs = builder.snapshot().syncs
+    counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+    for s in syncs:
+        key = s.outcome or "pending"
+        counts[key] = counts.get(key, 0) + 1
+    return builder.result.model_copy(
+        update={
+            # An earlier process may have finished the run before this one resumed it.
+            "outcome": "running",
+            "finished_at": None,
+            "duration_s": None,
+            "syncs": syncs,
+            "counts": counts,
+            "totals": Totals(
+                rows_synced=sum(s.rows_synced or 0 for s in syncs),
+                bytes_synced=sum(s.bytes_synced or 0 for s in syncs),
+            ),
+        }
+    )

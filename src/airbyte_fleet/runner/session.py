@@ -1,0 +1,191 @@
+"""A run's one home: from a plan (or a journal to carry on) to the result.
+
+The CLI, the worker and the Python API each hold a :class:`RunSession` and nothing else of a run's
+machinery. The session wires the event bus (the store as the critical sink, so nothing is triggered
+that could not be recorded first; the result builder; whatever sinks the caller adds), builds the
+engine with the caller's trigger hook, and offers the three ways a run can be stopped: *interrupt*
+(cancel or detach its jobs by policy, then finish), *abort* (a second signal: stop waiting for
+cancels) and *let go* (drop it as a crash would, for a later process to resume).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Literal
+
+import structlog
+
+from airbyte_fleet.api import AirbyteClient
+from airbyte_fleet.engine.events import Event, EventBus, EventSink, RunFinished, RunStarted
+from airbyte_fleet.engine.hooks import TriggerHook
+from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.engine.plan import Plan, build_plan
+from airbyte_fleet.engine.result import ResultBuilder, RunResult
+from airbyte_fleet.engine.run import Engine, ResumePoint, StopMode, new_run_id
+from airbyte_fleet.journal import RunRecord, RunStore
+from airbyte_fleet.runner.replay import replay_into
+from airbyte_fleet.runner.resume import resume_plan
+
+__all__ = ["RunSession", "SessionState"]
+
+log = structlog.get_logger("airbyte_fleet.runner")
+
+# Until it runs, a session waits (in the worker's queue, or for its caller to run it).
+SessionState = Literal["queued", "running", "finished"]
+
+
+class RunSession:
+    """One run. Build it with :meth:`planned` or :meth:`resumed`, then ``await run()``."""
+
+    def __init__(
+        self,
+        client: AirbyteClient,
+        plan: Plan,
+        options: RunOptions,
+        *,
+        store: RunStore | None = None,
+        run_id: str | None = None,
+        selection: Selection | None = None,
+        resume: Mapping[str, ResumePoint] | None = None,
+        builder: ResultBuilder | None = None,
+        hook: TriggerHook | None = None,
+        sinks: Sequence[EventSink] = (),
+        grace: float = 30.0,
+    ) -> None:
+        self.run_id = run_id or new_run_id()
+        self.plan = plan
+        self.options = options
+        self.selection = selection
+        self.resume_points = dict(resume) if resume is not None else None
+        self.builder = builder or ResultBuilder()
+        self.created_at = datetime.now(UTC)
+        self.state: SessionState = "queued"
+        # run_started has reached every sink (the store lists the run from then on).
+        self.started = False
+        # run_finished has reached every sink: the run is over for every later process too.
+        self.finished = False
+        self._let_go = False
+        # The store is critical: a trigger it cannot record is a trigger not sent.
+        self.bus = EventBus(
+            [self.builder, self._observe, *sinks], critical=[store] if store is not None else []
+        )
+        self.engine = Engine(client, options, self.bus, run_id=self.run_id, grace=grace, hook=hook)
+
+    # ----------------------------------------------------------------- making one
+
+    @classmethod
+    async def planned(
+        cls,
+        client: AirbyteClient,
+        selection: Selection,
+        options: RunOptions,
+        *,
+        groups: Mapping[str, Selection] | None = None,
+        store: RunStore | None = None,
+        run_id: str | None = None,
+        hook: TriggerHook | None = None,
+        sinks: Sequence[EventSink] = (),
+        grace: float = 30.0,
+    ) -> RunSession:
+        """Plan *selection* against Airbyte (raises :class:`~airbyte_fleet.engine.plan.PlanError`
+        before anything is triggered) and return the session that runs it."""
+        plan = await build_plan(
+            client, selection, groups=groups or {}, include_inactive=options.include_inactive
+        )
+        for warning in plan.warnings:
+            log.warning("selection_warning", message=warning)
+        return cls(
+            client,
+            plan,
+            options,
+            selection=selection,
+            store=store,
+            run_id=run_id,
+            hook=hook,
+            sinks=sinks,
+            grace=grace,
+        )
+
+    @classmethod
+    def resumed(
+        cls,
+        client: AirbyteClient,
+        store: RunStore,
+        record: RunRecord,
+        options: RunOptions,
+        *,
+        hook: TriggerHook | None = None,
+        sinks: Sequence[EventSink] = (),
+        grace: float = 30.0,
+    ) -> RunSession:
+        """Carry on *record* where an earlier process left it: finished syncs stay finished, jobs
+        in flight are followed again, and nothing journaled as triggered is triggered again. The
+        result covers the whole run: what the earlier process saw, then what this one sees."""
+        plan, points = resume_plan(record)
+        builder = ResultBuilder()
+        replay_into(builder, store, record.run_id)
+        session = cls(
+            client,
+            plan,
+            options,
+            store=store,
+            run_id=record.run_id,
+            resume=points,
+            builder=builder,
+            hook=hook,
+            sinks=sinks,
+            grace=grace,
+        )
+        # The journal keeps the selection the run started with; none is sent again.
+        session.started = True
+        return session
+
+    # ----------------------------------------------------------------- running
+
+    async def run(self) -> RunResult:
+        """Run to the end (or until let go) and return the result so far."""
+        self.state = "running"
+        log.info("run_executing", run_id=self.run_id, resumed=self.resume_points is not None)
+        try:
+            await self.engine.run(
+                self.plan, selection=self.selection, resume=self.resume_points or None
+            )
+        finally:
+            if not self._let_go:
+                self.state = "finished"
+        return self.builder.result
+
+    def interrupt(self, mode: StopMode = "cancel") -> None:
+        """Trigger nothing more; cancel (or leave running) every job in flight, then finish."""
+        self.engine.stop(mode)
+
+    def abort(self) -> None:
+        """Stop waiting for cancels: jobs not cancelled yet are reported as left running."""
+        self.engine.abort()
+
+    def let_go(self) -> None:
+        """Drop the run as a crash would: jobs keep running, the store keeps the run unfinished,
+        and a later process resumes it."""
+        self._let_go = True
+        self.engine.let_go()
+
+    @property
+    def stopping(self) -> bool:
+        return self.engine.stopping
+
+    def snapshot(self) -> RunResult | None:
+        """The result so far (every planned sync listed), or None before ``run_started``."""
+        if not self.started:
+            return None
+        try:
+            return self.builder.snapshot()
+        except RuntimeError:
+            return None
+
+    def _observe(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.started = True
+        elif isinstance(event, RunFinished):
+            self.finished = True
+            self.state = "finished"

@@ -1,0 +1,209 @@
+"""Every error of the worker's API as its HTTP answer, in one place.
+
+Handlers and middlewares only raise. :func:`problems`, the outermost middleware, turns what they
+raise into the JSON answer the way starlette's exception handlers do: the answer registered for the
+nearest class in the exception's MRO wins (``functools.singledispatch`` does that lookup). So every
+error status and text of the API is in this file, the one place the OpenAPI document must agree
+with; an exception nobody registered is a 500 that logs the error and shows no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import BaseModel, ValidationError
+
+from airbyte_fleet.api import AirbyteError
+from airbyte_fleet.engine.plan import PlanError
+from airbyte_fleet.service.responses import error_response
+from airbyte_fleet.service.runs import RunConflictError, RunNotFoundError, ShuttingDownError
+
+__all__ = [
+    "BodyTooLargeError",
+    "InvalidRequestError",
+    "MetricsUnavailableError",
+    "NotJSONError",
+    "RunNotRecordedError",
+    "UnauthenticatedError",
+    "field_errors",
+    "problems",
+    "request_as",
+]
+
+log = structlog.get_logger("airbyte_fleet.service")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+# --------------------------------------------------------------------------- the API's own errors
+
+
+class InvalidRequestError(Exception):
+    """The body, query or a header fails validation; *errors* are ``{"loc", "msg", "type"}``."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} invalid field(s)")
+        self.errors = errors
+
+
+class NotJSONError(Exception):
+    """The request body cannot be parsed as JSON."""
+
+
+class BodyTooLargeError(Exception):
+    """The declared body length is above the worker's limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body above {limit} bytes")
+        self.limit = limit
+
+
+class UnauthenticatedError(Exception):
+    """No bearer token (*missing*), or not the worker's."""
+
+    def __init__(self, *, missing: bool) -> None:
+        super().__init__("no bearer token" if missing else "wrong bearer token")
+        self.missing = missing
+
+
+class MetricsUnavailableError(Exception):
+    """The worker was built without a metrics exporter."""
+
+
+class RunNotRecordedError(Exception):
+    """The state directory refused the new run (the cause is chained); nothing was triggered.
+
+    Raised only where a run is recorded: elsewhere a failing disk is a plain 500.
+    """
+
+
+def field_errors(exc: ValidationError, loc: Sequence[str | int] = ()) -> list[dict[str, Any]]:
+    """pydantic's errors as ``{"loc", "msg", "type"}``, each ``loc`` under *loc*; the offending
+    input is never echoed, as it may be large or be a secret pasted into the wrong field."""
+    return [
+        {
+            "loc": [*loc, *error["loc"]],
+            "msg": str(error["msg"]).removeprefix("Value error, "),
+            "type": error["type"],
+        }
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def request_as(
+    model: type[M], data: Any, *, loc: Sequence[str | int] = (), context: Any = None
+) -> M:
+    """The request's *data* (body, query) as *model*, or :class:`InvalidRequestError` listing
+    every field that is wrong (where the CLI and config files say one sentence, the API answers
+    with all of them, each under its ``loc``)."""
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise InvalidRequestError(field_errors(exc, loc)) from None
+
+
+# --------------------------------------------------------------------------- the answers
+
+
+@functools.singledispatch
+def answer(exc: Exception, request: web.Request) -> web.Response:
+    log.error("request_failed", method=request.method, path=request.path, error=repr(exc))
+    return error_response(500, "The worker failed on this request; its log has the details.")
+
+
+@answer.register
+def _aiohttp(exc: web.HTTPException, request: web.Request) -> web.Response:
+    # aiohttp's own refusals (no route, wrong method, body too large while read), as JSON.
+    message = {
+        404: f"There is no route {request.method} {request.path}; see /openapi.json.",
+        405: f"{request.path} does not accept {request.method}; see /openapi.json.",
+        413: "The request body is too large.",
+    }.get(exc.status, exc.reason)
+    headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+    return error_response(exc.status, message, headers=headers)
+
+
+@answer.register
+def _invalid(exc: InvalidRequestError, request: web.Request) -> web.Response:
+    return error_response(422, "The request is invalid.", errors=exc.errors)
+
+
+@answer.register
+def _not_json(exc: NotJSONError, request: web.Request) -> web.Response:
+    return error_response(400, "The request body is not JSON; send a JSON object.")
+
+
+@answer.register
+def _too_large(exc: BodyTooLargeError, request: web.Request) -> web.Response:
+    return error_response(413, f"The request body is larger than {exc.limit} bytes.")
+
+
+@answer.register
+def _unauthenticated(exc: UnauthenticatedError, request: web.Request) -> web.Response:
+    return error_response(
+        401,
+        "This API needs a bearer token; send 'Authorization: Bearer <token>' with the value of "
+        "AIRBYTE_FLEET_API_TOKEN."
+        if exc.missing
+        else "The bearer token is not the one this worker was started with.",
+        headers={"WWW-Authenticate": 'Bearer realm="airbyte-fleet"'},
+    )
+
+
+@answer.register
+def _no_metrics(exc: MetricsUnavailableError, request: web.Request) -> web.Response:
+    return error_response(503, "Metrics are not available in this worker.")
+
+
+@answer.register
+def _no_run(exc: RunNotFoundError, request: web.Request) -> web.Response:
+    run_id = exc.args[0] if exc.args else request.match_info.get("run_id", "")
+    return error_response(404, f"There is no run {run_id!r}; GET /runs lists the runs.")
+
+
+@answer.register
+def _conflict(exc: RunConflictError, request: web.Request) -> web.Response:
+    return error_response(409, str(exc))
+
+
+@answer.register
+def _shutting_down(exc: ShuttingDownError, request: web.Request) -> web.Response:
+    return error_response(503, "The worker is shutting down; submit the run again later.")
+
+
+@answer.register
+def _unplannable(exc: PlanError, request: web.Request) -> web.Response:
+    return error_response(422, exc.message)
+
+
+@answer.register
+def _airbyte(exc: AirbyteError, request: web.Request) -> web.Response:
+    # Nothing was triggered: Airbyte could not resolve the selection (unreachable, or it refuses
+    # the worker's credentials), which the caller can only wait out.
+    return error_response(503, exc.message)
+
+
+@answer.register
+def _not_recorded(exc: RunNotRecordedError, request: web.Request) -> web.Response:
+    log.error("run_not_recorded", error=str(exc.__cause__ or exc))
+    return error_response(503, "The worker cannot record the run in its state directory.")
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer whatever the handler (or an inner middleware) raises; see the module's doc."""
+    try:
+        return await handler(request)
+    except ConnectionResetError:
+        raise  # the client went away: nobody is left to answer
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return answer(exc, request)
+    except Exception as exc:
+        return answer(exc, request)

@@ -1,0 +1,114 @@
+"""What the scheduler remembers across restarts: the last tick dealt with, the last run and the
+catch-ups still owed, per schedule, in one JSON file replaced atomically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import structlog
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+
+from airbyte_fleet._files import write_atomically
+from airbyte_fleet._messages import fold_whitespace
+
+__all__ = ["ScheduleState"]
+
+log = structlog.get_logger("airbyte_fleet.schedules")
+
+
+class _StateEntry(BaseModel):
+    last_tick: AwareDatetime | None = None
+    run_id: str | None = None
+    pending: list[AwareDatetime] = Field(default_factory=list)
+
+
+class _StateFile(BaseModel):
+    version: Literal[1] = 1
+    schedules: dict[str, _StateEntry] = Field(default_factory=dict)
+
+
+@dataclass
+class ScheduleState:
+    """What the scheduler must remember across restarts, per schedule name.
+
+    ``last_fired``: the newest tick dealt with (fired, skipped or dropped), UTC; ``run_ids``: the
+    last run submitted, to keep runs from overlapping after a restart; ``pending``: catch-up ticks
+    still waiting for the previous run to end.
+    """
+
+    last_fired: dict[str, datetime] = field(default_factory=dict)
+    run_ids: dict[str, str] = field(default_factory=dict)
+    pending: dict[str, list[datetime]] = field(default_factory=dict)
+
+    FILE_NAME = "schedules.json"
+
+    def copy(self) -> ScheduleState:
+        return ScheduleState(
+            last_fired=dict(self.last_fired),
+            run_ids=dict(self.run_ids),
+            pending={name: list(ticks) for name, ticks in self.pending.items()},
+        )
+
+    def forget(self, name: str) -> None:
+        self.last_fired.pop(name, None)
+        self.run_ids.pop(name, None)
+        self.pending.pop(name, None)
+
+    def to_json(self) -> str:
+        names = sorted(set(self.last_fired) | set(self.run_ids) | set(self.pending))
+        doc = _StateFile(
+            schedules={
+                name: _StateEntry(
+                    last_tick=self.last_fired.get(name),
+                    run_id=self.run_ids.get(name),
+                    pending=self.pending.get(name, []),
+                )
+                for name in names
+            }
+        )
+        return doc.model_dump_json(indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ScheduleState:
+        doc = _StateFile.model_validate_json(text)
+        state = cls()
+        for name, entry in doc.schedules.items():
+            if entry.last_tick is not None:
+                state.last_fired[name] = entry.last_tick.astimezone(UTC)
+            if entry.run_id:
+                state.run_ids[name] = entry.run_id
+            if entry.pending:
+                state.pending[name] = sorted(t.astimezone(UTC) for t in entry.pending)
+        return state
+
+    @classmethod
+    def read(cls, path: Path) -> ScheduleState:
+        """The state in *path*; empty when it does not exist or cannot be read.
+
+        An unreadable file is not fatal: starting empty re-arms every schedule from now, which
+        can lose a catch-up but never fires a tick twice.
+        """
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return cls()
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("schedule_state_unreadable", path=str(path), error=str(exc))
+            return cls()
+        try:
+            return cls.from_json(text)
+        except ValidationError as exc:
+            log.warning(
+                "schedule_state_unreadable",
+                path=str(path),
+                error=fold_whitespace(str(exc.errors()[0].get("msg", "invalid"))),
+            )
+            return cls()
+
+    def write(self, path: Path) -> None:
+        """Replace *path* atomically: a crash leaves the old file or the new one, never half."""
+        # Durable (rename included) before the run it records is submitted.
+        write_atomically(path, self.to_json())
