@@ -76,6 +76,9 @@ def _imports(where: str) -> set[str]:
             "journal",
             (
                 "airbyte_fleet.engine.run",
+                "airbyte_fleet.engine._core",
+                "airbyte_fleet.engine.trigger",
+                "airbyte_fleet.engine.follow",
                 "airbyte_fleet.engine.plan",
                 "airbyte_fleet.engine.watch",
                 "airbyte_fleet.engine.result",

@@ -22,7 +22,6 @@ from airbyte_fleet.journal.store import (
     RunRecord,
     RunStore,
     SyncRecord,
-    SyncState,
 )
 from airbyte_fleet.journal.writer import Fsync
 
@@ -36,7 +35,6 @@ __all__ = [
     "RunRecord",
     "RunStore",
     "SyncRecord",
-    "SyncState",
     "UnknownEventKind",
     "decode_event",
     "encode_event",

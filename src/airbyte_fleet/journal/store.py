@@ -19,15 +19,13 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Protocol, Self
 
 from airbyte_fleet.engine.events import Event, PlannedSync
 from airbyte_fleet.engine.outcome import SkipCause
+from airbyte_fleet.engine.resume import SyncState
 
-__all__ = ["JournalError", "RunRecord", "RunStore", "SyncRecord", "SyncState"]
-
-# How far a sync got, as a resumer must know it. The engine's ResumePoint.state is the same set.
-SyncState = Literal["untouched", "intent", "in_flight", "final"]
+__all__ = ["JournalError", "RunRecord", "RunStore", "SyncRecord"]
 
 
 class JournalError(sqlite3.Error):

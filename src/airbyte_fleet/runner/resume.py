@@ -4,8 +4,8 @@ and by the worker after a restart."""
 from __future__ import annotations
 
 from airbyte_fleet.engine.plan import Plan
-from airbyte_fleet.engine.run import ResumePoint
-from airbyte_fleet.journal import RunRecord, SyncRecord, SyncState
+from airbyte_fleet.engine.resume import ResumePoint, SyncState
+from airbyte_fleet.journal import RunRecord, SyncRecord
 
 __all__ = ["resume_plan"]
 

@@ -22,7 +22,8 @@ from airbyte_fleet.engine.hooks import TriggerHook
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.plan import Plan, build_plan
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
-from airbyte_fleet.engine.run import Engine, ResumePoint, StopMode, new_run_id
+from airbyte_fleet.engine.resume import ResumePoint
+from airbyte_fleet.engine.run import Engine, StopMode, new_run_id
 from airbyte_fleet.journal import RunRecord, RunStore
 from airbyte_fleet.runner.replay import replay_into
 from airbyte_fleet.runner.resume import resume_plan

@@ -1,0 +1,157 @@
+"""What every part of the engine shares: one sync's state, the run's clocks and the one way an event
+is emitted. :class:`EngineCore` declares the state that :class:`~airbyte_fleet.engine.run.Engine`
+sets up; the trigger and follow steps (``trigger.py``, ``follow.py``) are written against it, so each
+concept of a run lives in its own file while one object carries the run.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import anyio
+
+from airbyte_fleet.api import AirbyteClient, Job
+from airbyte_fleet.engine.events import EventBus, PlannedSync, SyncEvent
+from airbyte_fleet.engine.hooks import TriggerHook
+from airbyte_fleet.engine.options import RunOptions
+from airbyte_fleet.engine.outcome import final_outcome
+from airbyte_fleet.engine.resume import ResumePoint
+from airbyte_fleet.engine.watch import JobWatcher, jittered
+
+__all__ = ["INTERRUPTED_BEFORE_TRIGGER", "EngineCore", "StopMode", "new_run_id"]
+
+StopMode = Literal["cancel", "detach"]
+
+# How many times a trigger is tried again when Airbyte's answer leaves us unsure (and no job shows
+# up when we look), or when it says "already running" but no running job can be found.
+TRIGGER_TRIES = 4
+# Jobs created this long before our trigger still count as "ours" when reconciling: server and
+# local clocks are rarely further apart than this.
+CLOCK_SKEW = timedelta(seconds=60)
+MAX_BACKOFF = 600.0
+# A credential that keeps being refused will not heal by itself within a sync's timeout.
+MAX_AUTH_FAILURES = 5
+
+# The reason shown for a sync the run was interrupted before triggering (its cause is
+# ``interrupted``, which is what a resume reads).
+INTERRUPTED_BEFORE_TRIGGER = "run interrupted before trigger"
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+
+
+@dataclass
+class Sync:
+    """One connection's sync as the engine drives it."""
+
+    item: PlannedSync
+    attempt: int = 0
+    first_trigger: float | None = None
+    status: str | None = None
+    unknown_logged: set[str] = field(default_factory=set)
+    # Jobs this run followed for the connection: the hook never hands one of them back.
+    seen: set[int] = field(default_factory=set)
+
+    @property
+    def connection_id(self) -> str:
+        return self.item.connection_id
+
+
+class Settled(Exception):
+    """The sync's final event is already emitted; unwind to the task's end."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class EngineCore:
+    """The state of one run and the helpers every step uses."""
+
+    client: AirbyteClient
+    options: RunOptions
+    bus: EventBus
+    run_id: str
+    _hook: TriggerHook
+    _clock: Callable[[], float]
+    _rng: random.Random
+    _stop: anyio.Event
+    _stop_mode: StopMode
+    _grace: float
+    _watcher: JobWatcher
+    _trigger_slots: anyio.CapacityLimiter
+    _started: float
+    _run_deadline: float | None
+    _interrupted: bool
+    _letting_go: bool
+    _stoppable: set[anyio.CancelScope]
+    _outcomes: dict[str, str]
+    _with_job: set[str]
+    _resume: dict[str, ResumePoint]
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set() or self._letting_go
+
+    def _sync_deadline(self, sync: Sync) -> float:
+        start = sync.first_trigger if sync.first_trigger is not None else self._clock()
+        deadline = start + self.options.timeout
+        if self._run_deadline is not None:
+            deadline = min(deadline, self._run_deadline)
+        return deadline
+
+    def _until(self, deadline: float | None) -> float:
+        return float("inf") if deadline is None else max(0.0, deadline - self._clock())
+
+    def _backoff(self, attempt: int) -> float:
+        base = self.options.retry_backoff * (2 ** max(0, attempt - 1))
+        return jittered(min(base, MAX_BACKOFF), self._rng, spread=0.1)
+
+    async def _pause(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await self._stop.wait()
+
+    def _elapsed(self) -> float:
+        return self._clock() - self._started
+
+    def _emit(
+        self,
+        kind: type[SyncEvent],
+        sync: Sync,
+        *,
+        job: Job | None = None,
+        best_effort: bool = False,
+        **extra: Any,
+    ) -> None:
+        if self._letting_go:
+            return
+        conn = sync.item
+        if job is not None:
+            sync.status = job.status
+        event = kind(
+            run_id=self.run_id,
+            at=now(),
+            elapsed_s=self._elapsed(),
+            connection_id=conn.connection_id,
+            connection_name=conn.connection_name,
+            workspace_id=conn.workspace_id,
+            job_type=self.options.job_type,
+            job_id=job.job_id if job is not None else None,
+            attempt=max(sync.attempt, 1),
+            status=job.status if job is not None else None,
+            rows_synced=job.rows_synced if job is not None else None,
+            bytes_synced=job.bytes_synced if job is not None else None,
+            **extra,
+        )
+        final = final_outcome(event)
+        if final is not None:
+            self._outcomes[conn.connection_id] = final
+        if job is not None:
+            self._with_job.add(conn.connection_id)
+        self.bus.emit(event, best_effort=best_effort)

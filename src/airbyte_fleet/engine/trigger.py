@@ -1,0 +1,264 @@
+"""Getting a job for a sync: claim the connection from the trigger hook, send ``POST /jobs`` after
+the store has journaled the intent, reconcile an answer that was lost, and apply ``if_running`` when
+a job is already running (Airbyte's 409, or another run of the hook's owner following one).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import anyio
+import structlog
+
+from airbyte_fleet.api import (
+    AirbyteError,
+    AlreadyRunningError,
+    InactiveConnectionError,
+    Job,
+    NotFoundError,
+    TransportError,
+    TriggerOutcomeUnknownError,
+)
+from airbyte_fleet.engine._core import (
+    CLOCK_SKEW,
+    INTERRUPTED_BEFORE_TRIGGER,
+    TRIGGER_TRIES,
+    EngineCore,
+    Settled,
+    Sync,
+    now,
+)
+from airbyte_fleet.engine.events import (
+    SyncAdopted,
+    SyncFailed,
+    SyncSkipped,
+    SyncTriggered,
+    SyncTriggering,
+)
+from airbyte_fleet.engine.hooks import Adopt, ClaimError, Skip
+
+__all__ = ["TriggerSteps"]
+
+log = structlog.get_logger("airbyte_fleet.engine")
+
+
+class TriggerSteps(EngineCore):
+    async def _read_job_until_known(
+        self, sync: Sync, job_id: int, *, why: str = "again after the restart"
+    ) -> Job:
+        attempt = 0
+        while not self.stopping and self._clock() < self._sync_deadline(sync):
+            attempt += 1
+            try:
+                return await self.client.get_job(job_id)
+            except AirbyteError as exc:
+                log.warning("job_read_failed", job_id=job_id, error=exc.message)
+                await self._pause(
+                    min(self._backoff(attempt), self._until(self._sync_deadline(sync)))
+                )
+        self._emit(
+            SyncFailed,
+            sync,
+            outcome="error",
+            error=f"could not read job {job_id} {why}; it may still be running",
+        )
+        raise Settled
+
+    async def _claim(self, sync: Sync) -> Adopt | bool:
+        """Ask the hook before triggering: True to trigger, an :class:`Adopt` to follow another
+        run's job, False when the sync has been settled here (skipped, failed)."""
+        with anyio.CancelScope() as scope:
+            self._stoppable.add(scope)
+            if self.stopping:
+                scope.cancel()
+            try:
+                claim = await self._hook.claim(
+                    self.run_id, sync.connection_id, seen=frozenset(sync.seen)
+                )
+            except ClaimError as exc:
+                self._emit(SyncFailed, sync, outcome="error", error=f"not triggered: {exc.message}")
+                return False
+            finally:
+                self._stoppable.discard(scope)
+        if scope.cancelled_caught:
+            self._emit(SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted")
+            return False
+        if isinstance(claim, Skip):
+            self._emit(SyncSkipped, sync, reason=claim.reason, cause="claimed")
+            return False
+        if isinstance(claim, Adopt):
+            return claim
+        return True
+
+    async def _start_job(self, sync: Sync) -> Job | None:
+        cid = sync.connection_id
+        if self.stopping:
+            self._emit(SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted")
+            return None
+        claim = await self._claim(sync)
+        if claim is False:
+            return None
+        if isinstance(claim, Adopt):
+            job = await self._read_job_until_known(
+                sync, claim.job_id, why=f"that {claim.owner} is following"
+            )
+            return self._already_running(sync, job, f"{claim.owner} is following job {job.job_id}")
+        last_problem = "Airbyte lists no job from them"
+        for _ in range(TRIGGER_TRIES):
+            if self.stopping:
+                self._emit(
+                    SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted"
+                )
+                return None
+            began = now()
+            if sync.first_trigger is None:
+                sync.first_trigger = self._clock()
+            try:
+                self._emit(SyncTriggering, sync)
+            except Exception as exc:
+                # The journal could not record the intent: triggering now could not be undone
+                # safely after a crash, so do not trigger at all.
+                self._emit(
+                    SyncFailed,
+                    sync,
+                    outcome="error",
+                    error=f"not triggered: the journal could not record it ({exc})",
+                    best_effort=True,
+                )
+                return None
+            try:
+                async with self._trigger_slots:
+                    job = await self.client.create_job(cid, self.options.job_type)
+            except AlreadyRunningError:
+                if self.options.if_running == "fail":
+                    self._emit(SyncFailed, sync, outcome="error", error="a sync is already running")
+                    return None
+                running = await self._find_running(cid)
+                if running is not None or self.options.if_running == "skip":
+                    return self._already_running(sync, running, None)
+                # Airbyte said "already running" but lists no running job (its stale-state
+                # case): wait a little and trigger again, through the journal like any trigger.
+                last_problem = "Airbyte says a sync is already running but shows no running job"
+                log.warning("already_running_without_job", connection_id=cid)
+                await self._pause(self._backoff(1))
+                continue
+            except TriggerOutcomeUnknownError as exc:
+                log.warning("trigger_unclear", connection_id=cid, error=exc.message)
+                known, found = await self._reconcile_until_known(sync, began)
+                if not known:
+                    self._emit(
+                        SyncFailed,
+                        sync,
+                        outcome="error",
+                        error="Airbyte's answer to the trigger was lost and its job list stayed "
+                        "unreadable; check the connection in Airbyte before triggering it again",
+                    )
+                    return None
+                if found is not None:
+                    self._emit(SyncTriggered, sync, job=found)
+                    return found
+                # Airbyte lists no job from that attempt: triggering again cannot duplicate one.
+                await self._pause(self._backoff(1))
+                continue
+            except (InactiveConnectionError, NotFoundError) as exc:
+                reason = (
+                    "the connection no longer exists"
+                    if isinstance(exc, NotFoundError)
+                    else exc.message
+                )
+                self._emit(SyncFailed, sync, outcome="error", error=reason)
+                return None
+            except TransportError as exc:
+                # The request never reached Airbyte (refused, DNS): nothing to reconcile.
+                log.warning("trigger_not_sent", connection_id=cid, error=exc.message)
+                last_problem = exc.message
+                await self._pause(self._backoff(1))
+                continue
+            except AirbyteError as exc:
+                self._emit(SyncFailed, sync, outcome="error", error=exc.message)
+                return None
+            self._emit(SyncTriggered, sync, job=job)
+            return job
+        self._emit(
+            SyncFailed,
+            sync,
+            outcome="error",
+            error=f"could not trigger after {TRIGGER_TRIES} tries: {last_problem}",
+        )
+        return None
+
+    def _already_running(self, sync: Sync, job: Job | None, who: str | None) -> Job | None:
+        """A job is already running for the connection (Airbyte's 409, or another run of this
+        process): the run's ``if_running`` policy says whether to follow it."""
+        policy = self.options.if_running
+        shown = f" (job {job.job_id})" if job is not None else ""
+        if who is not None:
+            shown = f" ({who})"
+        if policy == "fail":
+            self._emit(
+                SyncFailed,
+                sync,
+                job=job,
+                outcome="error",
+                error="a sync is already running" + shown,
+            )
+            return None
+        if policy == "skip":
+            self._emit(
+                SyncSkipped,
+                sync,
+                reason="a sync is already running" + shown,
+                job=job,
+                cause="already_running",
+            )
+            return None
+        assert job is not None
+        reason = f"{who}; following it too" if who else "a sync was already running; following it"
+        self._emit(SyncAdopted, sync, job=job, reason=reason)
+        return job
+
+    async def _reconcile_until_known(self, sync: Sync, began: datetime) -> tuple[bool, Job | None]:
+        """Look for the job an unclear trigger may have created, until Airbyte can tell us.
+
+        Returns ``(False, None)`` only if the sync's deadline passes or the run stops first.
+        """
+        attempt = 0
+        while not self.stopping and self._clock() < self._sync_deadline(sync):
+            attempt += 1
+            try:
+                page = await self.client.list_jobs_page(
+                    connection_id=sync.connection_id, order_by="createdAt|DESC", limit=10
+                )
+            except AirbyteError as exc:
+                log.warning("reconcile_failed", connection_id=sync.connection_id, error=exc.message)
+                await self._pause(
+                    min(self._backoff(attempt), self._until(self._sync_deadline(sync)))
+                )
+                continue
+            return True, self._ours(page.data, began)
+        return False, None
+
+    def _ours(self, jobs: tuple[Job, ...], began: datetime) -> Job | None:
+        for job in jobs:
+            if job.job_type != self.options.job_type:
+                continue
+            # Only one job per connection can be running, so a running one is the one to follow.
+            if not job.is_terminal:
+                return job
+            if job.start_time is not None and job.start_time >= began - CLOCK_SKEW:
+                return job
+        return None
+
+    async def _recent_jobs(self, connection_id: str, why: str) -> tuple[Job, ...]:
+        try:
+            page = await self.client.list_jobs_page(
+                connection_id=connection_id, order_by="createdAt|DESC", limit=10
+            )
+        except AirbyteError as exc:
+            log.warning(f"{why}_failed", connection_id=connection_id, error=exc.message)
+            return ()
+        return page.data
+
+    async def _find_running(self, connection_id: str) -> Job | None:
+        jobs = await self._recent_jobs(connection_id, "find_running")
+        return next((job for job in jobs if not job.is_terminal), None)
