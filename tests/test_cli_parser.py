@@ -1,8 +1,10 @@
 """The `run` flags generated from RunOptions: every field has one, spelled as before, and the
-help shows the model's own default."""
+help shows the model's own default; the `serve` flags' help shows ServeOptions' defaults."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -53,10 +55,14 @@ def test_flags_left_out_hide_nothing() -> None:
     )
 
 
-def test_help_shows_the_model_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+def _help(command: str, capsys: pytest.CaptureFixture[str]) -> str:
     with pytest.raises(SystemExit):
-        main(["run", "--help"])
-    text = " ".join(capsys.readouterr().out.split())
+        main([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_shows_the_model_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help("run", capsys)
     for expected in (
         "syncs in flight at once (default: 25)",
         "per sync, e.g. 45m (default: 24h)",
@@ -68,3 +74,28 @@ def test_help_shows_the_model_defaults(capsys: pytest.CaptureFixture[str]) -> No
         "(default: off)",
     ):
         assert expected in text
+
+
+def test_serve_help_shows_the_worker_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help("serve", capsys)
+    for expected in (
+        "address to listen on (AIRBYTE_FLEET_HOST, default: 127.0.0.1)",
+        "port to listen on (AIRBYTE_FLEET_PORT, default: 8080)",
+        "(AIRBYTE_FLEET_STATE_DIR, default: .airbyte-fleet)",
+        "runs at once; more are queued (AIRBYTE_FLEET_MAX_RUNS, default: 4)",
+        "(AIRBYTE_FLEET_ON_SHUTDOWN, default: detach)",
+        "(AIRBYTE_FLEET_GRACE, default: 30)",
+    ):
+        assert expected in text
+
+
+def test_the_cli_does_not_load_the_worker_until_serve() -> None:
+    # The serve flags' defaults come from the worker's options; reading them must not start up
+    # the HTTP server's modules for every other command.
+    code = (
+        "import sys, airbyte_fleet.cli\n"
+        "airbyte_fleet.cli.build_parser()\n"
+        "print(sorted(m for m in sys.modules if m == 'aiohttp.web' or m.endswith('service.app')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

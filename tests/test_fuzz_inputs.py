@@ -1144,33 +1144,33 @@ REPORTED_BUGS = [
     # Widen unknown_args() to ANY_CHAR once these two pass.
     _reported(
         Case(("run", "--all", "--output", "json", "foo\nbar")),
-        "cli.py: _Parser.error prints argparse's message as is, and 'unrecognized arguments' "
+        "cli/parser.py: _Parser.error prints argparse's message as is, and 'unrecognized arguments' "
         "quotes argv raw, so a line break in an argument splits the one-line error",
     ),
     _reported(
         Case(("run", "--all", "--output", "json", "--n=x\ny")),
-        "cli.py: _Parser.error: 'ambiguous option: --n=x<LF>y could match ...' is two lines",
+        "cli/parser.py: _Parser.error: 'ambiguous option: --n=x<LF>y could match ...' is two lines",
     ),
     # Add --workspace junk_ids() to invalid_connections_cases() once this passes.
     _reported(
         Case(("connections", "--output", "json", "--workspace", "not-a-uuid")),
-        "cli.py: cmd_connections sends --workspace to Airbyte unchecked; Airbyte's 400 makes it "
+        "cli/commands.py: connections() sends --workspace to Airbyte unchecked; Airbyte's 400 makes it "
         "exit 1 after a network round trip instead of exit 2 before it",
     ),
     # Add these --grace values to bad_flag() once they pass.
     _reported(
         Case(("run", "--all", "--output", "json", "--dry-run", "--grace", "-1")),
-        "cli.py: --grace takes any float: a negative one is accepted and the run goes ahead",
+        "cli/parser.py: --grace takes any float: a negative one is accepted and the run goes ahead",
     ),
     _reported(
         Case(("run", "--all", "--output", "json", "--dry-run", "--grace", "nan")),
-        "cli.py: --grace takes any float: nan is accepted and the run goes ahead",
+        "cli/parser.py: --grace takes any float: nan is accepted and the run goes ahead",
     ),
     # Let online_invalid() draw globs, tags and group names with line breaks once these pass.
     _reported(
         Case(("run", "--all", "--name", "zzq\nx", "--output", "json"), online=True),
         "engine/plan.py quotes --name globs raw in 'The selection name ... matched none', so a "
-        "line break splits the message (cli.py fail() could keep every message on one line)",
+        "line break splits the message (cli/exit.py fail() could keep every message on one line)",
     ),
     _reported(
         Case(("run", "--group", "x\ny", "--output", "json"), online=True),

@@ -6,8 +6,9 @@ client (the simulator must share no code with it).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from airbyte_fleet._lazy import lazy_exports
 from airbyte_fleet._version import __version__
 
 __all__ = [
@@ -27,21 +28,15 @@ if TYPE_CHECKING:
     from airbyte_fleet.engine.options import RunOptions, Selection
     from airbyte_fleet.engine.result import RunResult
 
-_LAZY = {
-    "run_syncs": "airbyte_fleet._embed",
-    "run_syncs_blocking": "airbyte_fleet._embed",
-    "AirbyteSettings": "airbyte_fleet.config",
-    "load_settings": "airbyte_fleet.config",
-    "RunOptions": "airbyte_fleet.engine.options",
-    "Selection": "airbyte_fleet.engine.options",
-    "RunResult": "airbyte_fleet.engine.result",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'airbyte_fleet' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "run_syncs": "airbyte_fleet._embed",
+        "run_syncs_blocking": "airbyte_fleet._embed",
+        "AirbyteSettings": "airbyte_fleet.config",
+        "load_settings": "airbyte_fleet.config",
+        "RunOptions": "airbyte_fleet.engine.options",
+        "Selection": "airbyte_fleet.engine.options",
+        "RunResult": "airbyte_fleet.engine.result",
+    },
+)

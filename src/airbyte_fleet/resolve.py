@@ -38,6 +38,7 @@ __all__ = [
     "file_groups",
     "file_selection",
     "merge_run_options",
+    "run_options_over",
     "run_overrides_from_env",
     "selection_from_flags",
 ]
@@ -97,6 +98,15 @@ def merge_run_options(
         )
 
     return validated(RunOptions, {**file_run, **given}, where)
+
+
+def run_options_over(base: RunOptions, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """*overrides* as written (a request's or a schedule's ``options``) over *base*'s values.
+
+    Unvalidated, so that the caller reads it as one :class:`RunOptions` where it stands: a request
+    body as its ``options`` field, so that a bad value is reported at ``["options", "timeout"]``.
+    """
+    return {**base.model_dump(), **overrides}
 
 
 def file_selection(file: FileConfig) -> Selection:

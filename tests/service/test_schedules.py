@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.errors import ConfigError
+from airbyte_fleet.resolve import run_options_over
 from airbyte_fleet.service.schedules import (
     SKIP_REASON,
     Schedule,
@@ -82,10 +83,11 @@ def test_parses_a_full_table_with_selection_keys_in_it() -> None:
     assert schedule.selection == Selection(tags=["nightly"], names=["pg-*", "mysql-*"])
     assert schedule.catch_up == 2
     assert schedule.enabled is False
-    # Kept as written (shown so by `airbyte-fleet schedules`); they sit over the file's [run]
-    # table, which sits over the defaults.
+    # Kept as written (shown so by `airbyte-fleet schedules`); they sit over the worker's options
+    # (the file's [run] table over the defaults), as Worker.options_from lays them.
     assert schedule.options == {"max_concurrency": 50, "timeout": "2h"}
-    options = schedule.run_options({"max_concurrency": 10, "retries": 3})
+    base = RunOptions(max_concurrency=10, retries=3)
+    options = RunOptions.model_validate(run_options_over(base, schedule.options))
     assert options == RunOptions(max_concurrency=50, timeout=7200, retries=3)
 
 
@@ -331,7 +333,7 @@ class World:
         self.running.add(run_id)
         return run_id
 
-    def is_running(self, run_id: str) -> bool:
+    def is_live(self, run_id: str) -> bool:
         return run_id in self.running
 
     def finish_all(self) -> None:
@@ -340,7 +342,7 @@ class World:
     def scheduler(self, *schedules: Schedule, **kwargs: Any) -> Scheduler:
         callbacks: dict[str, Any] = {
             "submit": self.submit,
-            "is_running": self.is_running,
+            "is_live": self.is_live,
             "clock": self.clock,
             "sleep": self.sleep,
         }

@@ -20,7 +20,7 @@ import anyio
 import structlog
 
 from airbyte_fleet.cli.exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from airbyte_fleet.cli.parser import DEFAULT_STATE_DIR, run_option_flags
+from airbyte_fleet.cli.parser import run_option_flags
 from airbyte_fleet.cli.render import (
     live_progress,
     print_connections,
@@ -34,7 +34,7 @@ from airbyte_fleet.engine.events import EventSink
 from airbyte_fleet.engine.options import Selection
 from airbyte_fleet.engine.result import RunResult
 from airbyte_fleet.errors import ConfigError
-from airbyte_fleet.journal import Journal, RunRecord
+from airbyte_fleet.journal import DEFAULT_STATE_DIR, Journal, RunRecord
 from airbyte_fleet.resolve import (
     file_groups,
     file_selection,

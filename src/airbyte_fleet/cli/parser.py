@@ -2,7 +2,9 @@
 
 A run option is declared once, as a field of the model: its flag, choices, help text and the
 default the help shows all come from there, so a new option (or a changed default) cannot leave
-the CLI behind. Flags that are not run options (selection, output, state) are written out here.
+the CLI behind. The ``serve`` flags' help takes its text, variable and default from
+:class:`ServeOptions` the same way. Flags that are not options (selection, output, state) are
+written out here.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from airbyte_fleet._redact import redact
 from airbyte_fleet._version import __version__
 from airbyte_fleet.cli.exit import EXIT_USAGE
 from airbyte_fleet.engine.options import RunOptions, parse_duration
+from airbyte_fleet.journal import DEFAULT_STATE_DIR
+from airbyte_fleet.service.options import ENV_VARS, ServeOptions, ShutdownMode
 
-__all__ = ["DEFAULT_STATE_DIR", "build_parser", "run_option_flags"]
-
-DEFAULT_STATE_DIR = ".airbyte-fleet"
+__all__ = ["build_parser", "run_option_flags"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,6 +82,8 @@ def _shown_default(field: FieldInfo) -> str:
         return "on" if value else "off"
     if _is_duration(field):
         return _duration_text(float(value))
+    if isinstance(value, float):
+        return f"{value:g}"
     return str(value)
 
 
@@ -185,13 +189,18 @@ def _add_run(commands: Any) -> None:
     how.add_argument(
         "--state-dir",
         metavar="DIR",
-        help=f"where the run journal lives (AIRBYTE_FLEET_STATE_DIR, default {DEFAULT_STATE_DIR})",
+        help=f"where the run journal lives (AIRBYTE_FLEET_STATE_DIR, default: {DEFAULT_STATE_DIR})",
     )
     out = run.add_argument_group("output")
     _output(out, help="stdout: a table (default) or only the JSON result")
     out.add_argument("--result-file", metavar="PATH", help="also write the JSON result here")
     out.add_argument("--no-progress", action="store_true", help="no live display on a terminal")
     _add_common(run)
+
+
+def _serve_help(name: str) -> str:
+    field = ServeOptions.model_fields[name]
+    return f"{field.description} ({ENV_VARS[name]}, default: {_shown_default(field)})"
 
 
 def _add_serve(commands: Any) -> None:
@@ -203,29 +212,22 @@ def _add_serve(commands: Any) -> None:
         "and /metrics needs 'Authorization: Bearer $AIRBYTE_FLEET_API_TOKEN'; a non-loopback "
         "--host needs that token set. SIGTERM stops it by --on-shutdown.",
     )
-    srv.add_argument("--host", default=None, help="AIRBYTE_FLEET_HOST, default 127.0.0.1")
-    srv.add_argument("--port", type=int, default=None, help="AIRBYTE_FLEET_PORT, default 8080")
+    # default=None everywhere: a flag left out must not hide the AIRBYTE_FLEET_* variable.
+    srv.add_argument("--host", default=None, help=_serve_help("host"))
+    srv.add_argument("--port", type=int, default=None, help=_serve_help("port"))
     srv.add_argument("--config", default=None, metavar="PATH", help="TOML config file")
-    srv.add_argument("--state-dir", default=None, metavar="DIR", help="journal and run ledger")
+    srv.add_argument("--state-dir", default=None, metavar="DIR", help=_serve_help("state_dir"))
     srv.add_argument(
-        "--max-runs",
-        type=_positive,
-        default=None,
-        metavar="N",
-        help="runs at once; more wait queued (AIRBYTE_FLEET_MAX_RUNS, 4)",
+        "--max-runs", type=_positive, default=None, metavar="N", help=_serve_help("max_runs")
     )
     srv.add_argument(
         "--on-shutdown",
-        choices=("cancel", "detach"),
+        choices=get_args(ShutdownMode),
         default=None,
-        help="detach (default): leave jobs running, resume at next start",
+        help=_serve_help("on_shutdown"),
     )
     srv.add_argument(
-        "--grace",
-        type=_seconds,
-        default=None,
-        metavar="SECONDS",
-        help="time allowed for cancels on shutdown (30)",
+        "--grace", type=_seconds, default=None, metavar="SECONDS", help=_serve_help("grace")
     )
     _add_common(srv)
 

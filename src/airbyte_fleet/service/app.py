@@ -197,7 +197,7 @@ def _scheduler(file: FileConfig, worker: Worker, state_dir: Path) -> Scheduler |
     return Scheduler(
         schedules,
         submit=submit,
-        is_running=worker.is_live,
+        is_live=worker.is_live,
         state_path=Path(state_dir) / ScheduleState.FILE_NAME,
     )
 

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Any
+from typing import Any, get_args
 
 from pydantic.json_schema import models_json_schema
 
 from airbyte_fleet._version import __version__
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.result import RunResult
+from airbyte_fleet.runner import SessionState
 
 __all__ = ["openapi_document"]
 
 _REF = "#/components/schemas/{model}"
 _DURATIONS = ("poll_interval", "timeout", "deadline", "retry_backoff")
-_STATES = ["queued", "running", "finished"]
+_STATES = list(get_args(SessionState))
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -122,7 +123,7 @@ def _components() -> dict[str, Any]:
                 | {"description": "the run's result once it has finished; null until then"},
             },
         },
-        "RunSummary": {
+        "RunListItem": {
             "type": "object",
             "required": ["run_id", "state", "total", "counts"],
             "properties": {
@@ -139,7 +140,7 @@ def _components() -> dict[str, Any]:
             "type": "object",
             "required": ["runs", "limit", "offset"],
             "properties": {
-                "runs": {"type": "array", "items": _ref("RunSummary")},
+                "runs": {"type": "array", "items": _ref("RunListItem")},
                 "limit": {"type": "integer"},
                 "offset": {"type": "integer"},
             },

@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from airbyte_fleet._redact import register_secret
 from airbyte_fleet._validation import Loc, Place, env_var, flag, validated
 from airbyte_fleet.errors import ConfigError
+from airbyte_fleet.journal import DEFAULT_STATE_DIR
 
 __all__ = [
-    "DEFAULT_STATE_DIR",
+    "ENV_VARS",
     "TOKEN_ENV",
     "ServeOptions",
     "ShutdownMode",
@@ -32,10 +33,9 @@ __all__ = [
 ShutdownMode = Literal["cancel", "detach"]
 
 TOKEN_ENV = "AIRBYTE_FLEET_API_TOKEN"
-DEFAULT_STATE_DIR = ".airbyte-fleet"
 
 # Option name -> the variable that supplies it when the caller leaves it unset.
-_ENV = {
+ENV_VARS = {
     "host": "AIRBYTE_FLEET_HOST",
     "port": "AIRBYTE_FLEET_PORT",
     "api_token": TOKEN_ENV,
@@ -51,16 +51,16 @@ class ServeOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="address to listen on")
+    port: int = Field(default=8080, ge=0, le=65535, description="port to listen on")
     config: Path | None = Field(default=None, description="the TOML file (--config)")
     state_dir: Path = Field(default=Path(DEFAULT_STATE_DIR), description="journal and run ledger")
     api_token: SecretStr | None = Field(default=None, description="bearer token for the API")
     max_runs: int = Field(default=4, ge=1, le=1000, description="runs at once; more are queued")
     on_shutdown: ShutdownMode = Field(
         default="detach",
-        description="SIGTERM: leave Airbyte jobs running and resume their runs at the next start "
-        "(detach), or cancel them and end their runs (cancel)",
+        description="on SIGTERM, detach: leave Airbyte jobs running and resume their runs at the "
+        "next start; cancel: cancel them and end their runs",
     )
     grace: float = Field(default=30.0, ge=0, description="seconds allowed for cancels on shutdown")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="largest request body")
@@ -76,7 +76,7 @@ class ServeOptions(BaseModel):
         env = os.environ if environ is None else environ
         values = {key: value for key, value in given.items() if value is not None}
         from_env: dict[str, str] = {}
-        for key, name in _ENV.items():
+        for key, name in ENV_VARS.items():
             raw = env.get(name, "").strip()
             if key not in values and raw:
                 values[key] = raw

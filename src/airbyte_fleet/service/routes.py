@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError, PydanticKnownError
 
 from airbyte_fleet.api import AirbyteError
 from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.resolve import run_options_over
 from airbyte_fleet.service.errors import (
     InvalidRequestError,
     MetricsUnavailableError,
@@ -80,7 +81,7 @@ class RunRequest(BaseModel):
             return base  # left out: the default_factory's instance
         if not isinstance(value, dict):
             raise PydanticKnownError("dict_type")
-        return {**base.model_dump(), **value}
+        return run_options_over(base, value)
 
 
 class PageQuery(BaseModel):
@@ -178,7 +179,7 @@ async def list_runs(request: web.Request) -> web.Response:
     query = request_as(PageQuery, dict(request.query), loc=("query",))
     views = _context(request).worker.recent(limit=query.limit, offset=query.offset)
     return json_response(
-        {"runs": [v.summary() for v in views], "limit": query.limit, "offset": query.offset}
+        {"runs": [v.list_item() for v in views], "limit": query.limit, "offset": query.offset}
     )
 
 

@@ -32,6 +32,7 @@ from airbyte_fleet.engine.plan import Plan, PlanError
 from airbyte_fleet.engine.result import RunResult
 from airbyte_fleet.engine.run import new_run_id
 from airbyte_fleet.journal import Journal, RunRecord
+from airbyte_fleet.resolve import run_options_over
 from airbyte_fleet.runner import RunSession, SessionState
 from airbyte_fleet.runner.replay import replay_result
 from airbyte_fleet.service.claims import WorkerClaims
@@ -42,15 +43,12 @@ from airbyte_fleet.sinks import LogSink
 __all__ = [
     "RunConflictError",
     "RunNotFoundError",
-    "RunState",
     "RunView",
     "ShuttingDownError",
     "Worker",
 ]
 
 log = structlog.get_logger("airbyte_fleet.service")
-
-RunState = SessionState
 
 # After the cancel grace, how long sessions get to report before they are aborted, then dropped.
 SETTLE_SECONDS = 5.0
@@ -70,12 +68,12 @@ class ShuttingDownError(Exception):
 
 @dataclass(frozen=True)
 class RunView:
-    """What the API shows of a run, wherever it is known from."""
+    """What the API shows of a run, wherever it is known from: :meth:`status` is the ``RunStatus``
+    of ``/openapi.json``, :meth:`list_item` a ``RunListItem``."""
 
     run_id: str
-    state: RunState
+    state: SessionState
     result: RunResult | None = None
-    submitted_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     outcome: str | None = None
@@ -89,7 +87,7 @@ class RunView:
             "result": self.result.model_dump(mode="json") if self.result is not None else None,
         }
 
-    def summary(self) -> dict[str, Any]:
+    def list_item(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "state": self.state,
@@ -255,8 +253,8 @@ class Worker:
     # ----------------------------------------------------------------- submitting
 
     def options_from(self, overrides: Mapping[str, Any]) -> RunOptions:
-        """*overrides* (a request's options) over the worker's options; raises ValidationError."""
-        return RunOptions.model_validate({**self.base_options.model_dump(), **overrides})
+        """*overrides* (a schedule's options) over the worker's options; raises ValidationError."""
+        return RunOptions.model_validate(run_options_over(self.base_options, overrides))
 
     async def submit(self, selection: Selection, options: RunOptions) -> RunSession:
         """Plan the run, record it, queue it; returns once it is safe to report its id.
@@ -461,7 +459,6 @@ def _session_view(session: RunSession) -> RunView:
         run_id=session.run_id,
         state=session.state,
         result=result,
-        submitted_at=session.created_at,
         started_at=snapshot.started_at if snapshot is not None else None,
         finished_at=result.finished_at if result is not None else None,
         outcome=result.outcome if result is not None else None,

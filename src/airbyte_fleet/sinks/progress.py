@@ -31,15 +31,11 @@ from airbyte_fleet.engine.events import (
     RunFinished,
     RunStarted,
     SyncAdopted,
-    SyncCancelled,
     SyncEvent,
-    SyncFailed,
     SyncRetrying,
-    SyncSkipped,
-    SyncSucceeded,
-    SyncTimedOut,
     SyncTriggered,
 )
+from airbyte_fleet.engine.outcome import final_outcome
 from airbyte_fleet.sinks.table import format_duration
 
 __all__ = ["ProgressSink", "progress_wanted"]
@@ -152,16 +148,9 @@ class _Row:
 
 def _state_of(event: SyncEvent) -> tuple[str, bool]:
     """The state to show after *event*, and whether it is the sync's last word."""
-    if isinstance(event, SyncSucceeded):
-        return "succeeded", True
-    if isinstance(event, SyncFailed):
-        return ("error" if event.outcome == "error" else "failed"), True
-    if isinstance(event, SyncTimedOut):
-        return "timed_out", True
-    if isinstance(event, SyncCancelled):
-        return "cancelled", True
-    if isinstance(event, SyncSkipped):
-        return ("error" if event.outcome == "error" else "skipped"), True
+    outcome = final_outcome(event)
+    if outcome is not None:
+        return outcome, True
     if isinstance(event, SyncRetrying):
         return "retrying", False
     if event.status:

@@ -16,7 +16,7 @@ from airbyte_fleet.service.schedules.fire_times import (
 from airbyte_fleet.service.schedules.scheduler import (
     SKIP_REASON,
     Firing,
-    IsRunning,
+    IsLive,
     Scheduler,
     Submit,
 )
@@ -27,7 +27,7 @@ __all__ = [
     "MAX_CATCH_UP",
     "SKIP_REASON",
     "Firing",
-    "IsRunning",
+    "IsLive",
     "Schedule",
     "ScheduleState",
     "Scheduler",

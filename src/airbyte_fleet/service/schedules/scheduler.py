@@ -27,7 +27,7 @@ from airbyte_fleet.service.schedules.fire_times import due_ticks, fire_times, is
 from airbyte_fleet.service.schedules.spec import Schedule
 from airbyte_fleet.service.schedules.state import ScheduleState
 
-__all__ = ["SKIP_REASON", "Firing", "IsRunning", "Scheduler", "Submit"]
+__all__ = ["SKIP_REASON", "Firing", "IsLive", "Scheduler", "Submit"]
 
 log = structlog.get_logger("airbyte_fleet.schedules")
 
@@ -36,7 +36,7 @@ SKIP_REASON = "previous run still going"
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 Submit = Callable[[Schedule], Awaitable[str | None]]
-IsRunning = Callable[[str], bool]
+IsLive = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Scheduler:
     """Fires every enabled schedule on time; runs inside the worker as one task.
 
     *submit* starts a run for a schedule and returns its run id (``None``: it declined); it should
-    return once the run is started, not when it ends. *is_running* tells whether a run id is still
+    return once the run is started, not when it ends. *is_live* tells whether a run id is still
     going. *clock* and *sleep* are injectable so tests need no real time. With *state_path* the
     state is read at start (unless *state* is given) and rewritten, atomically, whenever it
     changes; without it the state lives in memory (see :meth:`state`).
@@ -74,7 +74,7 @@ class Scheduler:
         schedules: Iterable[Schedule],
         *,
         submit: Submit,
-        is_running: IsRunning,
+        is_live: IsLive,
         clock: Clock = _utc_now,
         sleep: Sleep = anyio.sleep,
         state: ScheduleState | None = None,
@@ -88,7 +88,7 @@ class Scheduler:
         if len(set(names)) != len(names):
             raise ValueError("schedule names must be unique")
         self._submit = submit
-        self._is_running = is_running
+        self._is_live = is_live
         self._clock = clock
         self._sleep = sleep
         self._path = state_path
@@ -167,7 +167,7 @@ class Scheduler:
                     "next": upcoming.isoformat() if upcoming else None,
                     "last_tick": last.isoformat() if last else None,
                     "run_id": run_id,
-                    "running": bool(run_id and self._is_running(run_id)),
+                    "running": bool(run_id and self._is_live(run_id)),
                     "waiting_catch_ups": len(self._state.pending.get(schedule.name, [])),
                 }
             )
@@ -234,7 +234,7 @@ class Scheduler:
         if not queue:
             return []
         previous = state.run_ids.get(name)
-        if previous is not None and self._is_running(previous):
+        if previous is not None and self._is_live(previous):
             log.debug("schedule_catch_up_waiting", schedule=name, run_id=previous)
             return []
         tick = queue.pop(0)
@@ -245,7 +245,7 @@ class Scheduler:
     async def _fire(self, schedule: Schedule, tick: datetime, *, catch_up: bool) -> Firing:
         name = schedule.name
         previous = self._state.run_ids.get(name)
-        if not catch_up and previous is not None and self._is_running(previous):
+        if not catch_up and previous is not None and self._is_live(previous):
             log.warning(
                 "schedule_skipped",
                 schedule=name,

@@ -182,10 +182,6 @@ class Schedule(Selection):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def run_options(self, base: Mapping[str, Any] | None = None) -> RunOptions:
-        """This schedule's options over *base* (the file's ``[run]`` table), over the defaults."""
-        return RunOptions.model_validate({**(base or {}), **self.options})
-
 
 def parse_schedules(
     raw: Mapping[str, Mapping[str, Any]],

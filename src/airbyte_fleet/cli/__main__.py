@@ -1,5 +1,0 @@
-import sys
-
-from airbyte_fleet.cli import main
-
-sys.exit(main())
