@@ -23,14 +23,16 @@ WORKDIR /src
 RUN python3 -m venv /opt/fleet
 
 # Dependencies first, in their own layer, so that a change to src/ alone reinstalls only the
-# project itself. The stub package lets pip resolve pyproject's dependencies without the source.
-COPY pyproject.toml README.md ./
+# project itself. The stub package lets pip resolve pyproject's dependencies without the source;
+# constraints.txt pins every one of them (scripts/constraints.sh writes it), so that a build
+# tomorrow installs what a build today did.
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 RUN set -eu; \
     for v in PIP_CERT PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST; do \
         eval "[ -n \"\${$v}\" ] || unset $v"; \
     done; \
     mkdir -p src/airbyte_fleet && touch src/airbyte_fleet/__init__.py; \
-    /opt/fleet/bin/python -m pip install --quiet . ; \
+    /opt/fleet/bin/python -m pip install --quiet -c constraints.txt . ; \
     /opt/fleet/bin/python -m pip uninstall --quiet --yes airbyte-fleet; \
     rm -rf src build
 
@@ -71,7 +73,8 @@ LABEL org.opencontainers.image.title="airbyte-fleet" \
       org.opencontainers.image.description="Trigger many Airbyte syncs at once, follow every job to its end, report one result." \
       org.opencontainers.image.licenses="Apache-2.0"
 
-# A fixed, non-root uid/gid, so that a bind-mounted state folder can be chown'ed to match.
+# A fixed, non-root uid/gid, so that a bind-mounted state folder can be chown'ed to match; USER
+# names it by number, which Kubernetes' runAsNonRoot can check (a name it cannot).
 RUN groupadd --gid 10001 fleet \
  && useradd --uid 10001 --gid fleet --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin fleet \
@@ -93,7 +96,7 @@ ENV PATH=/opt/fleet/bin:$PATH \
     AIRBYTE_FLEET_PORT=8080
 
 WORKDIR /app
-USER fleet:fleet
+USER 10001:10001
 VOLUME ["/app/state"]
 EXPOSE 8080
 

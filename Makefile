@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit bench constraints clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ test: lint typecheck unit
 # Side-by-side benchmark on the simulator (~10 min); peers get their own venvs in bench/out/venvs.
 bench: setup
 	$(BIN)/python bench/peers.py; p=$$?; $(BIN)/python bench/scale.py; s=$$?; test $$p -eq 0 -a $$s -eq 0
+
+# Pin the image's runtime dependencies anew (constraints.txt; the Dockerfile installs with -c).
+constraints:
+	bash scripts/constraints.sh $(PYTHON)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .airbyte-fleet src/*.egg-info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,9 +17,27 @@ from pydantic import SecretStr
 from airbyte_fleet._redact import forget_secrets
 from airbyte_fleet.api import AirbyteClient, ClientCredentials, plan_url
 from airbyte_fleet.simulator import Simulator, SimulatorOptions
+from spec_files import SpecDirError, spec_source
 from spec_validation import get_validator
 
 SimFactory = Callable[..., Awaitable[tuple[Simulator, str]]]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Find (or fetch) the spec files once, before any test: a wrong AIRBYTE_FLEET_SPEC_DIR or a
+    # tampered download stops the session, and CI must never run with the spec checks off.
+    try:
+        source = spec_source()
+    except SpecDirError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if not source.found and os.environ.get("CI", "").strip().lower() == "true":
+        raise pytest.UsageError(f"CI=true: {source.how}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    source = spec_source()
+    if not source.found:
+        terminalreporter.write_line(source.how, yellow=True)
 
 
 @pytest.fixture
@@ -68,6 +87,8 @@ async def make_sim(anyio_backend: str) -> AsyncIterator[SimFactory]:
     yield make
     for sim in started:
         await sim.stop()
+    if not spec_source().found:
+        return  # the session says so once, at the end (pytest_terminal_summary)
     validator = get_validator()
     problems = [
         p

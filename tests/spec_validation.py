@@ -1,8 +1,9 @@
 """Check recorded HTTP exchanges against the official Airbyte OpenAPI specs.
 
 Every request our client sends to the simulator and every response the simulator gives must
-conform to the specs copied in ``/work/shared/airbyte-api/`` (see ``SOURCE.txt`` there and
-``/work/shared/research/airbyte-api.md`` §3-§6). Tests record exchanges and call
+conform to Airbyte's spec files, found by ``spec_files`` (``../shared/airbyte-api`` beside the
+checkout, ``$AIRBYTE_FLEET_SPEC_DIR`` or the pinned upstream files; see ``SOURCE.txt`` there and
+``../shared/research/airbyte-api.md`` §3-§6). Tests record exchanges and call
 :func:`get_validator` at teardown; any message returned by :meth:`SpecValidator.validate_all`
 is a violation.
 
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
+import pytest
 import yaml
 from jsonschema_path import SchemaPath
 from openapi_core import OpenAPI
@@ -68,12 +70,15 @@ from openapi_core.validation.schemas.validators import SchemaValidator
 from openapi_schema_validator import OAS30Validator, OAS31Validator
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
+from spec_files import spec_source
+
 __all__ = [
     "CONTROL_PREFIX",
     "FAULT_KINDS",
     "FAULT_STATUSES",
     "KEPT_OPERATIONS",
     "LOAD_SECONDS",
+    "SPECS_MISSING",
     "TOKEN_ROUTE",
     "VALID_RESPONSE_FAULTS",
     "ExchangeLike",
@@ -91,8 +96,10 @@ __all__ = [
 # Configuration
 # --------------------------------------------------------------------------------------------
 
-SPEC_DIR_ENV: Final = "AIRBYTE_FLEET_SPEC_DIR"
-DEFAULT_SPEC_DIR: Final = Path("/work/shared/airbyte-api")
+#: The skip reason of a test that needs the spec files; the full how-to is printed once, at the end.
+SPECS_MISSING: Final = (
+    "needs Airbyte's OpenAPI specs (the session's last line says how to get them)"
+)
 CACHE_DIR_ENV: Final = "AIRBYTE_FLEET_SPEC_CACHE_DIR"
 
 SDK_SPEC_FILE: Final = "public-api-v1.current.api_sdk.yaml"
@@ -320,7 +327,11 @@ def _prune_sdk(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def spec_dir() -> Path:
-    return Path(os.environ.get(SPEC_DIR_ENV) or DEFAULT_SPEC_DIR)
+    """The folder of spec files; the calling test is skipped when there is none (see spec_files)."""
+    source = spec_source()
+    if source.directory is None:
+        pytest.skip(SPECS_MISSING)
+    return source.directory
 
 
 def _source_files(directory: Path) -> list[Path]:

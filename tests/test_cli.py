@@ -78,6 +78,16 @@ async def test_connections_table_filters_by_tag(make_sim: SimFactory) -> None:
         assert c["connectionId"] in out
 
 
+def _fatal(err: str) -> dict[str, Any]:
+    """The one fatal line of a command whose log lines are JSON: it is a JSON line too, the last."""
+    lines = [json.loads(line) for line in err.splitlines()]  # every line is JSON
+    fatal = [line for line in lines if line["event"] == "fatal"]
+    assert fatal == [lines[-1]]
+    assert set(fatal[0]) == {"event", "error", "exit_code", "level", "timestamp"}
+    assert fatal[0]["level"] == "error"
+    return fatal[0]
+
+
 async def test_bad_credentials_exit_3_with_one_sentence(make_sim: SimFactory) -> None:
     sim, root = await make_sim(connections=3, client_secret=SECRET)
     code, out, err = await _cli(
@@ -85,12 +95,65 @@ async def test_bad_credentials_exit_3_with_one_sentence(make_sim: SimFactory) ->
     )
     assert code == 3
     assert out == ""
-    message = [line for line in err.splitlines() if line.startswith("airbyte-fleet:")]
-    assert len(message) == 1
-    assert "check AIRBYTE_CLIENT_ID and AIRBYTE_CLIENT_SECRET" in message[0]
+    fatal = _fatal(err)
+    assert fatal["exit_code"] == 3
+    assert "check AIRBYTE_CLIENT_ID and AIRBYTE_CLIENT_SECRET" in fatal["error"]
     assert "not-the-secret-123" not in err
     assert "Traceback" not in err
     assert sim.count("POST", "/jobs") == 0
+
+
+@pytest.mark.parametrize(
+    ("where", "extra"),
+    [("flag", ["--log-format", "console"]), ("variable", [])],
+)
+async def test_console_logs_end_with_a_plain_fatal_line(
+    make_sim: SimFactory, where: str, extra: list[str]
+) -> None:
+    _, root = await make_sim(connections=3, client_secret=SECRET)
+    env = _creds(root, AIRBYTE_CLIENT_SECRET="not-the-secret-123")
+    if where == "variable":
+        env["AIRBYTE_FLEET_LOG_FORMAT"] = "console"
+    code, _, err = await _cli(*extra, "connections", env=env)
+    assert code == 3
+    message = [line for line in err.splitlines() if line.startswith("airbyte-fleet:")]
+    assert len(message) == 1
+    assert message[0] == err.splitlines()[-1]
+    assert "check AIRBYTE_CLIENT_ID and AIRBYTE_CLIENT_SECRET" in message[0]
+    assert not any(line.startswith("{") for line in err.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--log-level", "warning", "connections"], {}),
+        (["connections", "--log-level", "warning"], {}),
+        (["connections"], {"AIRBYTE_FLEET_LOG_LEVEL": "warning"}),
+        (["connections", "--log-level", "info"], {"AIRBYTE_FLEET_LOG_LEVEL": "error"}),
+    ],
+)
+async def test_log_level_before_or_after_the_command_or_from_the_variable(
+    make_sim: SimFactory, argv: list[str], env: dict[str, str]
+) -> None:
+    _, root = await make_sim(connections=3, client_secret=SECRET)
+    code, out, err = await _cli(*argv, "--output", "json", env={**_creds(root), **env})
+    assert code == 0, err
+    assert len(json.loads(out)) == 3
+    # airbyte_url is an info line: shown exactly when the level asked for lets info through.
+    shown = [json.loads(line)["event"] for line in err.splitlines()]
+    assert ("airbyte_url" in shown) is (argv[-1] == "info")
+
+
+async def test_a_bad_log_variable_exits_2_before_any_request(make_sim: SimFactory) -> None:
+    sim, root = await make_sim(connections=3, client_secret=SECRET)
+    env = {**_creds(root), "AIRBYTE_FLEET_LOG_LEVEL": "loud"}
+    code, out, err = await _cli("connections", env=env)
+    assert (code, out) == (2, "")
+    assert err == (
+        "airbyte-fleet: AIRBYTE_FLEET_LOG_LEVEL='loud' is not one of debug, info, warning, "
+        "error; set one of them or unset it.\n"
+    )
+    assert sim.exchanges == []
 
 
 @pytest.mark.parametrize(
@@ -105,9 +168,8 @@ async def test_bad_url_exits_2_before_any_request(url: str, fragment: str) -> No
     code, out, err = await _cli("connections", env=_creds(url))
     assert out == ""
     assert code == 2
-    assert fragment in err
+    assert fragment in _fatal(err)["error"]
     assert "Traceback" not in err
-    assert len([line for line in err.splitlines() if line.startswith("airbyte-fleet:")]) == 1
 
 
 async def test_unreachable_exits_3(anyio_backend: str) -> None:

@@ -193,7 +193,7 @@ async def test_bad_options_exit_2_in_one_sentence(make_sim: SimFactory, args: li
     code, out, err = await _run(root, *args)
     assert code == 2
     assert out == ""
-    assert len([line for line in err.splitlines() if line.startswith("airbyte-fleet")]) == 1
+    assert len([line for line in err.splitlines() if '"event": "fatal"' in line]) == 1
     assert sim.count("POST", "/jobs") == 0
 
 

@@ -59,6 +59,7 @@ def test_every_run_option_has_an_env_variable() -> None:
         "if_running": "skip",
         "include_inactive": "true",
         "cancel_on_timeout": "0",
+        "cancel_adopted": "true",
     }
     assert set(values) == set(RunOptions.model_fields)
     env = {f"AIRBYTE_FLEET_{key.upper()}": value for key, value in values.items()}
@@ -76,6 +77,7 @@ def test_every_run_option_has_an_env_variable() -> None:
         if_running="skip",
         include_inactive=True,
         cancel_on_timeout=False,
+        cancel_adopted=True,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,9 @@ def _error(path: str | Path | None, **kwargs: Any) -> str:
 def test_example_file_uses_every_section_and_loads() -> None:
     config = load_file_config(EXAMPLE)
     assert config.path == EXAMPLE
-    assert config.airbyte["base_url"] == "http://localhost:8000"
+    # Copied as it is, the example names no Airbyte and no credentials: those come from the
+    # environment (Paradime's variables), which it must never contradict.
+    assert set(config.airbyte) == {"connect_timeout", "read_timeout", "max_connections"}
     assert set(config.run) == set(RunOptions.model_fields)
     assert file_selection(config) == Selection(tags=["nightly"])
     assert set(config.groups) == {"finance", "warehouse", "month-end"}
@@ -65,6 +68,14 @@ def test_example_file_uses_every_section_and_loads() -> None:
     assert options.timeout == 45 * 60.0
     assert options.deadline == 4 * 3600.0
     assert options.max_concurrency == 50
+
+
+def test_the_examples_commented_out_airbyte_keys_are_valid(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    uncommented = re.sub(r"(?m)^# (\w+ = .*)$", r"\1", text)
+    config = load_file_config(_write(tmp_path, uncommented))
+    assert config.airbyte["base_url"] == "http://localhost:8000"
+    assert {"client_id", "client_secret", "auth_type", "use_server_auth"} <= set(config.airbyte)
 
 
 def test_sections_are_parsed(tmp_path: Path) -> None:
@@ -138,6 +149,74 @@ def test_default_path_can_be_changed(tmp_path: Path) -> None:
     path = _write(tmp_path, "[run]\nretries = 3\n")
     assert load_file_config(None, default_path=path).run == {"retries": 3}
     assert load_file_config(None, default_path=tmp_path / "absent.toml").path is None
+
+
+def test_the_variable_names_the_file_below_the_flag(tmp_path: Path) -> None:
+    named = _write(tmp_path, "[run]\nretries = 4\n", name="named.toml")
+    flagged = _write(tmp_path, "[run]\nretries = 5\n", name="flagged.toml")
+    default = _write(tmp_path, "[run]\nretries = 6\n", name="default.toml")
+    env = {"AIRBYTE_FLEET_CONFIG": str(named)}
+    assert load_file_config(None, default_path=default, environ=env).run == {"retries": 4}
+    assert load_file_config(flagged, default_path=default, environ=env).run == {"retries": 5}
+    blank = {"AIRBYTE_FLEET_CONFIG": " "}
+    assert load_file_config(None, default_path=default, environ=blank).run == {"retries": 6}
+
+
+def test_a_file_the_variable_names_must_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    env = {"AIRBYTE_FLEET_CONFIG": str(missing)}
+    assert _error(None, environ=env) == (
+        f"Config file {missing} does not exist; check AIRBYTE_FLEET_CONFIG."
+    )
+    env = {"AIRBYTE_FLEET_CONFIG": str(tmp_path)}
+    assert _error(None, environ=env) == (
+        f"Config file {tmp_path} is not a file; point AIRBYTE_FLEET_CONFIG at a .toml file."
+    )
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        (
+            {"a": '["a"]'},
+            "Group [groups.a] in {file} includes itself (a -> a); remove 'a' from groups in "
+            "[groups.a].",
+        ),
+        (
+            {"a": '["b"]', "b": '["c"]', "c": '["a"]'},
+            "Group [groups.a] in {file} includes itself (a -> b -> c -> a); remove 'a' from "
+            "groups in [groups.c].",
+        ),
+        # A cycle is a mistake even when its groups select something of their own.
+        (
+            {"x": '["y"]', "y": '["y"]'},
+            "Group [groups.y] in {file} includes itself (y -> y); remove 'y' from groups in "
+            "[groups.y].",
+        ),
+    ],
+)
+def test_a_group_that_includes_itself_is_a_cycle(
+    tmp_path: Path, groups: dict[str, str], message: str
+) -> None:
+    text = "".join(
+        f'[groups.{name}]\ntags = ["t"]\ngroups = {included}\n'
+        if name == "x"
+        else f"[groups.{name}]\ngroups = {included}\n"
+        for name, included in groups.items()
+    )
+    path = _write(tmp_path, text)
+    assert _error(path) == message.format(file=path)
+
+
+def test_a_long_chain_of_groups_is_read_without_recursion(tmp_path: Path) -> None:
+    count = 5000  # more than Python's recursion limit
+    text = "".join(f'[groups.g{n}]\ngroups = ["g{n + 1}"]\n' for n in range(count))
+    path = _write(tmp_path, text + f'[groups.g{count}]\ntags = ["t"]\n')
+    assert len(load_file_config(path).groups) == count + 1
+    looped = _write(tmp_path, text + f'[groups.g{count}]\ngroups = ["g0"]\n', name="loop.toml")
+    assert f"includes itself (g0 -> g1 -> g2 -> g3 -> g4 -> ... -> g{count} -> g0); " in _error(
+        looped
+    )
 
 
 # ----------------------------------------------------------------------------- errors

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import re
-from collections.abc import Iterator
+import select
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TextIO
 
 import pytest
 import structlog
@@ -163,6 +166,10 @@ def test_log_sink_writes_one_json_line_per_event(events: list[Event]) -> None:
     for record, event in zip(records, events, strict=True):
         assert record["run_id"] == RUN
         assert record["elapsed_s"] == event.elapsed_s
+        # One time key: the event's own moment, as the line's timestamp (the journal's too).
+        assert "at" not in record
+        assert datetime.fromisoformat(record["timestamp"]) == event.at
+        assert record["timestamp"].endswith("Z")
         if isinstance(event, SyncEvent):
             assert record["connection_id"] == event.connection_id
             assert record["connection_name"] == event.connection_name
@@ -208,6 +215,73 @@ def test_log_sink_console_format_keeps_ids_literal(events: list[Event]) -> None:
     assert NAME_A in text
     assert NAME_B in text
     assert ID_A in text
+
+
+@pytest.mark.usefixtures("_restore_structlog")
+def test_every_log_line_has_one_utc_timestamp() -> None:
+    stream = io.StringIO()
+    configure_logging("json", stream=stream)
+    before = datetime.now(UTC)
+    structlog.get_logger("test").info("airbyte_url", base_url="http://x")
+    record = json.loads(stream.getvalue())
+    assert set(record) == {"event", "base_url", "level", "timestamp"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", record["timestamp"])
+    assert before <= datetime.fromisoformat(record["timestamp"]) <= datetime.now(UTC)
+
+
+@contextlib.contextmanager
+def _terminal() -> Iterator[tuple[TextIO, Callable[[], str]]]:
+    """A real terminal to log on (a pseudo-terminal, as a user's shell gives), and a way to read
+    back the first line that reached it."""
+    leader, follower = os.openpty()
+    stream = os.fdopen(follower, "w", buffering=1)
+
+    def first_line() -> str:
+        seen = b""
+        while b"\n" not in seen:
+            ready, _, _ = select.select([leader], [], [], 10)
+            assert ready, f"nothing more reached the terminal after {seen!r}"
+            seen += os.read(leader, 65536)
+        return seen.decode()
+
+    try:
+        yield stream, first_line
+    finally:
+        stream.close()
+        os.close(leader)
+
+
+@pytest.mark.usefixtures("_restore_structlog")
+@pytest.mark.parametrize(
+    ("environ", "terminal", "colored"),
+    [
+        ({}, True, True),
+        ({}, False, False),
+        ({"NO_COLOR": "1"}, True, False),
+        ({"NO_COLOR": ""}, True, True),  # set but empty counts as unset (no-color.org)
+        ({"FORCE_COLOR": "1"}, False, True),
+        ({"FORCE_COLOR": "1", "NO_COLOR": "1"}, False, False),
+    ],
+)
+def test_console_log_colours_follow_no_color_and_force_color(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], terminal: bool, colored: bool
+) -> None:
+    for name in ("NO_COLOR", "FORCE_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    with contextlib.ExitStack() as stack:
+        if terminal:
+            stream, read = stack.enter_context(_terminal())
+        else:
+            buffer = io.StringIO()
+            stream, read = buffer, buffer.getvalue
+        configure_logging("console", stream=stream)
+        structlog.get_logger("test").warning("interrupted", signal="SIGINT")
+        text = read()
+    assert "interrupted" in ANSI.sub("", text)
+    assert "SIGINT" in ANSI.sub("", text)
+    assert bool(ANSI.search(text)) is colored
 
 
 # -- ProgressSink ---------------------------------------------------------------------------------
@@ -408,7 +482,9 @@ def test_table_rows_carry_their_own_values(result: RunResult) -> None:
 
 def test_result_json_round_trips(result: RunResult) -> None:
     text = result_json(result)
-    assert text == result.model_dump_json(indent=2) + "\n"
+    # Indented by two, keys in the model's order, one newline at the end; the values are the
+    # hand-written run's, not what the code under test computes.
+    assert text.startswith('{\n  "run_id": "run-7f3a",\n  "started_at": "2025-03-01T12:00:00Z",\n')
     assert text.endswith("}\n")
     assert not text.endswith("\n\n")
     back = RunResult.model_validate_json(text)
@@ -416,6 +492,22 @@ def test_result_json_round_trips(result: RunResult) -> None:
     document = json.loads(text)
     assert [s["connection_id"] for s in document["syncs"]] == [ID_A, ID_B, ID_C]
     assert document["syncs"][0]["connection_name"] == NAME_A
+    assert document["outcome"] == "failed"
+    assert document["duration_s"] == 41.2
+    assert document["totals"] == {"rows_synced": 1234, "bytes_synced": 56789}
+    assert {k: v for k, v in document["counts"].items() if v} == {
+        "succeeded": 1,
+        "failed": 1,
+        "skipped": 1,
+    }
+    a, b, c = document["syncs"]
+    assert (a["job_id"], a["outcome"], a["duration_s"]) == (101, "succeeded", 30.0)
+    assert (b["job_id"], b["outcome"], b["error"]) == (
+        102,
+        "failed",
+        "source crashed: [Errno 104] reset by peer",
+    )
+    assert (c["job_id"], c["outcome"], c["started_at"]) == (None, "skipped", None)
 
 
 @pytest.mark.usefixtures("_restore_structlog")

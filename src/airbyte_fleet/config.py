@@ -11,13 +11,14 @@ import os
 from collections.abc import Mapping
 from typing import Any, get_args
 
+import structlog
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from airbyte_fleet._messages import show
-from airbyte_fleet._redact import register_secret
-from airbyte_fleet._validation import Loc, Place, config_error, env_var
+from airbyte_fleet._redact import MIN_SECRET_LENGTH, register_secret
+from airbyte_fleet._validation import Loc, Place, Where, config_error, env_var, in_table
 from airbyte_fleet.api import (
     ApiUrl,
     Auth,
@@ -37,33 +38,86 @@ __all__ = ["AirbyteSettings", "load_settings", "register_env_secrets"]
 
 AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
 _SECRET_FIELDS = ("client_secret", "api_token", "password")
+_CREDENTIALS = ("client_id", "client_secret", "api_token", "username", "password")
+
+log = structlog.get_logger("airbyte_fleet.config")
 
 
-class _DocumentedEnv(PydanticBaseSettingsSource):
-    """Exactly the documented variables (AIRBYTE_*, USE_SERVER_AUTH), nothing else.
+class _Layered(PydanticBaseSettingsSource):
+    """The values passed in (the TOML file's ``[airbyte]``) under the documented variables.
 
-    pydantic-settings' own environment source also reads a field's plain name when
-    ``populate_by_name`` is on, so USERNAME or READ_TIMEOUT from an unrelated tool would leak in.
+    The one source of :class:`AirbyteSettings`, so that precedence is one rule, :func:`_layered`,
+    applied the same way to every key. It reads exactly the documented variables (AIRBYTE_*,
+    USE_SERVER_AUTH): pydantic-settings' own environment source also reads a field's plain name
+    when ``populate_by_name`` is on, so USERNAME or READ_TIMEOUT from an unrelated tool would leak
+    in.
     """
+
+    def __init__(self, settings_cls: type[BaseSettings], passed: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self._passed = passed
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return _documented(self.settings_cls, os.environ)
+        # pydantic-settings hands the values passed in back keyed by alias (AIRBYTE_CLIENT_ID):
+        # keyed by field name here, the two layers cannot both reach the model.
+        names = _field_names(self.settings_cls)
+        passed = {names.get(key.lower(), key): value for key, value in self._passed().items()}
+        layers = _layered(passed, _documented(self.settings_cls, os.environ))
+        return {key: value for key, (value, _) in layers.items()}
+
+
+def _field_names(settings: type[BaseSettings]) -> dict[str, str]:
+    """Each field's name and documented variable, lower-cased, to the field's name."""
+    names: dict[str, str] = {}
+    for key, field in settings.model_fields.items():
+        names[key.lower()] = key
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update({str(choice).lower(): key for choice in alias.choices})
+    return names
 
 
 def _documented(settings: type[BaseSettings], environ: Mapping[str, str]) -> dict[str, Any]:
-    """The fields *environ* sets through their documented variables, as written there."""
+    """The fields *environ* sets through their documented variables, as written there.
+
+    A blank variable is not set: ``AIRBYTE_HOST=`` in a .env file or a CI secret that expands to
+    nothing must not hide the file's value."""
     upper = {name.upper(): value for name, value in environ.items()}
     values: dict[str, Any] = {}
-    for key, field in settings.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            name = str(alias.choices[0]).upper()
-            if name in upper:
-                values[key] = upper[name]
+    for key in settings.model_fields:
+        name = _variable_name(settings, key)
+        if name in upper and upper[name].strip():
+            values[key] = upper[name]
     return values
+
+
+def _variable_name(settings: type[BaseSettings], key: str) -> str:
+    alias = settings.model_fields[key].validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0].upper()
+    return key.upper()
+
+
+# Where one setting's value came from: its variable, or None for the value passed in (the file).
+_Layers = dict[str, tuple[Any, str | None]]
+# One setting spelt two ways: AIRBYTE_BASE_URL wins over AIRBYTE_HOST within a layer.
+_URL_KEYS = ("base_url", "host")
+
+
+def _layered(passed: Mapping[str, Any], env: Mapping[str, Any]) -> _Layers:
+    """Every setting's value and where it came from. One rule for every key: a documented
+    variable that is set wins over the value passed in. The URL is one setting with two names,
+    so a URL in the environment (either name) replaces both of the file's."""
+    layers: _Layers = {key: (value, None) for key, value in passed.items()}
+    if any(key in env for key in _URL_KEYS):
+        for key in _URL_KEYS:
+            layers.pop(key, None)
+    for key, value in env.items():
+        layers[key] = (value, _variable_name(AirbyteSettings, key))
+    return layers
 
 
 def _env(name: str) -> AliasChoices:
@@ -127,8 +181,7 @@ class AirbyteSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Values passed in come from the TOML file; the environment overrides them.
-        return (_DocumentedEnv(settings_cls), init_settings)
+        return (_Layered(settings_cls, init_settings),)
 
     @field_validator("base_url", "host", "client_id", "auth_type", "username", mode="before")
     @classmethod
@@ -140,9 +193,12 @@ class AirbyteSettings(BaseSettings):
 
     @field_validator("client_secret", "api_token", "password", mode="before")
     @classmethod
-    def _blank_secret_is_unset(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value:
-            return None
+    def _trimmed_secret(cls, value: Any) -> Any:
+        # A secret pasted with a trailing newline gets a bare 401 from Airbyte; no real secret
+        # starts or ends with whitespace. load_settings() says so in a warning.
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(raw, str):
+            return raw.strip() or None
         return value
 
     def model_post_init(self, context: Any) -> None:
@@ -253,7 +309,8 @@ class AirbyteSettings(BaseSettings):
 
 
 def load_settings(file_values: Mapping[str, Any] | None = None) -> AirbyteSettings:
-    """Read the environment over *file_values*; any invalid value becomes one :class:`ConfigError`."""
+    """Read the environment over *file_values* (the file's ``[airbyte]``), key by key; any
+    invalid value becomes one :class:`ConfigError` naming where it came from."""
     values = dict(file_values or {})
     # Before validating: a message about another value must never show a secret, even one pasted
     # into the wrong variable (AIRBYTE_READ_TIMEOUT=<the client secret>).
@@ -261,25 +318,52 @@ def load_settings(file_values: Mapping[str, Any] | None = None) -> AirbyteSettin
     for key in _SECRET_FIELDS:
         if isinstance(values.get(key), str):
             register_secret(values[key])
-    if os.environ.get("AIRBYTE_BASE_URL", "").strip() or os.environ.get("AIRBYTE_HOST", "").strip():
-        # Either URL variable in the environment overrides both URL keys of the file.
-        values.pop("base_url", None)
-        values.pop("host", None)
+    # The same rule the model's source applies, to know which layer each value came from.
+    layers = _layered(values, _documented(AirbyteSettings, os.environ))
+    _warn_about_credentials(layers)
     try:
         return AirbyteSettings(**values)
     except ValidationError as exc:
-        raise config_error(
-            exc, _variable, {**values, **_documented(AirbyteSettings, os.environ)}
-        ) from None
+        given = {key: value for key, (value, _) in layers.items()}
+        raise config_error(exc, _origin(layers), given) from None
 
 
-def _variable(loc: Loc) -> Place:
-    """The variable that sets the field at *loc* (the file's values are checked where read)."""
-    key = str(loc[0]) if loc else ""
-    field = AirbyteSettings.model_fields.get(key)
-    alias = field.validation_alias if field is not None else None
-    name = alias.choices[0] if isinstance(alias, AliasChoices) else key
-    return env_var(name if isinstance(name, str) else key, secret=key in _SECRET_FIELDS)
+def _origin(layers: _Layers) -> Where:
+    """Where the value at an error's location came from: its variable, or the file."""
+    in_file = in_table("the config file", "[airbyte]", AirbyteSettings)
+
+    def where(loc: Loc) -> Place:
+        key = str(loc[0]) if loc else ""
+        variable = layers.get(key, (None, None))[1]
+        if variable is None:
+            return in_file(loc)
+        return env_var(variable, secret=key in _SECRET_FIELDS)
+
+    return where
+
+
+def _warn_about_credentials(layers: _Layers) -> None:
+    """Say what was done to, or cannot be done for, a credential, without showing it."""
+    for key in _CREDENTIALS:
+        value, variable = layers.get(key, (None, None))
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str) or not raw.strip():
+            continue
+        where = variable or f"{key} in [airbyte] of the config file"
+        if raw != raw.strip():
+            log.warning(
+                "credential_trimmed",
+                setting=where,
+                message=f"{where} starts or ends with a space or line break; it was removed, "
+                "since Airbyte would refuse the credentials with it.",
+            )
+        if key in _SECRET_FIELDS and len(raw.strip()) < MIN_SECRET_LENGTH:
+            log.warning(
+                "credential_too_short",
+                setting=where,
+                message=f"{where} is shorter than {MIN_SECRET_LENGTH} characters, too short to "
+                "be masked in log lines and messages; use a longer one.",
+            )
 
 
 def register_env_secrets(environ: Mapping[str, str]) -> None:

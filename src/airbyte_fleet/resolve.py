@@ -3,7 +3,9 @@
 
 Precedence for run options, highest first: command-line flags, ``AIRBYTE_FLEET_*`` environment
 variables, the file's ``[run]`` table, :class:`RunOptions` defaults. The ``[airbyte]`` table sits
-below the ``AIRBYTE_*`` variables in the same way (see :func:`airbyte_fleet.config.load_settings`).
+below the ``AIRBYTE_*`` variables in the same way, key by key, for every command (see
+:func:`airbyte_fleet.config.load_settings`). The file itself is ``--config``, else
+``AIRBYTE_FLEET_CONFIG``, else ``config/airbyte-fleet.toml`` if it exists.
 A selection given by the caller replaces the file's ``[selection]``; only an empty one falls back
 to it. Each problem is one :class:`ConfigError` naming the flag, variable or key to fix.
 """
@@ -29,7 +31,8 @@ from airbyte_fleet._validation import (
 )
 from airbyte_fleet.config import register_env_secrets
 from airbyte_fleet.engine.options import RunOptions, Selection
-from airbyte_fleet.settings_file import FileConfig
+from airbyte_fleet.errors import ConfigError
+from airbyte_fleet.settings_file import DEFAULT_CONFIG_PATH, NO_CONFIG_FIX, FileConfig
 
 __all__ = [
     "ENV_PREFIX",
@@ -38,6 +41,7 @@ __all__ = [
     "file_groups",
     "file_selection",
     "merge_run_options",
+    "require_file_for_groups",
     "run_options_over",
     "run_overrides_from_env",
     "selection_from_flags",
@@ -126,6 +130,17 @@ def file_groups(file: FileConfig) -> dict[str, Selection]:
         )
         for name, body in file.groups.items()
     }
+
+
+def require_file_for_groups(selection: Selection, file: FileConfig) -> None:
+    """Groups live in the config file: with no file read, ``--group`` says so, and how to give
+    one, instead of calling the group unknown."""
+    if selection.groups and file.path is None:
+        raise ConfigError(
+            f"--group {spell_out_controls(selection.groups[0])} names a group of the config "
+            f"file, but there is none ({spell_out_controls(DEFAULT_CONFIG_PATH)} does not "
+            f"exist); {NO_CONFIG_FIX}."
+        )
 
 
 def selection_from_flags(**values: Any) -> Selection:

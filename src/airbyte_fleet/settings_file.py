@@ -12,16 +12,19 @@ config file is edited by hand at 2 a.m., and a pydantic dump or a traceback help
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from airbyte_fleet._messages import (
     SELECTS_NOTHING_FIX,
+    chain,
     did_you_mean,
     fold_whitespace,
     spell_out_controls,
@@ -29,11 +32,17 @@ from airbyte_fleet._messages import (
 from airbyte_fleet._validation import check_fields, in_table
 from airbyte_fleet.config import AirbyteSettings
 from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.engine.plan import group_cycle
 from airbyte_fleet.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG_PATH", "FileConfig", "load_file_config"]
+__all__ = ["CONFIG_ENV", "DEFAULT_CONFIG_PATH", "NO_CONFIG_FIX", "FileConfig", "load_file_config"]
 
 DEFAULT_CONFIG_PATH = Path("config/airbyte-fleet.toml")
+# Names the config file when --config does not; --config wins.
+CONFIG_ENV = "AIRBYTE_FLEET_CONFIG"
+NO_CONFIG_FIX = f"pass --config PATH or set {CONFIG_ENV} to read one"
+
+log = structlog.get_logger("airbyte_fleet.config")
 
 _TABLES = ("airbyte", "run", "selection", "groups", "schedules")
 _TABLE_HINT = "[airbyte], [run], [selection], [groups.NAME] or [schedules.NAME]"
@@ -61,38 +70,55 @@ class FileConfig(BaseModel):
 
 
 def load_file_config(
-    path: str | Path | None, *, default_path: Path = DEFAULT_CONFIG_PATH
+    path: str | Path | None,
+    *,
+    default_path: Path = DEFAULT_CONFIG_PATH,
+    environ: Mapping[str, str] | None = None,
 ) -> FileConfig:
-    """Read *path* (``--config``), else *default_path* if it exists, else an empty config."""
-    if path is None:
-        if not default_path.is_file():
-            return FileConfig()
-        chosen = default_path
+    """Read *path* (``--config``), else the file ``AIRBYTE_FLEET_CONFIG`` names, else
+    *default_path* if it exists, else nothing (an empty config). A log line names the file read,
+    or says there is none and how to give one."""
+    named = (os.environ if environ is None else environ).get(CONFIG_ENV, "").strip()
+    if path is not None:
+        chosen, given_by = Path(path), "--config"
+    elif named:
+        chosen, given_by = Path(named), CONFIG_ENV
+    elif default_path.is_file():
+        chosen, given_by = default_path, "default"
     else:
-        chosen = Path(path)
-        try:
-            exists, is_file = chosen.exists(), chosen.is_file()
-        except OSError as exc:  # e.g. a name longer than the file system allows
-            raise ConfigError(
-                f"Config file {spell_out_controls(chosen)} cannot be read "
-                f"({fold_whitespace(exc.strerror or str(exc))}); check --config."
-            ) from None
-        if not exists:
-            raise ConfigError(
-                f"Config file {spell_out_controls(chosen)} does not exist; check --config."
-            )
-        if not is_file:
-            raise ConfigError(
-                f"Config file {spell_out_controls(chosen)} is not a file; point --config at a "
-                ".toml file."
-            )
-    return _parse(chosen, _read(chosen))
+        log.info(
+            "config_file",
+            path=None,
+            message=f"no config file: {spell_out_controls(default_path)} does not exist; "
+            f"{NO_CONFIG_FIX}",
+        )
+        return FileConfig()
+    if given_by != "default":
+        _check_exists(chosen, given_by)
+    config = _parse(chosen, _read(chosen, given_by))
+    log.info("config_file", path=spell_out_controls(chosen), given_by=given_by)
+    return config
+
+
+def _check_exists(path: Path, given_by: str) -> None:
+    shown = spell_out_controls(path)
+    try:
+        exists, is_file = path.exists(), path.is_file()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise ConfigError(
+            f"Config file {shown} cannot be read "
+            f"({fold_whitespace(exc.strerror or str(exc))}); check {given_by}."
+        ) from None
+    if not exists:
+        raise ConfigError(f"Config file {shown} does not exist; check {given_by}.")
+    if not is_file:
+        raise ConfigError(f"Config file {shown} is not a file; point {given_by} at a .toml file.")
 
 
 # ----------------------------------------------------------------------------- parsing
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path, given_by: str) -> dict[str, Any]:
     file = spell_out_controls(path)
     try:
         with path.open("rb") as handle:
@@ -113,9 +139,10 @@ def _read(path: Path) -> dict[str, Any]:
             f"Config file {file} nests arrays or inline tables too deeply to be read; flatten them."
         ) from None
     except OSError as exc:
+        other = "pass --config PATH" if given_by == "default" else given_by
         raise ConfigError(
             f"Config file {file} cannot be read ({fold_whitespace(exc.strerror or str(exc))}); "
-            "check its permissions or --config."
+            f"check its permissions or {other}."
         ) from None
 
 
@@ -128,27 +155,7 @@ def _parse(path: Path, doc: dict[str, Any]) -> FileConfig:
     run = _table(file, doc, "run")
     check_fields(RunOptions, run, in_table(file, "[run]", RunOptions))
 
-    groups: dict[str, dict[str, Any]] = {}
-    for name, body in _table(file, doc, "groups").items():
-        shown = spell_out_controls(name)
-        if not _GROUP_NAME.fullmatch(name):
-            raise ConfigError(
-                f"Group name '{shown}' in {file} cannot be used with --group; name it with "
-                "letters, digits, '-' or '_' only."
-            )
-        if not isinstance(body, dict):
-            raise ConfigError(
-                f"Key 'groups.{shown}' in {file} must be a table; write it as [groups.{shown}] "
-                "with tags, names, connections or workspaces under it."
-            )
-        groups[name] = body
-    # Every group is known before any is read: a group may name one defined further down.
-    for name, body in groups.items():
-        if not _check_selection(file, f"[groups.{spell_out_controls(name)}]", body, groups):
-            raise ConfigError(
-                f"Group [groups.{spell_out_controls(name)}] in {file} selects nothing; "
-                f"{SELECTS_NOTHING_FIX}."
-            )
+    groups = _groups(file, doc)
     selection = _table(file, doc, "selection")
     _check_selection(file, "[selection]", selection, groups)
 
@@ -169,6 +176,42 @@ def _parse(path: Path, doc: dict[str, Any]) -> FileConfig:
         schedules=schedules,
         path=path,
     )
+
+
+def _groups(file: str, doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``[groups.NAME]`` tables, each checked, none empty, none including itself."""
+    groups: dict[str, dict[str, Any]] = {}
+    for name, body in _table(file, doc, "groups").items():
+        shown = spell_out_controls(name)
+        if not _GROUP_NAME.fullmatch(name):
+            raise ConfigError(
+                f"Group name '{shown}' in {file} cannot be used with --group; name it with "
+                "letters, digits, '-' or '_' only."
+            )
+        if not isinstance(body, dict):
+            raise ConfigError(
+                f"Key 'groups.{shown}' in {file} must be a table; write it as [groups.{shown}] "
+                "with tags, names, connections or workspaces under it."
+            )
+        groups[name] = body
+    # Every group is known before any is read: a group may name one defined further down.
+    includes: dict[str, list[str]] = {}
+    for name, body in groups.items():
+        checked = _check_selection(file, f"[groups.{spell_out_controls(name)}]", body, groups)
+        if not any(checked.values()):
+            raise ConfigError(
+                f"Group [groups.{spell_out_controls(name)}] in {file} selects nothing; "
+                f"{SELECTS_NOTHING_FIX}."
+            )
+        includes[name] = checked.get("groups") or []
+    cycle = group_cycle(includes, includes)
+    if cycle:
+        first, last, back = (spell_out_controls(name) for name in (cycle[0], cycle[-2], cycle[-1]))
+        raise ConfigError(
+            f"Group [groups.{first}] in {file} includes itself ({chain(cycle)}); remove "
+            f"'{back}' from groups in [groups.{last}]."
+        )
+    return groups
 
 
 def _check_top_level(file: str, doc: Mapping[str, Any]) -> None:
@@ -201,8 +244,8 @@ def _table(file: str, doc: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 def _check_selection(
     file: str, table: str, body: Mapping[str, Any], groups: Collection[str]
-) -> bool:
-    """Check a selection table (and the groups it names); return whether it selects anything."""
+) -> dict[str, Any]:
+    """Check a selection table (and the groups it names); return its keys as checked."""
     for key, value in body.items():
         if key not in Selection.model_fields and isinstance(value, dict):
             fix = (
@@ -214,10 +257,9 @@ def _check_selection(
                 f"Table {table[:-1]}.{spell_out_controls(key)}] in {file} nests a table inside "
                 f"{table}; {fix}."
             )
-    checked = check_fields(
+    return check_fields(
         Selection, body, in_table(file, table, Selection), context={"groups": groups}
     )
-    return any(checked.values())
 
 
 def _toml_type(value: Any) -> str:

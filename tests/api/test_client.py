@@ -237,9 +237,13 @@ async def test_503_on_trigger_is_not_retried_blindly(make_sim: SimFactory) -> No
     async with client_for(root) as client:
         await client.list_workspaces()
         sim.faults.update({"rate_5xx": 1.0, "error_status": 503})
-        with pytest.raises(TriggerOutcomeUnknownError):
+        with pytest.raises(TriggerOutcomeUnknownError) as caught:
             await client.create_job(sim.connections[0]["connectionId"])
     assert sim.count("POST", "/jobs") == 1
+    # The 5xx is kept: once the caller finds no job from it, it is a clear refusal to retry.
+    assert caught.value.answer is not None
+    assert caught.value.answer.status == 503
+    assert caught.value.happened == "Airbyte answered POST /jobs with HTTP 503"
 
 
 async def test_garbled_answer_is_retried_on_reads_and_unknown_on_trigger(
@@ -253,8 +257,10 @@ async def test_garbled_answer_is_retried_on_reads_and_unknown_on_trigger(
             await client.list_workspaces()
         with pytest.raises(
             TriggerOutcomeUnknownError, match="not JSON; the job may or may not have been created"
-        ):
+        ) as caught:
             await client.create_job(sim.connections[0]["connectionId"])
+    # A garbled 200 is no clear answer: the job may exist, so no retry under the HTTP policy.
+    assert caught.value.answer is None
     assert sim.count("GET", "/workspaces") == 1 + 6  # stamina testing mode allows 6
     assert sim.count("POST", "/jobs") == 1
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+
+import anyio
 import pytest
+import structlog
+from pydantic import SecretStr
 
 from airbyte_fleet.api import (
     BasicAuth,
@@ -11,8 +18,9 @@ from airbyte_fleet.api import (
     NoAuth,
     plan_url,
 )
-from airbyte_fleet.config import load_settings
+from airbyte_fleet.config import AirbyteSettings, load_settings
 from airbyte_fleet.errors import ConfigError
+from conftest import SimFactory
 
 ALL_VARS = [
     "AIRBYTE_BASE_URL",
@@ -191,3 +199,114 @@ def test_either_url_variable_overrides_the_files_url(monkeypatch: pytest.MonkeyP
     _set(monkeypatch, AIRBYTE_HOST="http://env-host:8006")
     settings = load_settings({"base_url": "http://file-host:8000"})
     assert settings.url_plan().candidates[0].base == "http://env-host:8006/v1"
+
+
+# ----------------------------------------------------------------------------- credentials as pasted
+
+_CREDENTIAL_VARS = {
+    "client_id": "AIRBYTE_CLIENT_ID",
+    "client_secret": "AIRBYTE_CLIENT_SECRET",
+    "api_token": "AIRBYTE_API_TOKEN",
+    "username": "AIRBYTE_USERNAME",
+    "password": "AIRBYTE_PASSWORD",
+}
+
+
+def _value(settings: AirbyteSettings, key: str) -> object:
+    value = getattr(settings, key)
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+@pytest.mark.parametrize("key", list(_CREDENTIAL_VARS))
+@pytest.mark.parametrize("pasted", ["cr3d-value\n", " cr3d-value", "\tcr3d-value \r\n"])
+def test_whitespace_around_a_credential_is_removed_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, key: str, pasted: str
+) -> None:
+    variable = _CREDENTIAL_VARS[key]
+    for source, place in (("env", variable), ("file", f"{key} in [airbyte] of the config file")):
+        if source == "env":
+            monkeypatch.setenv(variable, pasted)
+            file_values = {}
+        else:
+            monkeypatch.delenv(variable)
+            file_values = {key: pasted}
+        with structlog.testing.capture_logs() as logs:
+            settings = load_settings(file_values)
+        assert _value(settings, key) == "cr3d-value"
+        assert logs == [
+            {
+                "event": "credential_trimmed",
+                "log_level": "warning",
+                "setting": place,
+                "message": f"{place} starts or ends with a space or line break; it was removed, "
+                "since Airbyte would refuse the credentials with it.",
+            }
+        ]
+
+
+def test_a_credential_without_whitespace_is_not_warned_about(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _set(monkeypatch, AIRBYTE_CLIENT_ID="id-1", AIRBYTE_CLIENT_SECRET="secret-1")
+    with structlog.testing.capture_logs() as logs:
+        load_settings({"password": "file-pass-1"})
+    assert logs == []
+
+
+@pytest.mark.parametrize("key", ["client_secret", "api_token", "password"])
+def test_a_secret_too_short_to_be_masked_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    monkeypatch.setenv(_CREDENTIAL_VARS[key], "ab3")
+    with structlog.testing.capture_logs() as logs:
+        load_settings()
+    (warning,) = logs
+    assert warning["event"] == "credential_too_short"
+    assert warning["setting"] == _CREDENTIAL_VARS[key]
+    assert "ab3" not in str(warning)
+
+
+def test_a_bad_file_value_is_named_where_it_was_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"read_timeout": "soon"})
+    assert info.value.message.startswith(
+        "Key read_timeout='soon' in [airbyte] of the config file is invalid"
+    )
+    monkeypatch.setenv("AIRBYTE_READ_TIMEOUT", "later")
+    with pytest.raises(ConfigError) as info:
+        load_settings({"read_timeout": 5})
+    assert info.value.message.startswith("AIRBYTE_READ_TIMEOUT='later' is invalid")
+
+
+def test_a_long_secret_in_the_wrong_variable_does_not_show_even_in_part(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = "a-long-client-secret-" + "x" * 60  # longer than a quoted value may be
+    _set(monkeypatch, AIRBYTE_CLIENT_SECRET=secret, AIRBYTE_READ_TIMEOUT=secret)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.message.startswith("AIRBYTE_READ_TIMEOUT='***' is invalid")
+    assert "a-long-client" not in info.value.message
+
+
+@pytest.mark.anyio
+async def test_a_secret_pasted_with_a_newline_logs_in(make_sim: SimFactory) -> None:
+    sim, root = await make_sim(connections=2, client_secret="sim-Secret-42")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRBYTE_", "USE_SERVER"))}
+    env.update(
+        AIRBYTE_BASE_URL=root,
+        AIRBYTE_CLIENT_ID="sim-client\n",
+        AIRBYTE_CLIENT_SECRET="sim-Secret-42\n",
+    )
+    result = await anyio.run_process(
+        [sys.executable, "-m", "airbyte_fleet", "connections", "--output", "json"],
+        env=env,
+        check=False,
+    )
+    err = result.stderr.decode()
+    assert result.returncode == 0, err
+    assert len(json.loads(result.stdout)) == len(sim.connections)
+    lines = [json.loads(line) for line in err.splitlines()]
+    trimmed = [line["setting"] for line in lines if line["event"] == "credential_trimmed"]
+    assert trimmed == ["AIRBYTE_CLIENT_ID", "AIRBYTE_CLIENT_SECRET"]
+    assert "sim-Secret-42" not in err

@@ -370,12 +370,43 @@ async def test_command_line_filters_and_a_group_are_unioned(make_sim: SimFactory
 
 async def test_nested_groups_are_expanded_once(make_sim: SimFactory) -> None:
     sim, root = await make_sim(connections=20, workspaces=2)
-    groups = {
-        "month-end": Selection(groups=["finance", "month-end"]),
-        "finance": Selection(tags=["finance"], groups=["month-end"]),
+    groups = {  # finance is reached twice: directly and through close
+        "month-end": Selection(groups=["finance", "close"]),
+        "close": Selection(groups=["finance"]),
+        "finance": Selection(tags=["finance"]),
     }
     plan = await _plan(root, Selection(groups=["month-end"]), groups=groups)
     assert _ids(plan) == _matching(sim, lambda v: "finance" in _tags(v))
+
+
+@pytest.mark.parametrize(
+    ("groups", "cycle"),
+    [
+        ({"a": Selection(groups=["a"])}, "a -> a"),
+        ({"a": Selection(groups=["b"]), "b": Selection(groups=["a"])}, "a -> b -> a"),
+        # A cycle is a mistake even when its groups select something.
+        (
+            {
+                "a": Selection(tags=["x"], groups=["b"]),
+                "b": Selection(groups=["c"]),
+                "c": Selection(groups=["b"]),
+            },
+            "b -> c -> b",
+        ),
+    ],
+)
+async def test_a_group_that_includes_itself_is_a_cycle(
+    make_sim: SimFactory, groups: dict[str, Selection], cycle: str
+) -> None:
+    sim, root = await make_sim(connections=3, workspaces=1)
+    with pytest.raises(PlanError) as caught:
+        await _plan(root, Selection(groups=["a"]), groups=groups)
+    names = cycle.split(" -> ")
+    assert caught.value.message == (
+        f"Group {names[0]} includes itself ({cycle}); remove '{names[-1]}' from the groups of "
+        f"group {names[-2]}."
+    )
+    assert sim.count("GET", "/connections") == 0
 
 
 async def test_unknown_group_names_the_known_ones(make_sim: SimFactory) -> None:
@@ -387,7 +418,7 @@ async def test_unknown_group_names_the_known_ones(make_sim: SimFactory) -> None:
         "Unknown groups 'finanse', 'x' (the config file defines finance, hourly); check --group "
         "or add a [groups.NAME] table to the config file."
     )
-    with pytest.raises(PlanError, match="defines no groups"):
+    with pytest.raises(PlanError, match="no groups are defined: no config file was read"):
         await _plan(root, Selection(groups=["finance"]))
     assert sim.count("GET", "/connections") == 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
@@ -18,11 +19,13 @@ from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.plan import build_plan
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
 from airbyte_fleet.engine.run import Engine
-from airbyte_fleet.engine.watch import BatchedWatcher, JobWatcher
+from airbyte_fleet.engine.watch import LIST_FAILURES_BEFORE_FALLBACK, BatchedWatcher, JobWatcher
 from airbyte_fleet.simulator import FakeClock, JobScript
 from conftest import SimFactory, client_for, misbehaving_proxy
 
 pytestmark = pytest.mark.anyio
+
+Rewrite = Callable[[web.Request, str], web.Response | None]
 
 
 async def _run(
@@ -143,3 +146,78 @@ async def test_rate_limiting_slows_the_ticks(make_sim: SimFactory) -> None:
         sim.faults.update({"rate_429": 0.0})
         await watcher.tick()
         assert watcher.slowdown == 2.0
+
+
+def _refuse_lists(status: int, counts: Counter[str], *, first: int | None = None) -> Rewrite:
+    """Answer *status* to every workspace job list (the first *first* only, if given), counting
+    the lists asked for per workspace: Prism's dynamic mock answers them all 422."""
+
+    def rewrite(request: web.Request, query: str) -> web.Response | None:
+        if request.method != "GET" or not request.path.endswith("/jobs"):
+            return None
+        workspaces = parse_qs(query).get("workspaceIds")
+        if not workspaces:
+            return None  # a connection's own list (reconciling a trigger): passed on
+        counts[workspaces[0]] += 1
+        if first is not None and counts.total() > first:
+            return None
+        return web.json_response({"message": "unsupported filter"}, status=status)
+
+    return rewrite
+
+
+async def test_a_refused_list_switches_its_workspace_to_per_job_polling_at_once(
+    make_sim: SimFactory,
+) -> None:
+    sim, root = await make_sim(connections=8, workspaces=2, sync_seconds=(0.2, 0.4))
+    workspaces = {c["workspaceId"] for c in sim.connections}
+    lists: Counter[str] = Counter()
+    async with (
+        misbehaving_proxy(root, _refuse_lists(422, lists)) as proxied,
+        _client(proxied) as client,
+    ):
+        with anyio.fail_after(20), capture_logs() as logs:
+            result = await _run(client, RunOptions(poll_interval=0.05, poll_mode="batched"))
+    assert result.counts["succeeded"] == 8
+    # One refused list per workspace, then per-job reads only (counted where they arrive).
+    assert lists == dict.fromkeys(workspaces, 1)
+    assert sim.count("GET", "/jobs/{jobId}") >= 8
+    fallbacks = [e for e in logs if e["event"] == "batched_polling_fallback"]
+    assert sorted(e["workspace_id"] for e in fallbacks) == sorted(workspaces)
+    assert all("HTTP 422" in e["reason"] for e in fallbacks)
+
+
+async def test_a_list_failing_with_5xx_tick_after_tick_falls_back_after_a_few(
+    make_sim: SimFactory,
+) -> None:
+    sim, root = await make_sim(connections=6, workspaces=1, sync_seconds=(0.2, 0.4))
+    lists: Counter[str] = Counter()
+    async with (
+        misbehaving_proxy(root, _refuse_lists(503, lists)) as proxied,
+        _client(proxied) as client,
+    ):
+        with anyio.fail_after(20), capture_logs() as logs:
+            result = await _run(client, RunOptions(poll_interval=0.05, poll_mode="batched"))
+    assert result.counts["succeeded"] == 6
+    # Each failing tick is the client's 6 tries (stamina's testing mode); then no list again.
+    assert lists.total() == LIST_FAILURES_BEFORE_FALLBACK * 6
+    assert sim.count("GET", "/jobs/{jobId}") >= 6
+    fallbacks = [e for e in logs if e["event"] == "batched_polling_fallback"]
+    assert len(fallbacks) == 1
+    assert "HTTP 503" in fallbacks[0]["reason"]
+
+
+async def test_a_list_failing_for_fewer_ticks_keeps_batching(make_sim: SimFactory) -> None:
+    sim, root = await make_sim(connections=6, workspaces=1, sync_seconds=(0.3, 0.6))
+    lists: Counter[str] = Counter()
+    failing = (LIST_FAILURES_BEFORE_FALLBACK - 1) * 6  # whole ticks, after the client's retries
+    async with (
+        misbehaving_proxy(root, _refuse_lists(503, lists, first=failing)) as proxied,
+        _client(proxied) as client,
+    ):
+        with anyio.fail_after(20), capture_logs() as logs:
+            result = await _run(client, RunOptions(poll_interval=0.05, poll_mode="batched"))
+    assert result.counts["succeeded"] == 6
+    assert not [e for e in logs if e["event"] == "batched_polling_fallback"]
+    assert lists.total() > failing  # lists went on after the failures
+    assert sim.count("GET", "/jobs") > 0

@@ -7,7 +7,11 @@ import asyncio
 import contextlib
 import functools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +110,9 @@ class Api:
     ) -> None:
         """The answer is one the OpenAPI document allows for this request."""
         url = urlsplit(path)
+        if self.token is None:
+            # A worker without a token serves the same document, minus the token check.
+            headers = {"Authorization": "Bearer -"} | headers
         request = MockRequest(
             self.base,
             method,
@@ -266,3 +273,75 @@ async def until(check: Callable[[], bool | Awaitable[bool]], within: float = 10.
             if got:
                 return
             await asyncio.sleep(0.02)
+
+
+@dataclass
+class Served:
+    """``airbyte-fleet serve`` as a subprocess: its URL, and its stderr in a file (a pipe nobody
+    drains would block the worker once full)."""
+
+    process: asyncio.subprocess.Process
+    url: str
+    stderr: Path
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.url.removeprefix("http://").rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def err_text(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+
+def serve_env(root: str, **extra: str) -> dict[str, str]:
+    """The environment of a worker process against the simulator at *root*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRBYTE_", "USE_SERVER"))}
+    env.update(
+        AIRBYTE_BASE_URL=root, AIRBYTE_CLIENT_ID="sim-client", AIRBYTE_CLIENT_SECRET="sim-secret"
+    )
+    env.update(extra)
+    return env
+
+
+@contextlib.asynccontextmanager
+async def serve_process(
+    env: Mapping[str, str],
+    state_dir: Path,
+    *args: str,
+    preexec_fn: Callable[[], None] | None = None,
+    within: float = 30.0,
+) -> AsyncIterator[Served]:
+    """``airbyte-fleet serve --port 0`` until it says where it listens; SIGTERM on leaving (kill
+    if it does not stop)."""
+    stderr = state_dir.with_name(state_dir.name + ".stderr")
+    with stderr.open("wb") as err:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "airbyte_fleet",
+            "serve",
+            "--port",
+            "0",
+            "--state-dir",
+            str(state_dir),
+            *args,
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            preexec_fn=preexec_fn,
+        )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(within):
+            line = (await process.stdout.readline()).decode()
+        assert "listening on " in line, stderr.read_text(errors="replace")
+        yield Served(process, line.split("listening on ", 1)[1].split()[0], stderr)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(within):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()

@@ -88,7 +88,6 @@ async def test_every_route_but_health_and_metrics_needs_the_token(
             ("GET", "/runs/x"),
             ("GET", "/runs/x/events"),
             ("POST", "/runs/x/cancel"),
-            ("GET", "/readyz"),
             ("GET", "/openapi.json"),
             ("GET", "/nowhere"),
         ):
@@ -147,7 +146,11 @@ async def test_invalid_bodies_get_422_with_every_field_error(
         ]
         not_json = await api.call("POST", "/runs", data=b"{selection: all}")
         assert not_json.status == 400
-        assert not_json.body == {"error": "The request body is not JSON; send a JSON object."}
+        # Where it went wrong, never what it holds.
+        assert not_json.body == {
+            "error": "The request body is not JSON (key must be a string at line 1 column 2); "
+            "send a JSON object."
+        }
 
         nothing = await api.call("POST", "/runs", body={})
         assert nothing.status == 422
@@ -266,7 +269,7 @@ async def test_openapi_document_is_valid_and_served(make_sim: SimFactory, tmp_pa
         answer = await api.call("GET", "/openapi.json")
         assert answer.status == 200
         assert answer.body == openapi_document()
-        assert answer.body["openapi"].startswith("3.1")
+        assert answer.body["openapi"].startswith("3.")
 
 
 async def test_readyz_says_why_airbyte_refuses_us(make_sim: SimFactory, tmp_path: Path) -> None:
@@ -308,7 +311,8 @@ async def test_submitting_fails_cleanly_when_airbyte_refuses_us(
 
 
 def test_an_open_api_on_a_reachable_address_is_refused() -> None:
-    for host in ("0.0.0.0", "::", "", "192.168.1.10", "fleet.example.com"):
+    # Only "localhost" itself among names: what "app.localhost" resolves to is up to a resolver.
+    for host in ("0.0.0.0", "::", "", "192.168.1.10", "fleet.example.com", "app.localhost"):
         assert not is_loopback(host)
         with pytest.raises(ConfigError, match=r"^Refusing to listen on .* without an API token"):
             check_bind(ServeOptions(host=host))

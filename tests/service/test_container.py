@@ -3,10 +3,12 @@
 No Docker engine runs on the project's machines and no registry image can be pulled, so the image
 is built with podman on a Debian bookworm base made from Debian's archive by
 ``scripts/container-base.sh`` (``.ci/run`` makes it before ``make test``; this module makes it
-itself when it is missing). The build is reused while the sources it is made of are unchanged.
+itself when it is missing, showing the script's progress lines). The build is reused while the
+sources it is made of are unchanged.
 
-Without podman these tests skip, so a developer machine without it still passes; with ``CI=true``
-they fail instead: CI must run them.
+Without podman these tests skip with one line saying how to get it, so a developer machine without
+it still passes; with ``CI=true`` they fail instead: CI must run them. Every test here is marked
+``container``: ``pytest -m "not container"`` leaves them out.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = os.environ.get("FLEET_CONTAINER_BASE", "localhost/fleet-base:bookworm")
 IMAGE_REPO = "localhost/airbyte-fleet-test"
 # Everything the image is made of: a change to any of these builds a new image.
-IMAGE_INPUTS = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "src")
+IMAGE_INPUTS = (
+    *("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "LICENSE", "constraints.txt"),
+    "src",
+)
 RUNC = "/usr/bin/runc"
 # What the machines here need to run a container (see the issue's Container section).
 RUN_LIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000")
@@ -45,8 +50,7 @@ SIM_CLIENT_ID = "fleet-container-client"
 SIM_SECRET = "fleet-container-secret"
 SIM_CONNECTIONS = 6
 
-# TODO: add `container` to pyproject's markers and mark these `pytest.mark.container` as well.
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.container]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -182,22 +186,47 @@ def _http(
         return status, raw.decode(errors="replace")
 
 
-def _host_has_serve() -> bool:
-    done = subprocess.run(
-        [sys.executable, "-m", "airbyte_fleet", "serve", "--help"],
-        capture_output=True,
+def _say(config: pytest.Config, line: str) -> None:
+    """A progress line on the terminal now, through pytest's output capture (minutes pass
+    while the base image or the image is made)."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        if reporter is not None:
+            reporter.write_line(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
+def _make_base_image(config: pytest.Config) -> None:
+    """Run scripts/container-base.sh, passing its progress lines on as they come."""
+    script = ROOT / "scripts" / "container-base.sh"
+    _say(config, f"making the base image {BASE_IMAGE} with {script.relative_to(ROOT)} ...")
+    process = subprocess.Popen(
+        ["bash", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        check=False,
-        timeout=60,
     )
-    return done.returncode == 0
+    assert process.stdout is not None
+    output: list[str] = []
+    with process:
+        for line in process.stdout:
+            output.append(line)
+            if line.startswith("container-base:"):
+                _say(config, line.rstrip())
+    if process.wait(timeout=1800) != 0:
+        _unavailable(
+            f"cannot make the base image {BASE_IMAGE} with scripts/container-base.sh:\n"
+            f"{''.join(output)[-2000:]}"
+        )
 
 
 # ----------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture(scope="module")
-def base_image() -> str:
+def base_image(pytestconfig: pytest.Config) -> str:
     if shutil.which("podman") is None:
         _unavailable(
             "podman is not installed; `sudo bash scripts/container-base.sh` installs it and "
@@ -206,23 +235,14 @@ def base_image() -> str:
     if podman("image", "exists", BASE_IMAGE, check=False).returncode != 0:
         if "FLEET_CONTAINER_BASE" in os.environ:
             _unavailable(f"FLEET_CONTAINER_BASE={BASE_IMAGE} is not a local image")
-        made = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "container-base.sh")],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=1800,
-        )
-        if made.returncode != 0:
-            _unavailable(
-                f"cannot make the base image {BASE_IMAGE} with scripts/container-base.sh:\n"
-                f"{made.stderr[-2000:]}"
-            )
+        _make_base_image(pytestconfig)
     return BASE_IMAGE
 
 
 @pytest.fixture(scope="module")
-def image(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+def image(
+    base_image: str, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> str:
     """The image built from the Dockerfile; reused while its sources are unchanged."""
     base_id = podman("image", "inspect", "--format", "{{.Id}}", base_image).stdout.strip()
     build_args, volumes = _build_args()
@@ -230,6 +250,7 @@ def image(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     if podman("image", "exists", tag, check=False).returncode == 0:
         return tag
     log = tmp_path_factory.mktemp("build") / "build.log"
+    _say(pytestconfig, f"building {tag} from the Dockerfile (a few minutes the first time) ...")
     started = time.monotonic()
     with log.open("w") as out:
         built = subprocess.run(
@@ -259,7 +280,7 @@ def image(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
         )
     text = log.read_text()
     assert built.returncode == 0, f"podman build failed ({built.returncode}):\n{text[-5000:]}"
-    print(f"built {tag} in {time.monotonic() - started:.0f} s")
+    _say(pytestconfig, f"built {tag} in {time.monotonic() - started:.0f} s")
     # Older test builds of this checkout are of no further use; their layers stay cached.
     listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO, check=False)
     for old in listed.stdout.split():
@@ -344,7 +365,8 @@ def test_image_metadata(image: str) -> None:
     assert config["Cmd"] == ["serve"]
     assert config["WorkingDir"] == "/app"
     assert "/app/state" in config["Volumes"]
-    assert config["User"].split(":")[0] not in ("", "0", "root"), config["User"]
+    # Numeric, so that Kubernetes' runAsNonRoot can tell it is not root.
+    assert config["User"] == "10001:10001", config["User"]
     assert config["StopSignal"] == "SIGTERM"
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["AIRBYTE_FLEET_STATE_DIR"] == "/app/state"
@@ -417,8 +439,6 @@ def test_healthcheck_follows_the_serve_port(image: str) -> None:
 def test_serve_runs_syncs_and_stops_gracefully_on_sigterm(
     image: str, sim: Sim, tmp_path: Path
 ) -> None:
-    if not _host_has_serve():
-        pytest.skip("`airbyte-fleet serve` is not implemented yet (src/airbyte_fleet/service/)")
     port = _free_port()
     token = secrets.token_urlsafe(24)
     config = tmp_path / "config"

@@ -4,6 +4,8 @@ what the simulator saw."""
 from __future__ import annotations
 
 import gc
+import sys
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from airbyte_fleet._version import __version__
 from airbyte_fleet.api import AirbyteClient
 from airbyte_fleet.engine.events import (
     EventBus,
@@ -220,14 +223,20 @@ async def test_request_counters_match_what_the_simulator_saw(make_sim: SimFactor
             and dict(labels)["route"] == route
         )
         assert counted == sim.count(method, route), (method, route)
-    for (method, route, status), count in stats.requests.items():
+    # Per status, against what the simulator answered (not the client's own counts, which are
+    # what the exporter reads).
+    answered = Counter((e.method, e.route, e.status) for e in sim.exchanges)
+    for (method, route, status), count in answered.items():
         labels = {"method": method, "route": route, "status": str(status)}
         assert _value(samples, "airbyte_fleet_airbyte_requests_total", **labels) == count
 
-    assert stats.retries > 0  # the injected 503s were retried, and counted
-    assert _value(samples, "airbyte_fleet_airbyte_retries_total") == stats.retries
-    assert stats.replays_after_401 >= 1
-    assert _value(samples, "airbyte_fleet_auth_replays_total") == stats.replays_after_401
+    # Every injected 503 was a read that was tried again; every 401 was replayed once.
+    retried = sum(1 for e in sim.exchanges if e.fault == "5xx")
+    assert retried > 0
+    assert _value(samples, "airbyte_fleet_airbyte_retries_total") == retried
+    refused = sum(1 for e in sim.exchanges if e.status == 401)
+    assert refused >= 1
+    assert _value(samples, "airbyte_fleet_auth_replays_total") == refused
     assert _value(samples, "airbyte_fleet_token_refreshes_total") == sim.token_requests == 2
 
 
@@ -259,3 +268,53 @@ async def test_counts_survive_a_client_going_away(make_sim: SimFactory) -> None:
     assert _value(samples, "airbyte_fleet_token_refreshes_total") == 3 == sim.token_requests
     connections = {"method": "GET", "route": "/connections", "status": "200"}
     assert _value(samples, "airbyte_fleet_airbyte_requests_total", **connections) == 1
+
+
+async def test_process_python_and_build_series_without_created_ones() -> None:
+    metrics = Metrics()
+    metrics.sink(Run("r1", planned="a").started())
+    metrics.sink(Run("r1").finished(1, "succeeded"))
+    samples = _samples(metrics)
+    names = {name for name, _ in samples}
+    assert _value(samples, "airbyte_fleet_build_info", version=__version__) == 1
+    assert {"python_info", "python_gc_objects_collected_total"} <= names
+    if sys.platform == "linux":  # the process collector reads /proc
+        assert samples[("process_resident_memory_bytes", frozenset())] > 0
+        assert samples[("process_open_fds", frozenset())] > 0
+    for accept in (None, "application/openmetrics-text; version=1.0.0"):
+        body, _ = metrics.render(accept)
+        # Counters and histograms are there, without their _created companions.
+        assert b'airbyte_fleet_runs_total{outcome="succeeded"} 1.0' in body
+        assert b"_created" not in body, accept
+
+
+async def test_a_schedules_last_success_is_the_end_of_its_latest_succeeded_run() -> None:
+    metrics = Metrics()
+    gauge = "airbyte_fleet_schedule_last_success_timestamp_seconds"
+    nightly, hourly, adhoc = Run("n1"), Run("h1"), Run("x1")
+    metrics.scheduled("nightly", "n1")
+    metrics.scheduled("hourly", "h1")
+    for run in (nightly, hourly, adhoc):
+        metrics.sink(run.started())
+    metrics.sink(nightly.finished(60, "succeeded"))
+    metrics.sink(hourly.finished(30, "failed"))
+    metrics.sink(adhoc.finished(10, "succeeded"))
+    samples = _samples(metrics)
+    series = {labels: value for (name, labels), value in samples.items() if name == gauge}
+    # Only a schedule that has succeeded has a series; a run no schedule started sets none.
+    assert series == {
+        frozenset({("schedule", "nightly")}): (T0 + timedelta(seconds=60)).timestamp()
+    }
+
+    # A later success moves it on; a later failure leaves it where it was.
+    metrics.scheduled("nightly", "n2")
+    again = Run("n2")
+    metrics.sink(again.started())
+    metrics.sink(again.finished(3600, "succeeded"))
+    metrics.scheduled("nightly", "n3")
+    metrics.sink(Run("n3").started())
+    metrics.sink(Run("n3").finished(7200, "failed"))
+    assert (
+        _value(_samples(metrics), gauge, schedule="nightly")
+        == (T0 + timedelta(seconds=3600)).timestamp()
+    )

@@ -119,7 +119,7 @@ async def test_runs_the_worker_did_not_start_are_left_alone(
 
     async with worker(root, tmp_path) as (_, api):
         status = await api.call("GET", f"/runs/{run_id}")
-        assert status.body == {"run_id": run_id, "state": "running", "result": None}
+        assert status.body == {"run_id": run_id, "state": "running", "result": None, "error": None}
         refused = await api.call("POST", f"/runs/{run_id}/cancel")
         assert refused.status == 409
         assert "not run by this worker" in refused.body["error"]
@@ -127,15 +127,66 @@ async def test_runs_the_worker_did_not_start_are_left_alone(
         assert journal.unfinished_runs() == [run_id]
 
 
-async def test_a_damaged_ledger_entry_does_not_stop_the_worker(
+async def test_a_damaged_ledger_entry_does_not_stop_the_worker_nor_vanish(
     make_sim: SimFactory, tmp_path: Path
 ) -> None:
     _, root = await make_sim(connections=1)
     runs = tmp_path / "service" / "runs"
     runs.mkdir(parents=True)
-    (runs / "20260101T000000Z-deadbeef.json").write_text("{not json")
+    lost = "20260101T000000Z-deadbeef"
+    (runs / f"{lost}.json").write_text("{not json")
     async with worker(root, tmp_path) as (_, api):
-        assert (await api.call("GET", "/runs")).body["runs"] == []
+        # Listed, failed, with why: an accepted run never vanishes without a word.
+        (item,) = (await api.call("GET", "/runs")).body["runs"]
+        shown = await api.call("GET", f"/runs/{lost}")
+        refused = await api.call("POST", f"/runs/{lost}/cancel")
         run_id = await api.submit({"all": True})
         assert (await api.finished(run_id))["outcome"] == "succeeded"
-    assert (runs / "20260101T000000Z-deadbeef.bad").exists()
+    assert item["run_id"] == lost
+    assert (item["state"], item["outcome"]) == ("finished", "failed")
+    assert str(runs / f"{lost}.bad") in item["error"]
+    assert "never started, so nothing was triggered" in item["error"]
+    assert shown.status == 200
+    assert shown.body["error"] == item["error"]
+    assert refused.status == 409
+    # Kept, for the operator to read; it is listed until it is deleted.
+    assert (runs / f"{lost}.bad").exists()
+
+
+async def test_runs_whose_ledger_entries_are_damaged_are_carried_on_from_the_journal(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    """A running run and a queued one, and the worker dies; both ledger entries are then damaged.
+    The next worker carries the running run on from the journal (no second job), and lists the
+    queued one, which never started, as failed with why, instead of answering 404."""
+    sim, root = await make_sim(connections=3)
+    a_conn, b_conn, c_conn = _ids(sim)
+    sim.script(a_conn, JobScript(seconds=1.0))
+    first = Crashable(root, tmp_path, max_runs=1)
+    _, api = await first.up()
+    running = await api.submit({"connections": [a_conn, b_conn]}, max_concurrency=1)
+    queued = await api.submit({"connections": [c_conn]})
+    await until(lambda: bool(sim.posts_for(a_conn)))
+    await first.crash()
+    runs = tmp_path / "service" / "runs"
+    for run_id in (running, queued):
+        entry = runs / f"{run_id}.json"
+        entry.write_bytes(entry.read_bytes()[:40])
+
+    async with worker(root, tmp_path, max_runs=1) as (_, api):
+        result = await api.finished(running)
+        listed = {r["run_id"]: r for r in (await api.call("GET", "/runs")).body["runs"]}
+        shown = await api.call("GET", f"/runs/{queued}")
+    assert result["outcome"] == "succeeded"
+    assert len(sim.posts_for(a_conn)) == 1
+    assert len(sim.posts_for(b_conn)) == 1
+    assert sim.posts_for(c_conn) == []
+    assert listed[running]["state"] == "finished"
+    assert listed[running]["error"] is None
+    assert shown.status == 200
+    assert (listed[queued]["state"], listed[queued]["outcome"]) == ("finished", "failed")
+    assert "never started" in shown.body["error"]
+    # The carried-on run's entry was rebuilt, then settled: nothing of it is left.
+    assert not (runs / f"{running}.json").exists()
+    assert not (runs / f"{running}.bad").exists()
+    assert (runs / f"{queued}.bad").exists()

@@ -83,7 +83,7 @@ async def test_runs_over_the_cap_wait_in_the_queue(make_sim: SimFactory, tmp_pat
         a = await api.submit({"connections": [first]})
         b = await api.submit({"connections": [second]})
         status = await api.call("GET", f"/runs/{b}")
-        assert status.body == {"run_id": b, "state": "queued", "result": None}
+        assert status.body == {"run_id": b, "state": "queued", "result": None, "error": None}
         listed = await api.call("GET", "/runs")
         assert [(r["run_id"], r["state"]) for r in listed.body["runs"]] == [
             (b, "queued"),

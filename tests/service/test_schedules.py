@@ -603,3 +603,32 @@ async def test_status_reports_next_and_last() -> None:
             "waiting_catch_ups": 0,
         }
     ]
+
+
+async def test_each_run_is_tracked_with_its_schedule_and_so_is_one_resumed() -> None:
+    world = World(_utc(2026, 1, 1, 1))
+    tracked: list[tuple[str, str]] = []
+    hourly = _schedule("0 * * * *", name="hourly")
+    scheduler = world.scheduler(_schedule(), hourly, track=lambda *pair: tracked.append(pair))
+    await scheduler.tick(world.now)
+    await scheduler.tick(_utc(2026, 1, 1, 2))
+    assert tracked == [("nightly", "run-1"), ("hourly", "run-2")]
+    world.running.discard("run-1")  # nightly's run ended; hourly's is still going
+
+    # After a restart, the remembered run still going is tracked again before anything fires.
+    tracked.clear()
+
+    async def stop(seconds: float) -> None:
+        raise _Stop
+
+    restarted = world.scheduler(
+        _schedule(),
+        hourly,
+        state=scheduler.state(),
+        track=lambda *pair: tracked.append(pair),
+        sleep=stop,
+    )
+    with pytest.raises(_Stop):
+        await restarted.run()
+    assert tracked == [("hourly", "run-2")]
+    assert len(world.submitted) == 2

@@ -89,3 +89,45 @@ async def test_serve_runs_a_submitted_run_and_stops_on_sigterm(
     assert "schedules" in events  # the config file's schedule is running in the worker
     assert "stopping" in events
     assert TOKEN not in err.decode()
+
+
+@pytest.mark.parametrize(
+    "token", ["tökén-0123456789abcdef", "fifteen-chars-1", "\u00e9t\u00e9-Secret-0123456789"]
+)
+async def test_serve_refuses_a_token_unfit_for_its_bind_in_one_sentence(
+    token: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRBYTE_", "USE_SERVER"))}
+    # Airbyte is never asked: the token is checked before anything starts.
+    env.update(
+        AIRBYTE_BASE_URL="http://127.0.0.1:9/api/public/v1",
+        AIRBYTE_CLIENT_ID="sim-client",
+        AIRBYTE_CLIENT_SECRET="sim-secret",
+        AIRBYTE_FLEET_API_TOKEN=token,
+    )
+    state = tmp_path / "state"
+    done = await anyio.run_process(
+        [
+            sys.executable,
+            "-m",
+            "airbyte_fleet",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--state-dir",
+            str(state),
+        ],
+        env=env,
+        check=False,
+    )
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert done.stdout == b""
+    assert len(err.splitlines()) == 1, err
+    # One sentence, naming the variable and how to make a good token (a line or a JSON record).
+    assert "AIRBYTE_FLEET_API_TOKEN " in err
+    assert "make one with 'openssl rand -hex 32'" in err or "make a longer one with" in err
+    assert token not in err
+    assert not state.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import airbyte_fleet.simulator
-from airbyte_fleet.simulator import main
+from airbyte_fleet.simulator import SimulatorOptions, main
+from airbyte_fleet.simulator._cli import _parser
 
 SRC = Path(airbyte_fleet.simulator.__file__).resolve().parents[2]
 
@@ -26,6 +28,46 @@ def test_help_and_usage_errors_return_codes(capsys: pytest.CaptureFixture[str]) 
     assert main(["--sync-seconds", "fast"]) == 2
     assert main(["--rate-429", "3"]) == 2
     assert "rate_429" in capsys.readouterr().err
+
+
+def test_no_flag_is_matched_by_a_prefix(capsys: pytest.CaptureFixture[str]) -> None:
+    # `--conn 3` used to mean `--connections 3`; a typo must not start a different world.
+    with pytest.raises(SystemExit) as stopped:
+        _parser("sim").parse_args(["--conn", "3"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == ("sim: unrecognized arguments: --conn 3; see 'sim --help'.\n")
+
+
+def test_help_describes_every_flag_with_its_default(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    entries: list[str] = []  # one per flag, its wrapped lines joined
+    for line in lines[lines.index("options:") + 1 :]:
+        if line.startswith("  -"):
+            entries.append(line.strip())
+        else:
+            entries[-1] += " " + line.strip()
+    flags = [" ".join(entry.split()) for entry in entries if entry.startswith("--")]
+    assert len(flags) == len(dataclasses.fields(SimulatorOptions)) + 2  # and --host, --port
+    defaults = SimulatorOptions()
+    low, high = defaults.sync_seconds
+    for expected in (
+        "--host HOST address to listen on (default: 127.0.0.1)",
+        "--port PORT 0 picks a free port (default: 8000)",
+        f"(default: {defaults.connections})",
+        f"(default: {low:g}:{high:g})",
+        f"--client-id ID the client id a token request must send (default: {defaults.client_id})",
+        f"(default: {defaults.failure_rate:g})",
+        "--down-window START:END seconds after start during which every request is dropped "
+        "(default: none)",
+    ):
+        assert any(expected in flag for flag in flags), expected
+    for flag in flags:
+        assert "(default: " in flag, flag
+    assert defaults.client_secret not in "\n".join(lines)
 
 
 @pytest.mark.slow

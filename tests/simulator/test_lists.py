@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from airbyte_fleet.simulator import JobScript
+from airbyte_fleet.simulator._timeline import Job
 
 from .conftest import LEGACY, PUBLIC, Api, StartApi
 
@@ -173,9 +175,14 @@ async def test_jobs_default_order_limit_and_links(start: StartApi) -> None:
     assert first.body["next"] == f"{api.root}{PUBLIC}/jobs?limit=20&offset=20"
     desc = await api.get("/jobs", params={"orderBy": "createdAt|DESC", "limit": "100"})
     assert [j["jobId"] for j in desc.body["data"]] == [j["jobId"] for j in reversed(jobs)]
+    # Job i was created at start+i and runs 3 s; the clock is at start+25. Jobs 0-22 have
+    # ended, last updated at start+i+3; 23 and 24 still run, last updated when they started
+    # (start+i). Ties go to the lower job id: 20 and 23 both at +23, 21 and 24 both at +24.
+    order = [*range(20), 20, 23, 21, 24, 22]
     by_update = await api.get("/jobs", params={"orderBy": "updatedAt|ASC", "limit": "100"})
-    updated = [j.get("lastUpdatedAt", "~") for j in by_update.body["data"]]
-    assert len(updated) == 25
+    assert [j["jobId"] for j in by_update.body["data"]] == [jobs[i]["jobId"] for i in order]
+    newest = await api.get("/jobs", params={"orderBy": "updatedAt|DESC", "limit": "100"})
+    assert [j["jobId"] for j in newest.body["data"]] == [jobs[i]["jobId"] for i in order[::-1]]
 
 
 async def test_jobs_filters(start: StartApi) -> None:
@@ -248,15 +255,36 @@ async def test_bad_job_list_parameters(
         assert reply.body["data"]["message"] == message
 
 
-async def test_many_connections_and_jobs_stay_fast(start: StartApi) -> None:
+async def test_many_connections_and_jobs_stay_fast(
+    start: StartApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list reads each job's timeline once and builds views for its page only: linear work,
+    counted (a time bound would pass on a fast machine and fail on a busy one)."""
     api = await start(connections=5000, workspaces=5)
     for cid in api.connection_ids()[:3000]:
         api.sim.start_job(cid)
     api.clock.advance(3)
+    expected = [j["jobId"] for j in api.sim.jobs if j["status"] == "running"][2900:3000]
+
+    reads = {"state": 0, "view": 0}
+    state, view = Job.state, Job.view
+
+    def counted_state(job: Job, now: float) -> tuple[str, float]:
+        reads["state"] += 1
+        return state(job, now)
+
+    def counted_view(job: Job, now: float) -> dict[str, Any]:
+        reads["view"] += 1
+        return view(job, now)
+
+    monkeypatch.setattr(Job, "state", counted_state)
+    monkeypatch.setattr(Job, "view", counted_view)
     reply = await api.get("/jobs", params={"status": "running", "limit": "100", "offset": "2900"})
+    monkeypatch.undo()
     assert reply.status == 200
-    assert (
-        len(reply.body["data"]) + len([j for j in api.sim.jobs if j["status"] != "running"]) >= 100
-    )
+    assert [j["jobId"] for j in reply.body["data"]] == expected
+    assert reads["view"] == len(expected)  # views for the page, not for every match
+    assert reads["state"] <= 3000 + reads["view"]  # one read per job, plus the page's views
+
     connections = await api.get("/connections", params={"limit": "100", "offset": "4900"})
-    assert len(connections.body["data"]) == 100
+    assert [c["connectionId"] for c in connections.body["data"]] == api.connection_ids()[4900:]

@@ -2,8 +2,9 @@
 
 One ``aiohttp.ClientSession`` per client (pooled connections, explicit timeouts), the :class:`Auth`
 flow (headers before each request; on 401 one refresh and one replay, never a loop), the mapping of
-statuses and transport failures onto :mod:`airbyte_fleet.api.errors`, and retries with stamina on
-what is safe to retry: transport errors, 408, 429, 502, 503, 504, and 500 on reads.
+statuses and transport failures onto :mod:`airbyte_fleet.api.errors`, retries with stamina on
+what is safe to retry: transport errors, 408, 429, 502, 503, 504, and 500 on reads, and a line
+saying what is waited for when Airbyte stays silent (:mod:`airbyte_fleet.api._waiting`).
 
 Which requests may be repeated is the caller's word (``idempotent``), never a route test here: a
 request that is not idempotent is not retried once it may have reached Airbyte, and an unclear
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ import structlog
 from pydantic import SecretStr
 
 from airbyte_fleet._version import __version__
+from airbyte_fleet.api._waiting import REQUEST_HINT, say_waiting, when_slow
 from airbyte_fleet.api.auth import Auth, TokenGrant
 from airbyte_fleet.api.errors import (
     AirbyteError,
@@ -64,10 +67,15 @@ UNCLEAR = "the request may or may not have taken effect"
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds. ``read`` is generous because ``POST /jobs`` may block until the job id exists (≤ 60 s)."""
+    """Seconds. ``read`` is generous because ``POST /jobs`` may block until the job id exists (≤ 60 s).
+
+    ``notice`` is how long a request may go without an answer before a line says what it waits for
+    and for how long (once per stall: see :meth:`Transport.send`).
+    """
 
     connect: float = 10.0
     read: float = 120.0
+    notice: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -170,6 +178,9 @@ class Transport:
         self.server_clock_offset: float | None = None
         self._session = session
         self._owns_session = session is None
+        # When Airbyte last answered anything, and whether the stall since then was logged.
+        self._last_answer = float("-inf")
+        self._stall_logged = False
 
     def open(self) -> None:
         self._ensure_session()
@@ -277,9 +288,10 @@ class Transport:
                     return json.loads(answer.body) if answer.body else None
                 except ValueError:
                     if not idempotent:
+                        happened = f"Airbyte answered {method} {route} with a body that is not JSON"
                         raise TriggerOutcomeUnknownError(
-                            f"Airbyte answered {method} {route} with a body that is not JSON; "
-                            f"{unclear}.",
+                            f"{happened}; {unclear}.",
+                            happened=happened,
                             status=answer.status,
                             method=method,
                         ) from None
@@ -305,20 +317,24 @@ class Transport:
     ) -> Answer:
         """One request, once: its answer whatever the status, or the transport failure it met."""
         session = self._ensure_session()
+        stalled = functools.partial(self._log_stall, f"{method} {route}", url, time.monotonic())
         try:
-            async with session.request(
-                method,
-                url,
-                params=list(query) if query else None,
-                json=json_body,
-                headers=dict(headers or {}),
-                allow_redirects=False,
-            ) as response:
-                body = await response.read()
-                self.stats.requests[(method, route, response.status)] += 1
-                if self.server_clock_offset is None:
-                    self._learn_server_clock(response.headers.get("Date"))
-                return Answer(response.status, body, response.headers)
+            with when_slow(self.timeouts.notice, stalled):
+                async with session.request(
+                    method,
+                    url,
+                    params=list(query) if query else None,
+                    json=json_body,
+                    headers=dict(headers or {}),
+                    allow_redirects=False,
+                ) as response:
+                    body = await response.read()
+            self._last_answer = time.monotonic()
+            self._stall_logged = False
+            self.stats.requests[(method, route, response.status)] += 1
+            if self.server_clock_offset is None:
+                self._learn_server_clock(response.headers.get("Date"))
+            return Answer(response.status, body, response.headers)
         except (
             aiohttp.ClientConnectorError,
             aiohttp.ConnectionTimeoutError,
@@ -336,9 +352,24 @@ class Transport:
             message = f"{method} {route} got no answer: {describe_transport_error(exc)}"
             if not idempotent:
                 raise TriggerOutcomeUnknownError(
-                    f"{message}; {unclear}.", method=method, url=url
+                    f"{message}; {unclear}.", happened=message, method=method, url=url
                 ) from None
             raise TransportError(message, method=method, url=url) from None
+
+    def _log_stall(self, request: str, url: str, began: float) -> None:
+        # A slow answer while others keep coming is a busy pool or a slow endpoint, not a hung
+        # Airbyte: say nothing then, and say it once per stall, not once per waiting request.
+        if self._last_answer >= began or self._stall_logged:
+            return
+        self._stall_logged = True
+        say_waiting(
+            request,
+            url,
+            waited_s=self.timeouts.notice,
+            hint=REQUEST_HINT,
+            connect_timeout_s=self.timeouts.connect,
+            read_timeout_s=self.timeouts.read,
+        )
 
     # ----------------------------------------------------------------- token
 

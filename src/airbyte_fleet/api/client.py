@@ -3,12 +3,14 @@
 How a request travels (the pooled session, the auth flow, retries, what each status means) is
 :mod:`airbyte_fleet.api._transport`; this module says which requests may be repeated. Every read,
 and ``DELETE /jobs/{id}``, may be. ``POST /jobs`` may not once its outcome is unclear: it raises
-:class:`TriggerOutcomeUnknownError` so the caller can look for the job before trying again.
+:class:`TriggerOutcomeUnknownError` so the caller can look for the job before trying again, and
+once the caller has seen that a refused trigger made no job, :meth:`AirbyteClient.retrying` gives
+it the same retry policy as every other request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -43,6 +45,7 @@ from airbyte_fleet.errors import ConfigError
 
 if TYPE_CHECKING:
     import aiohttp
+    import stamina
 
 __all__ = ["AirbyteClient", "RequestStats", "RetryPolicy", "Timeouts"]
 
@@ -111,7 +114,9 @@ class AirbyteClient:
         else:
             timeouts: Timeouts = kwargs.get("timeouts") or Timeouts()
             async with probe_session(timeouts) as probe:
-                api = await resolve_url(url, probe, probe_timeout=timeouts.connect)
+                api = await resolve_url(
+                    url, probe, probe_timeout=timeouts.connect, notice_after=timeouts.notice
+                )
         return cls(api, auth if isinstance(auth, Auth) else auth(api), **kwargs)
 
     async def __aenter__(self) -> Self:
@@ -215,13 +220,17 @@ class AirbyteClient:
                 problem=exc.problem,
             ) from None
         except ServerError as exc:
+            detail = f" ({exc.problem.text})" if exc.problem and exc.problem.text else ""
+            happened = f"Airbyte answered POST /jobs with HTTP {exc.status}{detail}"
             raise TriggerOutcomeUnknownError(
                 f"Airbyte answered POST /jobs for connection {connection_id} with HTTP "
                 f"{exc.status}; {TRIGGER_UNCLEAR}.",
+                happened=happened,
                 status=exc.status,
                 method="POST",
                 url=exc.url,
                 problem=exc.problem,
+                answer=exc,
             ) from exc
         try:
             return Job.model_validate(data)
@@ -229,6 +238,7 @@ class AirbyteClient:
             raise TriggerOutcomeUnknownError(
                 f"Airbyte answered POST /jobs for connection {connection_id} with a body that is "
                 f"not a job; {TRIGGER_UNCLEAR}.",
+                happened="Airbyte answered POST /jobs with a body that is not a job",
                 method="POST",
                 status=200,
             ) from None
@@ -323,6 +333,17 @@ class AirbyteClient:
             return Page[Workspace].model_validate(data)
 
         return await self._all_pages(page, key=lambda w: w.workspace_id)
+
+    def retrying(self, *, what: str) -> AsyncIterator[stamina.Attempt]:
+        """The client's HTTP retry policy (attempts, backoff, testing mode) for a caller's own loop
+        around a request that is not idempotent.
+
+        An :class:`AirbyteError` raised in an attempt is retried as it would be on a read, so
+        raise one only once the request is known to have taken no effect: a trigger refused with
+        a 5xx from which Airbyte lists no job. Each retry is counted and logged as
+        ``airbyte_retry`` with *what* named. When the policy gives up, the last error is raised.
+        """
+        return self._transport.attempts(idempotent=True, what=what)
 
     # ----------------------------------------------------------------- token
 

@@ -117,8 +117,27 @@ class UnreachableError(TransportError):
 class TriggerOutcomeUnknownError(TransportError):
     """``POST /jobs`` got no clear answer: the job may or may not exist.
 
-    Never retry blindly on this one; list the connection's recent jobs first.
+    Never retry blindly on this one; list the connection's recent jobs first. ``answer`` is the
+    5xx that Airbyte (or a proxy in front of it) answered with, if one came. An answer means the
+    server is done with the request, so once the job list shows no job from it, that refusal is
+    clear and the trigger may be tried again under the HTTP retry policy
+    (:meth:`AirbyteClient.retrying`). Without one (a timeout, a reset, a garbled body) the job may
+    still be in the making, and the caller waits longer before looking again.
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        happened: str | None = None,
+        answer: ServerError | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(message, **kw)
+        # What happened, without the message's conclusion that the outcome is unknown: for the
+        # caller to say once it has looked and knows better.
+        self.happened = happened or message
+        self.answer = answer
 
 
 class AuthError(AirbyteError):

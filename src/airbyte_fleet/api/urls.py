@@ -7,6 +7,7 @@ self-managed servers ≥ 0.59 at ``<host>:8000|8001/api/public/v1``, and the old
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from airbyte_fleet.api._waiting import PROBE_HINT, say_waiting, when_slow
 from airbyte_fleet.api.errors import UnreachableError
 from airbyte_fleet.errors import ConfigError
 
@@ -26,6 +28,9 @@ PUBLIC_PATH = "/api/public/v1"
 LEGACY_PATH = "/v1"
 
 Layout = Literal["cloud", "public", "legacy"]
+
+# OpenSSL's reasons when the answer to a ClientHello is not TLS at all (an HTTP response).
+_PLAIN_HTTP_REASONS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE"})
 
 # Host names, IPv4 and (bracket-less, as urlsplit returns them) IPv6 addresses.
 _HOST = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?|[0-9a-f:.]+", re.IGNORECASE)
@@ -188,21 +193,38 @@ def plan_url(raw: str | None, *, source: str = "AIRBYTE_BASE_URL") -> UrlPlan:
 
 
 async def resolve_url(
-    plan: UrlPlan, session: aiohttp.ClientSession, *, probe_timeout: float = 10.0
+    plan: UrlPlan,
+    session: aiohttp.ClientSession,
+    *,
+    probe_timeout: float = 10.0,
+    notice_after: float = 2.0,
 ) -> ApiUrl:
-    """Pick the candidate that answers ``GET <health>``; a single candidate is taken as is."""
+    """Pick the candidate that answers ``GET <health>``; a single candidate is taken as is.
+
+    A candidate that stays silent past *notice_after* seconds gets a line saying what is waited
+    for and for how long (*probe_timeout*), so a hung server is not silence.
+    """
     if not plan.ambiguous:
         return plan.candidates[0]
     tried: list[str] = []
     answered = False
     for candidate in plan.candidates:
+        say = functools.partial(
+            say_waiting,
+            "GET /health (looking for Airbyte's API)",
+            candidate.health_url,
+            waited_s=notice_after,
+            hint=PROBE_HINT,
+            timeout_s=probe_timeout,
+        )
         try:
-            async with session.get(
-                candidate.health_url,
-                timeout=aiohttp.ClientTimeout(total=probe_timeout),
-                allow_redirects=False,
-            ) as response:
-                await response.read()
+            with when_slow(notice_after, say):
+                async with session.get(
+                    candidate.health_url,
+                    timeout=aiohttp.ClientTimeout(total=probe_timeout),
+                    allow_redirects=False,
+                ) as response:
+                    await response.read()
                 answered = True
                 if response.status == 200:
                     return candidate
@@ -226,6 +248,19 @@ def describe_transport_error(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "host name not found"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        why = getattr(exc.certificate_error, "verify_message", None) or "not trusted"
+        return f"the TLS handshake failed: the server's certificate was refused ({why})"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        # Before ClientConnectorError, which it also is: its errno (1, SSL_ERROR_SSL) would read
+        # as "operation not permitted".
+        reason = getattr(exc.os_error, "reason", None)
+        if reason in _PLAIN_HTTP_REASONS:
+            return (
+                "the TLS handshake failed: the server does not speak TLS; if it serves plain "
+                "HTTP, write the URL with http://"
+            )
+        return f"the TLS handshake failed ({reason or 'no reason given'})"
     if isinstance(exc, aiohttp.ClientConnectorError):
         if isinstance(exc.os_error, ConnectionRefusedError):
             return "connection refused"

@@ -12,14 +12,14 @@ import contextlib
 import os
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
 import structlog
 
-from airbyte_fleet.cli.exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from airbyte_fleet.cli.exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_JOURNAL, EXIT_OK, fail
 from airbyte_fleet.cli.parser import run_option_flags
 from airbyte_fleet.cli.render import (
     live_progress,
@@ -34,11 +34,19 @@ from airbyte_fleet.engine.events import EventSink
 from airbyte_fleet.engine.options import Selection
 from airbyte_fleet.engine.result import RunResult
 from airbyte_fleet.errors import ConfigError
-from airbyte_fleet.journal import DEFAULT_STATE_DIR, Journal, RunRecord
+from airbyte_fleet.journal import (
+    DEFAULT_STATE_DIR,
+    Journal,
+    JournalDamagedError,
+    JournalError,
+    NoJournalError,
+    RunRecord,
+)
 from airbyte_fleet.resolve import (
     file_groups,
     file_selection,
     merge_run_options,
+    require_file_for_groups,
     run_overrides_from_env,
     selection_from_flags,
 )
@@ -57,7 +65,7 @@ log = structlog.get_logger("airbyte_fleet.cli")
 
 async def connections(args: argparse.Namespace) -> int:
     workspaces = selection_from_flags(workspaces=args.workspace).workspaces
-    async with await open_client(load_settings()) as client:
+    async with await open_client(load_settings(load_file_config(args.config).airbyte)) as client:
         found = await client.list_connections(workspace_ids=workspaces or None)
     if args.tag:
         wanted = set(args.tag)
@@ -85,17 +93,26 @@ async def run(args: argparse.Namespace) -> int:
                     "--resume carries on the run's own selection; leave out --connection, "
                     "--name, --tag, --workspace, --group and --all."
                 )
-            journal = stack.enter_context(_open_journal(args))
-            record = _resume_target(journal, args.resume)
+            journal = stack.enter_context(_open_journal(args, create=False, wanted=args.resume))
+            with _reading(args):
+                record = _resume_target(journal, args.resume)
             options = merge_run_options(record.options, overrides)
             client = await stack.enter_async_context(await open_client(settings))
             log.info("resuming", run_id=record.run_id, state_dir=str(_state_dir(args)))
-            session = RunSession.resumed(
-                client, journal, record, options, sinks=sinks, grace=args.grace
-            )
+            with _reading(args):
+                session = RunSession.resumed(
+                    client,
+                    journal,
+                    record,
+                    options,
+                    sinks=sinks,
+                    grace=args.grace,
+                    on_interrupt=args.on_interrupt,
+                )
         else:
             options = merge_run_options(file.run, overrides, file_path=file.path)
             selection = _selection(args, file)
+            require_file_for_groups(selection, file)
             if selection.empty:
                 # Say so before touching the network: nothing could run anyway.
                 raise ConfigError(
@@ -112,12 +129,17 @@ async def run(args: argparse.Namespace) -> int:
                 store=store,
                 sinks=sinks,
                 grace=args.grace,
+                on_interrupt=args.on_interrupt,
             )
             if args.dry_run:
                 print_plan(session.plan, args.output)
                 return EXIT_OK
         result = await _follow(session, args, progress)
-    return await _report(result, args)
+    code = await _report(result, args)
+    if session.store_error is not None:
+        # The result (every sync, the error) is printed: the exit code and one line say why.
+        return fail(EXIT_JOURNAL, session.store_error.message)
+    return code
 
 
 async def _follow(
@@ -190,14 +212,38 @@ def _state_dir(args: argparse.Namespace) -> Path:
     return Path(args.state_dir or os.environ.get("AIRBYTE_FLEET_STATE_DIR") or DEFAULT_STATE_DIR)
 
 
-def _open_journal(args: argparse.Namespace) -> Journal:
+def _open_journal(
+    args: argparse.Namespace, *, create: bool = True, wanted: str | None = None
+) -> Journal:
+    """The journal in the state directory. *create* False (reading): never create one; with
+    *wanted*, no journal means no such run, else :class:`NoJournalError` for the caller."""
     path = _state_dir(args)
     try:
-        return Journal(path)
+        return Journal(path, create=create)
+    except NoJournalError:
+        if wanted is None:
+            raise
+        raise ConfigError(f"There is no run '{wanted}': no runs yet in {path}.") from None
+    except JournalDamagedError as exc:
+        raise ConfigError(str(exc)) from None
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError(
             f"Cannot use the state directory '{path}' ({exc}); pass --state-dir with a writable "
             "folder."
+        ) from None
+
+
+@contextlib.contextmanager
+def _reading(args: argparse.Namespace) -> Iterator[None]:
+    """A journal that cannot be read is one sentence and exit 2, never a traceback."""
+    try:
+        yield
+    except JournalDamagedError as exc:
+        raise ConfigError(str(exc)) from None
+    except JournalError as exc:
+        raise ConfigError(
+            f"Cannot read the journal in '{_state_dir(args)}' ({exc}); try again, or pass "
+            "--state-dir with another folder."
         ) from None
 
 
@@ -227,8 +273,18 @@ def _resume_target(journal: Journal, wanted: str) -> RunRecord:
 
 
 async def runs(args: argparse.Namespace) -> int:
-    with _open_journal(args) as journal:
-        if args.runs_command == "show":
+    # Reading never creates state: no journal means no runs yet.
+    showing = args.runs_command == "show"
+    try:
+        journal = _open_journal(args, create=False, wanted=args.run_id if showing else None)
+    except NoJournalError:
+        if args.output == "json":
+            print_runs([], args.output)
+        else:
+            print(f"no runs yet in {_state_dir(args)}")
+        return EXIT_OK
+    with journal, _reading(args):
+        if showing:
             run_id = _run_id(journal, args.run_id)
             result = replay_result(journal, run_id) if run_id else None
             if result is None:

@@ -6,26 +6,40 @@ concept of a run lives in its own file while one object carries the run.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import anyio
+import structlog
 
 from airbyte_fleet.api import AirbyteClient, Job
-from airbyte_fleet.engine.events import EventBus, PlannedSync, SyncEvent
+from airbyte_fleet.engine.events import (
+    Event,
+    EventBus,
+    PlannedSync,
+    StoreFailedError,
+    SyncAdopted,
+    SyncDetached,
+    SyncEvent,
+    SyncTriggered,
+    SyncTriggering,
+)
 from airbyte_fleet.engine.hooks import TriggerHook
 from airbyte_fleet.engine.options import RunOptions
 from airbyte_fleet.engine.outcome import final_outcome
 from airbyte_fleet.engine.resume import ResumePoint
 from airbyte_fleet.engine.watch import JobWatcher, jittered
 
-__all__ = ["INTERRUPTED_BEFORE_TRIGGER", "EngineCore", "StopMode", "new_run_id"]
+__all__ = ["INTERRUPTED_BEFORE_TRIGGER", "EngineCore", "StopMode", "new_run_id", "resume_hint"]
 
 StopMode = Literal["cancel", "detach"]
+
+log = structlog.get_logger("airbyte_fleet.engine")
 
 # How many times a trigger is tried again when Airbyte's answer leaves us unsure (and no job shows
 # up when we look), or when it says "already running" but no running job can be found.
@@ -46,6 +60,11 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
 
 
+def resume_hint(run_id: str) -> str:
+    """How a user carries on a run whose jobs were left running (said wherever one is)."""
+    return f"'airbyte-fleet run --resume {run_id}'"
+
+
 @dataclass
 class Sync:
     """One connection's sync as the engine drives it."""
@@ -57,6 +76,22 @@ class Sync:
     unknown_logged: set[str] = field(default_factory=set)
     # Jobs this run followed for the connection: the hook never hands one of them back.
     seen: set[int] = field(default_factory=set)
+    # What a stop that cuts the sync's task short must report (kept by EngineCore._emit): the
+    # job it follows while that job is not known to have ended, or an intent whose trigger is
+    # unanswered (a job may exist).
+    job_id: int | None = None
+    triggering: bool = False
+    # The current job was adopted (Airbyte's 409, the hook, a resume) rather than triggered,
+    # and whether the trigger hook handed it over (another run of this tool follows it).
+    adopted: bool = False
+    via_hook: bool = False
+    # The current job was running before this tool triggered anything for it (Airbyte's 409:
+    # its scheduler, the UI, an earlier --no-wait): it is cancelled only with cancel_adopted.
+    started_elsewhere: bool = False
+    # A SyncDetached said the job is left running: nothing more to report for it.
+    left_running: bool = False
+    # The sync's task ended by itself (not cut short by an abort).
+    done: bool = False
 
     @property
     def connection_id(self) -> str:
@@ -91,6 +126,8 @@ class EngineCore:
     _interrupted: bool
     _letting_go: bool
     _stoppable: set[anyio.CancelScope]
+    _on_interrupt: StopMode
+    failure: StoreFailedError | None
     _outcomes: dict[str, str]
     _with_job: set[str]
     _resume: dict[str, ResumePoint]
@@ -98,6 +135,25 @@ class EngineCore:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set() or self._letting_go
+
+    def _begin_stop(self, mode: StopMode) -> None:
+        self._stop_mode = mode
+        self._interrupted = True
+        self._stop.set()
+        for scope in self._stoppable:
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def _cut_on_stop(self) -> Iterator[anyio.CancelScope]:
+        """A wait on Airbyte (a status read and its retries) that a stop cancels at once."""
+        with anyio.CancelScope() as scope:
+            self._stoppable.add(scope)
+            if self.stopping:
+                scope.cancel()
+            try:
+                yield scope
+            finally:
+                self._stoppable.discard(scope)
 
     def _sync_deadline(self, sync: Sync) -> float:
         start = sync.first_trigger if sync.first_trigger is not None else self._clock()
@@ -126,14 +182,17 @@ class EngineCore:
         sync: Sync,
         *,
         job: Job | None = None,
+        job_id: int | None = None,
         best_effort: bool = False,
         **extra: Any,
     ) -> None:
+        """Emit a sync event. *job_id* names a job known only by its id (no fresh read of it)."""
         if self._letting_go:
             return
         conn = sync.item
         if job is not None:
             sync.status = job.status
+            job_id = job.job_id
         event = kind(
             run_id=self.run_id,
             at=now(),
@@ -142,7 +201,7 @@ class EngineCore:
             connection_name=conn.connection_name,
             workspace_id=conn.workspace_id,
             job_type=self.options.job_type,
-            job_id=job.job_id if job is not None else None,
+            job_id=job_id,
             attempt=max(sync.attempt, 1),
             status=job.status if job is not None else None,
             rows_synced=job.rows_synced if job is not None else None,
@@ -152,6 +211,51 @@ class EngineCore:
         final = final_outcome(event)
         if final is not None:
             self._outcomes[conn.connection_id] = final
-        if job is not None:
+        if job_id is not None:
             self._with_job.add(conn.connection_id)
-        self.bus.emit(event, best_effort=best_effort)
+        self._track(sync, event, job)
+        self._publish(event, best_effort=best_effort)
+
+    @staticmethod
+    def _track(sync: Sync, event: SyncEvent, job: Job | None) -> None:
+        if isinstance(event, SyncTriggering):
+            sync.triggering, sync.job_id, sync.adopted = True, None, False
+        elif isinstance(event, SyncDetached):
+            sync.left_running = True
+        if job is not None:
+            sync.triggering = False
+            sync.job_id = None if job.is_terminal else job.job_id
+            if isinstance(event, SyncTriggered | SyncAdopted):
+                sync.adopted = isinstance(event, SyncAdopted)
+
+    def _publish(self, event: Event, *, best_effort: bool = False) -> None:
+        """Hand *event* to every sink. The store (the critical sink) refusing it stops the run
+        (:meth:`_store_failed`); only a refused intent is raised to the emitter, so that its
+        trigger is never sent. From then on the store is left out (see StoreFailedError) while
+        the result and the log still hear how the run ends."""
+        gate = isinstance(event, SyncTriggering)
+        if self.failure is not None:
+            if gate:
+                raise self.failure
+            self.bus.emit(event, critical=False)
+            return
+        try:
+            self.bus.emit(event, best_effort=best_effort)
+        except Exception as exc:
+            self._store_failed(exc, event)
+            if gate:
+                raise
+
+    def _store_failed(self, exc: Exception, event: Event) -> None:
+        if self.failure is not None:
+            return
+        self.failure = StoreFailedError(self.run_id, event.kind, exc, self._on_interrupt)
+        self.failure.__cause__ = exc
+        log.error(
+            "store_failed",
+            run_id=self.run_id,
+            event_kind=event.kind,
+            error=str(exc),
+            action=self._on_interrupt,
+        )
+        self._begin_stop(self._on_interrupt)

@@ -17,6 +17,7 @@ import structlog
 
 from airbyte_fleet.api.models import Connection
 from airbyte_fleet.engine.outcome import SkipCause
+from airbyte_fleet.errors import FleetError
 
 __all__ = [
     "Event",
@@ -25,6 +26,7 @@ __all__ = [
     "PlannedSync",
     "RunFinished",
     "RunStarted",
+    "StoreFailedError",
     "SyncAdopted",
     "SyncCancelled",
     "SyncDetached",
@@ -127,6 +129,8 @@ class RunFinished(Event):
     outcome: str
     counts: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
+    # Why the run stopped by itself, when it did (its store refused an event).
+    error: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,11 +231,38 @@ class SyncSkipped(SyncEvent):
 EventSink = Callable[[Event], None]
 
 
+class StoreFailedError(FleetError):
+    """The run's store (the bus's critical sink) refused an event, so the engine stopped the run.
+
+    What happened then: nothing more was triggered (an intent the store did not record is never
+    sent), jobs in flight were cancelled or left running by the run's interrupt policy
+    (*action*), and the run's remaining events, ``run_finished`` last, reached every other sink
+    (the result, the log) but not the store: a store that failed once may fail slowly (a lock
+    timeout per write), and what it holds, the run as far as it got, unfinished, is what a later
+    ``--resume`` reads correctly. So the result is complete, its outcome is ``failed`` and its
+    ``error`` is this message. ``Engine.failure`` holds it once raised; ``Engine.run`` returns
+    normally. *cause* is the store's own exception.
+    """
+
+    def __init__(self, run_id: str, event_kind: str, cause: Exception, action: str) -> None:
+        self.run_id = run_id
+        self.event_kind = event_kind
+        self.cause = cause
+        jobs = "cancelled" if action == "cancel" else "left running"
+        super().__init__(
+            f"the run's journal could not record {event_kind} ({cause}), so run {run_id} was "
+            f"stopped: nothing more was triggered and jobs in flight were {jobs}, as the "
+            f"result shows for each; fix the state directory (disk space, permissions, a lock "
+            f"held by another process), then resume it with 'airbyte-fleet run --resume {run_id}'"
+        )
+
+
 class EventBus:
     """Delivers each event to every subscribed sink, in order.
 
-    A failing sink never stops the run, except a *critical* one (the journal): its failure reaches
-    the emitter, so that nothing is triggered that could not be written down first.
+    A failing sink never stops the run, except a *critical* one (the journal): once every other
+    sink has had the event, its failure reaches the emitter, so that nothing is triggered that
+    could not be written down first.
     """
 
     def __init__(
@@ -243,12 +274,19 @@ class EventBus:
     def subscribe(self, sink: EventSink, *, critical: bool = False) -> None:
         self._sinks.append((sink, critical))
 
-    def emit(self, event: Event, *, best_effort: bool = False) -> None:
-        """*best_effort*: report a critical sink's failure in the log instead of raising it."""
-        for sink, critical in self._sinks:
+    def emit(self, event: Event, *, best_effort: bool = False, critical: bool = True) -> None:
+        """*best_effort*: report a critical sink's failure in the log instead of raising it.
+        *critical* False: leave the critical sinks out (one of them failed the run already)."""
+        refused: Exception | None = None
+        for sink, is_critical in self._sinks:
+            if is_critical and not critical:
+                continue
             try:
                 sink(event)
             except Exception as exc:
-                if critical and not best_effort:
-                    raise
+                if is_critical and not best_effort:
+                    refused = refused or exc
+                    continue
                 log.error("sink_failed", sink=repr(sink), error=repr(exc), event_kind=event.kind)
+        if refused is not None:
+            raise refused

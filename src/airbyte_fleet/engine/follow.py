@@ -1,15 +1,20 @@
 """Following a job to its end: poll through the watcher, report status changes, and when the
 sync's time runs out or the run is stopped, cancel (or leave running) by policy, asking the trigger
-hook first so that a job another run follows is never cancelled under it.
+hook first so that a job another run follows is never cancelled under it. A job that was running
+before this tool triggered anything (adopted from Airbyte's 409) is cancelled only with
+``cancel_adopted``: it is not ours to stop.
+
+A stop cuts a status read in flight short (its retries too, while Airbyte is unreachable), so
+that the cancels go out at once, each sync's in parallel; the engine bounds the whole stop by the
+grace period.
 """
 
 from __future__ import annotations
 
-import anyio
 import structlog
 
 from airbyte_fleet.api import AirbyteError, Job, JobStatus
-from airbyte_fleet.engine._core import MAX_AUTH_FAILURES, EngineCore, Sync
+from airbyte_fleet.engine._core import MAX_AUTH_FAILURES, EngineCore, Sync, resume_hint
 from airbyte_fleet.engine.events import (
     SyncCancelled,
     SyncDetached,
@@ -36,8 +41,14 @@ class FollowSteps(EngineCore):
             if remaining <= 0:
                 await self._on_timeout(sync, job)
                 return None
-            fresh = await self._watcher.wait(job, remaining, workspace_id=sync.item.workspace_id)
+            fresh = None
+            with self._cut_on_stop():
+                fresh = await self._watcher.wait(
+                    job, remaining, workspace_id=sync.item.workspace_id
+                )
             if fresh is None:
+                if self.stopping:
+                    continue
                 if self._watcher.consecutive_auth_failures >= MAX_AUTH_FAILURES:
                     self._emit(
                         SyncFailed,
@@ -81,6 +92,15 @@ class FollowSteps(EngineCore):
                 error=f"{why}; job {job.job_id} was left running (--no-cancel-on-timeout)",
             )
             return
+        if sync.started_elsewhere and not self.options.cancel_adopted:
+            self._emit(
+                SyncTimedOut,
+                sync,
+                job=job,
+                error=f"{why}; {_not_ours(job)}, so it was left running (--cancel-adopted "
+                "cancels it)",
+            )
+            return
         cancelled, final, note = await self._cancel(sync, job)
         self._emit(
             SyncTimedOut,
@@ -91,30 +111,42 @@ class FollowSteps(EngineCore):
         )
 
     async def _on_stop(self, sync: Sync, job: Job) -> None:
+        """Cancel or leave the job by the stop's mode. The engine cuts this short when the grace
+        period runs out, and then reports the job as left running itself."""
+        hint = resume_hint(self.run_id)
         if self._stop_mode == "detach":
             self._emit(
                 SyncDetached,
                 sync,
                 job=job,
-                error=f"run interrupted; job {job.job_id} left running in Airbyte (detach)",
+                error=f"run interrupted; job {job.job_id} left running in Airbyte (detach); "
+                f"{hint} follows it again",
             )
             return
-        with anyio.move_on_after(self._grace):
-            cancelled, final, note = await self._cancel(sync, job)
-            if cancelled:
-                self._emit(SyncCancelled, sync, job=final, error=f"run interrupted; {note}")
-            else:
-                self._emit(
-                    SyncFailed, sync, job=final, outcome="error", error=f"run interrupted; {note}"
-                )
+        if sync.started_elsewhere and not self.options.cancel_adopted:
+            self._emit(
+                SyncDetached,
+                sync,
+                job=job,
+                error=f"run interrupted; {_not_ours(job)}, so it was left running "
+                "(--cancel-adopted cancels it)",
+            )
             return
-        self._emit(
-            SyncFailed,
-            sync,
-            job=job,
-            outcome="error",
-            error=f"run interrupted; cancelling job {job.job_id} took longer than the grace period",
-        )
+        cancelled, final, note = await self._cancel(sync, job)
+        if cancelled:
+            self._emit(SyncCancelled, sync, job=final, error=f"run interrupted; {note}")
+        elif final.is_terminal:
+            self._emit(
+                SyncFailed, sync, job=final, outcome="error", error=f"run interrupted; {note}"
+            )
+        else:
+            # Not known to have ended: say so, and keep it open for a resume to follow.
+            self._emit(
+                SyncDetached,
+                sync,
+                job=final,
+                error=f"run interrupted; {note}; {hint} follows it again",
+            )
 
     async def _cancel(self, sync: Sync, job: Job) -> tuple[bool, Job, str]:
         """Cancel and verify by reading the status back; a failed cancel is reported, not hidden."""
@@ -134,3 +166,7 @@ class FollowSteps(EngineCore):
         if after.is_terminal:
             return False, after, f"job {job.job_id} had already ended as {after.status}"
         return False, after, f"job {job.job_id} is still {after.status} after the cancel request"
+
+
+def _not_ours(job: Job) -> str:
+    return f"job {job.job_id} was already running when this run adopted it"

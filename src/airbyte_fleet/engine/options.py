@@ -177,3 +177,9 @@ class RunOptions(_Strict):
     cancel_on_timeout: bool = Field(
         default=True, description="cancel a job that runs past its timeout; when off, leave it"
     )
+    cancel_adopted: bool = Field(
+        default=False,
+        description="on timeout or interrupt, cancel a job that was already running when the "
+        "run adopted it (started by Airbyte's scheduler, the UI or an earlier --no-wait); when "
+        "off, it is reported but left running",
+    )

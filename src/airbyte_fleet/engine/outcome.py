@@ -84,7 +84,10 @@ def unsettled_outcome(*, has_job: bool, wait: bool) -> Outcome:
     return "triggered" if not wait and has_job else "error"
 
 
-def run_outcome(outcomes: Iterable[str], *, interrupted: bool) -> RunOutcome:
+def run_outcome(outcomes: Iterable[str], *, interrupted: bool, failed: bool = False) -> RunOutcome:
+    """*failed*: the run was stopped by a failure of its own (its store refused an event)."""
+    if failed:
+        return "failed"
     if interrupted:
         return "interrupted"
     return "succeeded" if all(o in OK_OUTCOMES for o in outcomes) else "failed"

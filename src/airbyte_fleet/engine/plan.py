@@ -28,12 +28,13 @@ from typing import Any
 
 import anyio
 
+from airbyte_fleet._messages import chain, spell_out_controls
 from airbyte_fleet.api import AirbyteClient, AuthError, Connection, NotFoundError
 from airbyte_fleet.engine.events import PlannedSync
 from airbyte_fleet.engine.options import Selection
 from airbyte_fleet.errors import ConfigError
 
-__all__ = ["Plan", "PlanError", "build_plan"]
+__all__ = ["Plan", "PlanError", "build_plan", "group_cycle"]
 
 _NO_GROUPS: Mapping[str, Selection] = MappingProxyType({})
 # Past this many ids an error message stops listing them: it must stay one readable sentence.
@@ -212,15 +213,24 @@ def _parts(selection: Selection, groups: Mapping[str, Selection]) -> list[_Part]
     """The selection's own part, then each named group once (groups may name further groups)."""
     unknown = [name for name in _group_refs(selection, groups) if name not in groups]
     if unknown:
-        names = ", ".join(f"'{name}'" for name in unknown)
+        names = ", ".join(f"'{spell_out_controls(name)}'" for name in unknown)
+        # The caller may have no config file at all (the worker or Python without one): the
+        # planner cannot tell, so the sentence covers both.
         known = (
-            f"the config file defines {', '.join(sorted(groups))}"
+            f"the config file defines {', '.join(map(spell_out_controls, sorted(groups)))}"
             if groups
-            else "the config file defines no groups"
+            else "no groups are defined: no config file was read, or it has no [groups.NAME] table"
         )
         raise PlanError(
             f"Unknown group{'s' if len(unknown) > 1 else ''} {names} ({known}); check --group "
             "or add a [groups.NAME] table to the config file."
+        )
+    cycle = group_cycle({name: body.groups for name, body in groups.items()}, selection.groups)
+    if cycle:
+        first, last, back = (spell_out_controls(name) for name in (cycle[0], cycle[-2], cycle[-1]))
+        raise PlanError(
+            f"Group {first} includes itself ({chain(cycle)}); remove '{back}' from the groups "
+            f"of group {last}."
         )
     parts = [_Part("selection", selection)]
     seen: set[str] = set()
@@ -233,6 +243,34 @@ def _parts(selection: Selection, groups: Mapping[str, Selection]) -> list[_Part]
         parts.append(_Part(f"group {name}", groups[name]))
         pending.extend(groups[name].groups)
     return parts
+
+
+def group_cycle(includes: Mapping[str, Sequence[str]], starts: Iterable[str]) -> list[str] | None:
+    """A chain of groups, from one of *starts*, that comes back to a group on it
+    (``["a", "b", "a"]``), or ``None``. *includes* maps a group to the groups it names.
+
+    Without this, groups that only include each other read as "selects nothing". Iterative: a
+    config file can chain more groups than Python's recursion limit.
+    """
+    finished: set[str] = set()
+    for start in starts:
+        if start in finished or start not in includes:
+            continue
+        path, on_path = [start], {start}
+        todo = [iter(includes[start])]
+        while todo:
+            name = next(todo[-1], None)
+            if name is None:
+                on_path.discard(path[-1])
+                finished.add(path.pop())
+                todo.pop()
+            elif name in on_path:
+                return [*path[path.index(name) :], name]
+            elif name not in finished and name in includes:
+                path.append(name)
+                on_path.add(name)
+                todo.append(iter(includes[name]))
+    return None
 
 
 def _group_refs(selection: Selection, groups: Mapping[str, Selection]) -> list[str]:

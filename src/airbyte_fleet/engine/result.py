@@ -76,6 +76,10 @@ class RunResult(BaseModel):
     counts: dict[str, int] = Field(default_factory=dict)
     totals: Totals = Field(default_factory=Totals)
     syncs: list[SyncResult] = Field(default_factory=list)
+    error: str | None = Field(
+        default=None,
+        description="why the run stopped by itself (its journal refused a write); None otherwise",
+    )
 
     @property
     def ok(self) -> bool:
@@ -206,5 +210,8 @@ class ResultBuilder:
         result.finished_at = event.at
         result.duration_s = round((event.at - result.started_at).total_seconds(), 3)
         result.outcome = run_outcome(
-            (s.outcome or "error" for s in syncs), interrupted=event.interrupted
+            (s.outcome or "error" for s in syncs),
+            interrupted=event.interrupted,
+            failed=event.error is not None,
         )
+        result.error = redact(event.error) if event.error else None

@@ -24,13 +24,16 @@ from airbyte_fleet.engine._core import (
     Sync,
     new_run_id,
     now,
+    resume_hint,
 )
 from airbyte_fleet.engine.events import (
     EventBus,
     RunFinished,
     RunStarted,
+    StoreFailedError,
     SyncAdopted,
     SyncCancelled,
+    SyncDetached,
     SyncFailed,
     SyncRetrying,
     SyncSkipped,
@@ -38,7 +41,7 @@ from airbyte_fleet.engine.events import (
     SyncTimedOut,
 )
 from airbyte_fleet.engine.follow import FollowSteps
-from airbyte_fleet.engine.hooks import NoHook, TriggerHook
+from airbyte_fleet.engine.hooks import Adopt, NoHook, TriggerHook
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.outcome import run_outcome, unsettled_outcome
 from airbyte_fleet.engine.plan import Plan
@@ -46,12 +49,15 @@ from airbyte_fleet.engine.resume import ResumePoint
 from airbyte_fleet.engine.trigger import TriggerSteps
 from airbyte_fleet.engine.watch import BatchedWatcher, JobWatcher, PerJobWatcher
 
-__all__ = ["Engine", "StopMode", "new_run_id"]
+__all__ = ["Engine", "StopMode", "StoreFailedError", "new_run_id"]
 
 log = structlog.get_logger("airbyte_fleet.engine")
 
 # With this many syncs or fewer, one GET per job costs no more than one list per workspace.
 AUTO_BATCH_ABOVE = 5
+# However late a run is resumed, Airbyte gets at least this long to answer for a sync's job: one
+# that outlived its timeout is read, then timed out and cancelled by policy, never dropped unread.
+RESUME_READ_WINDOW = 60.0
 
 
 class Engine(TriggerSteps, FollowSteps):
@@ -69,7 +75,11 @@ class Engine(TriggerSteps, FollowSteps):
         watcher: Callable[[anyio.Event], JobWatcher] | None = None,
         grace: float = 30.0,
         hook: TriggerHook | None = None,
+        on_interrupt: StopMode = "cancel",
     ) -> None:
+        """*grace*: how long a stop may take, cancels included, before whatever is still open is
+        left as it is and reported. *on_interrupt*: what a stop does with jobs in flight when
+        ``stop()`` is given no mode, and when the engine stops the run itself (its store failed)."""
         self.client = client
         self._hook: TriggerHook = hook or NoHook()
         self.options = options
@@ -78,7 +88,8 @@ class Engine(TriggerSteps, FollowSteps):
         self._clock = clock
         self._rng = rng or random.Random()
         self._stop = anyio.Event()
-        self._stop_mode: StopMode = "cancel"
+        self._stop_mode: StopMode = on_interrupt
+        self._on_interrupt: StopMode = on_interrupt
         self._grace = grace
         self._make_watcher = watcher
         self._watcher: JobWatcher = PerJobWatcher(
@@ -98,17 +109,22 @@ class Engine(TriggerSteps, FollowSteps):
         # Waits that a stop must cut short (a claim blocked behind another run's trigger).
         self._stoppable: set[anyio.CancelScope] = set()
         self._letting_go = False
+        # Why the run was cut short without waiting for every sync: "abort" or "grace".
+        self._cut: str | None = None
         self._with_job: set[str] = set()
         self._resume: dict[str, ResumePoint] = {}
+        self._syncs: dict[str, Sync] = {}
+        self.failure: StoreFailedError | None = None
+        """Set when the store (the bus's critical sink) refused an event and the engine stopped
+        the run because of it, by ``on_interrupt``; the run still settles and ``run()`` returns
+        normally, its ``run_finished`` saying ``failed`` with this error (StoreFailedError)."""
 
-    def stop(self, mode: StopMode = "cancel") -> None:
-        """Stop triggering; then cancel (or leave running) every job in flight. Safe from a signal
-        handler running in the event loop."""
-        self._stop_mode = mode
-        self._interrupted = True
-        self._stop.set()
-        for scope in self._stoppable:
-            scope.cancel()
+    def stop(self, mode: StopMode | None = None) -> None:
+        """Stop triggering; then cancel (or leave running) every job in flight, by *mode* or else
+        the run's ``on_interrupt`` policy. Waits on Airbyte (status reads and their retries) are
+        cut short at once, and the whole stop takes at most the grace period: what is still open
+        then is left as it is and reported. Safe from a signal handler running in the loop."""
+        self._begin_stop(mode or self._on_interrupt)
 
     def _choose_watcher(self, syncs: int) -> JobWatcher:
         mode = self.options.poll_mode
@@ -124,11 +140,23 @@ class Engine(TriggerSteps, FollowSteps):
         )
 
     def abort(self) -> None:
-        """A second signal: give up waiting for cancels now. Jobs not yet cancelled are reported."""
+        """A second signal: give up waiting for cancels now. Every job not cancelled yet is
+        reported as left running, with the ``--resume`` that follows it again."""
+        self._cut_short("abort")
+
+    def _cut_short(self, why: str) -> None:
+        self._cut = self._cut or why
         self._interrupted = True
         self._stop.set()
         if self._scope is not None:
             self._scope.cancel()
+
+    async def _bound_the_stop(self) -> None:
+        """The grace period is a hard bound on a stop, cancels included."""
+        await self._stop.wait()
+        await anyio.sleep(self._grace)
+        log.warning("grace_expired", run_id=self.run_id, grace_s=self._grace)
+        self._cut_short("grace")
 
     def let_go(self) -> None:
         """Drop the run as a crash would, without a word more: nothing else is triggered or
@@ -153,7 +181,8 @@ class Engine(TriggerSteps, FollowSteps):
         self._started = self._clock()
         if self.options.deadline is not None:
             self._run_deadline = self._started + self.options.deadline
-        self.bus.emit(
+        self._syncs = {item.connection_id: Sync(item) for item in plan.runnable}
+        self._publish(
             RunStarted(
                 run_id=self.run_id,
                 at=now(),
@@ -189,21 +218,66 @@ class Engine(TriggerSteps, FollowSteps):
         try:
             async with anyio.create_task_group() as outer:
                 self._scope = outer.cancel_scope
-                if self._letting_go:
+                if self._letting_go or self._cut is not None:
                     outer.cancel_scope.cancel()
                 outer.start_soon(self._watcher.run)
+                outer.start_soon(self._bound_the_stop)
                 async with anyio.create_task_group() as tg:
-                    for item in plan.runnable:
-                        point = self._resume.get(item.connection_id)
+                    for cid, sync in self._syncs.items():
+                        point = self._resume.get(cid)
                         if point is None or point.state != "final":
-                            tg.start_soon(self._run_sync, Sync(item))
+                            tg.start_soon(self._run_sync, sync)
                 # Every sync has settled: the watcher has nothing left to watch.
                 outer.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._hook.run_ended(self.run_id)
             if not self._letting_go:
+                self._report_cut_short()
                 self._finish(plan)
+
+    def _report_cut_short(self) -> None:
+        """Every sync whose task was cut short (an abort, the grace period) gets its last word:
+        a job left running (a later ``--resume`` follows it again), a trigger left unanswered (a
+        ``--resume`` looks for its job), or a sync never triggered (a ``--resume`` runs it)."""
+        hint = resume_hint(self.run_id)
+        left: list[int] = []
+        for cid, sync in self._syncs.items():
+            if sync.done or sync.left_running or cid in self._outcomes:
+                continue
+            if sync.job_id is not None:
+                left.append(sync.job_id)
+                why = (
+                    f"the stop's {self._grace:g} s grace period ran out before job "
+                    f"{sync.job_id} was cancelled"
+                    if self._cut == "grace"
+                    else f"the run was aborted before job {sync.job_id} ended"
+                )
+                self._emit(
+                    SyncDetached,
+                    sync,
+                    job_id=sync.job_id,
+                    best_effort=True,
+                    error=f"{why}; it is left running in Airbyte, and {hint} follows it again",
+                )
+            elif sync.triggering:
+                self._emit(
+                    SyncDetached,
+                    sync,
+                    best_effort=True,
+                    error="the run stopped while its trigger was unanswered, so a job may be "
+                    f"running in Airbyte; {hint} looks for it and follows it",
+                )
+            else:
+                self._emit(
+                    SyncSkipped,
+                    sync,
+                    best_effort=True,
+                    reason=INTERRUPTED_BEFORE_TRIGGER,
+                    cause="interrupted",
+                )
+        if left:
+            log.warning("jobs_left_running", run_id=self.run_id, job_ids=left, resume=hint)
 
     def _finish(self, plan: Plan) -> None:
         """Even when aborted, the run ends with one ``run_finished``: sinks settle every sync."""
@@ -213,40 +287,53 @@ class Engine(TriggerSteps, FollowSteps):
                 has_job=item.connection_id in self._with_job, wait=self.options.wait
             )
             counts[outcome] = counts.get(outcome, 0) + 1
-        self.bus.emit(
+        self._publish(
             RunFinished(
                 run_id=self.run_id,
                 at=now(),
                 elapsed_s=self._elapsed(),
-                outcome=run_outcome(counts, interrupted=self._interrupted),
+                outcome=run_outcome(
+                    counts, interrupted=self._interrupted, failed=self.failure is not None
+                ),
                 counts=counts,
                 interrupted=self._interrupted,
-            )
+                error=self.failure.message if self.failure is not None else None,
+            ),
+            best_effort=True,
         )
 
     async def _run_sync(self, sync: Sync) -> None:
         acquired = False
-        with anyio.move_on_after(self._until(self._run_deadline)):
-            await self._limiter.acquire()
-            acquired = True
         try:
-            if not acquired:
-                self._emit(
-                    SyncTimedOut,
-                    sync,
-                    error="the run deadline passed before this sync could be triggered",
-                )
-                return
-            await self._sync_loop(sync)
-        except Settled:
-            pass
-        except Exception as exc:  # a bug must not take every other sync down with it
-            log.exception("sync_crashed", connection_id=sync.connection_id)
-            self._emit(SyncFailed, sync, outcome="error", error=f"internal error: {exc!r}")
+            with anyio.move_on_after(self._until(self._run_deadline)):
+                await self._limiter.acquire()
+                acquired = True
+            try:
+                if acquired:
+                    await self._sync_loop(sync)
+                else:
+                    self._emit(
+                        SyncTimedOut,
+                        sync,
+                        error="the run deadline passed before this sync could be triggered",
+                    )
+            except Settled:
+                pass
+            except Exception as exc:  # a bug must not take every other sync down with it
+                log.exception("sync_crashed", connection_id=sync.connection_id)
+                self._emit(SyncFailed, sync, outcome="error", error=f"internal error: {exc!r}")
+            # Not reached when an abort cancels the task: then _report_cut_short speaks for it.
+            sync.done = True
         finally:
             await self._hook.released(self.run_id, sync.connection_id)
             if acquired:
                 self._limiter.release()
+
+    async def _claim(self, sync: Sync) -> Adopt | bool:
+        claim = await super()._claim(sync)
+        # A job the hook hands over is another run's of this tool, not one started elsewhere.
+        sync.via_hook = isinstance(claim, Adopt)
+        return claim
 
     async def _sync_loop(self, sync: Sync) -> None:
         job = await self._resume_job(sync)
@@ -261,6 +348,11 @@ class Engine(TriggerSteps, FollowSteps):
                 job = await self._start_job(sync)
                 if job is None:
                     return
+                # Adopted from Airbyte's 409: a job this tool did not start (see cancel_adopted).
+                sync.started_elsewhere = sync.adopted and not sync.via_hook
+                if sync.first_trigger is None:
+                    # A job the hook handed over (no trigger sent) is timed from its adoption.
+                    sync.first_trigger = self._clock()
             sync.seen.add(job.job_id)
             await self._hook.following(self.run_id, sync.connection_id, job.job_id)
             if not self.options.wait:
@@ -287,24 +379,36 @@ class Engine(TriggerSteps, FollowSteps):
             return
 
     async def _resume_job(self, sync: Sync) -> Job | None:
-        """The job an earlier process left this sync with, if any; never sends ``POST /jobs``."""
+        """The job an earlier process left this sync with, if any; never sends ``POST /jobs``.
+
+        Airbyte is read first, however late the resume: a job still running past the sync's
+        timeout is then timed out and cancelled by policy (``_follow``), an interrupted trigger
+        that made no job is not sent again once the timeout has passed.
+        """
         point = self._resume.get(sync.connection_id)
         if point is None or point.state == "untouched":
             return None
         sync.attempt = max(point.attempt, 1)
         since = point.triggered_at or point.intent_at
-        if since is not None:
-            # The sync's timeout counts from its first trigger, in whichever process that was.
-            sync.first_trigger = self._clock() - max(0.0, (now() - since).total_seconds())
+        # The sync's timeout counts from its first trigger, in whichever process that was...
+        counted_from = self._clock() - max(0.0, (now() - (since or now())).total_seconds())
+        # ...but the reads below get at least RESUME_READ_WINDOW to learn what became of its job.
+        sync.first_trigger = max(
+            counted_from, self._clock() - self.options.timeout + RESUME_READ_WINDOW
+        )
         if point.state == "in_flight" and point.job_id is not None:
+            sync.job_id = point.job_id
             job = await self._read_job_until_known(sync, point.job_id)
+            sync.first_trigger = counted_from
             self._emit(
                 SyncAdopted, sync, job=job, reason=f"resumed: following job {job.job_id} again"
             )
             return job
         # A trigger was about to be sent when the earlier process stopped: did it create a job?
+        sync.triggering = True
         began = point.intent_at or now()
         known, found = await self._reconcile_until_known(sync, began)
+        sync.first_trigger = counted_from
         if found is not None:
             self._emit(
                 SyncAdopted,
@@ -319,6 +423,14 @@ class Engine(TriggerSteps, FollowSteps):
                 sync,
                 outcome="error",
                 error="could not read the connection's jobs to finish an interrupted trigger",
+            )
+            raise Settled
+        if self._clock() >= self._sync_deadline(sync):
+            self._emit(
+                SyncTimedOut,
+                sync,
+                error="the run was resumed after this sync's timeout had passed; its "
+                "interrupted trigger made no job in Airbyte, and it was not triggered again",
             )
             raise Settled
         sync.attempt -= 1  # the interrupted attempt never reached Airbyte: this one replaces it

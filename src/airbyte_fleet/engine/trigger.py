@@ -5,6 +5,7 @@ a job is already running (Airbyte's 409, or another run of the hook's owner foll
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import anyio
@@ -16,6 +17,7 @@ from airbyte_fleet.api import (
     InactiveConnectionError,
     Job,
     NotFoundError,
+    ServerError,
     TransportError,
     TriggerOutcomeUnknownError,
 )
@@ -40,6 +42,18 @@ from airbyte_fleet.engine.hooks import Adopt, ClaimError, Skip
 __all__ = ["TriggerSteps"]
 
 log = structlog.get_logger("airbyte_fleet.engine")
+
+
+@dataclass
+class _Tries:
+    """The ``POST /jobs`` sent for one sync, and why the last one made no job."""
+
+    count: int = 0
+    problem: str = ""
+
+
+class _WaitLonger(Exception):
+    """No job came of a try, and the next one waits the sync-retry backoff (see ``_start_job``)."""
 
 
 class TriggerSteps(EngineCore):
@@ -91,7 +105,6 @@ class TriggerSteps(EngineCore):
         return True
 
     async def _start_job(self, sync: Sync) -> Job | None:
-        cid = sync.connection_id
         if self.stopping:
             self._emit(SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted")
             return None
@@ -103,89 +116,130 @@ class TriggerSteps(EngineCore):
                 sync, claim.job_id, why=f"that {claim.owner} is following"
             )
             return self._already_running(sync, job, f"{claim.owner} is following job {job.job_id}")
-        last_problem = "Airbyte lists no job from them"
-        for _ in range(TRIGGER_TRIES):
-            if self.stopping:
-                self._emit(
-                    SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted"
-                )
-                return None
-            began = now()
-            if sync.first_trigger is None:
-                sync.first_trigger = self._clock()
+        tries = _Tries()
+        for round_ in range(1, TRIGGER_TRIES + 1):
             try:
-                self._emit(SyncTriggering, sync)
-            except Exception as exc:
-                # The journal could not record the intent: triggering now could not be undone
-                # safely after a crash, so do not trigger at all.
-                self._emit(
-                    SyncFailed,
-                    sync,
-                    outcome="error",
-                    error=f"not triggered: the journal could not record it ({exc})",
-                    best_effort=True,
-                )
-                return None
-            try:
-                async with self._trigger_slots:
-                    job = await self.client.create_job(cid, self.options.job_type)
-            except AlreadyRunningError:
-                if self.options.if_running == "fail":
-                    self._emit(SyncFailed, sync, outcome="error", error="a sync is already running")
-                    return None
-                running = await self._find_running(cid)
-                if running is not None or self.options.if_running == "skip":
-                    return self._already_running(sync, running, None)
-                # Airbyte said "already running" but lists no running job (its stale-state
-                # case): wait a little and trigger again, through the journal like any trigger.
-                last_problem = "Airbyte says a sync is already running but shows no running job"
-                log.warning("already_running_without_job", connection_id=cid)
-                await self._pause(self._backoff(1))
-                continue
-            except TriggerOutcomeUnknownError as exc:
-                log.warning("trigger_unclear", connection_id=cid, error=exc.message)
-                known, found = await self._reconcile_until_known(sync, began)
-                if not known:
-                    self._emit(
-                        SyncFailed,
-                        sync,
-                        outcome="error",
-                        error="Airbyte's answer to the trigger was lost and its job list stayed "
-                        "unreadable; check the connection in Airbyte before triggering it again",
-                    )
-                    return None
-                if found is not None:
-                    self._emit(SyncTriggered, sync, job=found)
-                    return found
-                # Airbyte lists no job from that attempt: triggering again cannot duplicate one.
-                await self._pause(self._backoff(1))
-                continue
-            except (InactiveConnectionError, NotFoundError) as exc:
-                reason = (
-                    "the connection no longer exists"
-                    if isinstance(exc, NotFoundError)
-                    else exc.message
-                )
-                self._emit(SyncFailed, sync, outcome="error", error=reason)
-                return None
-            except TransportError as exc:
-                # The request never reached Airbyte (refused, DNS): nothing to reconcile.
-                log.warning("trigger_not_sent", connection_id=cid, error=exc.message)
-                last_problem = exc.message
-                await self._pause(self._backoff(1))
-                continue
-            except AirbyteError as exc:
-                self._emit(SyncFailed, sync, outcome="error", error=exc.message)
-                return None
-            self._emit(SyncTriggered, sync, job=job)
-            return job
+                return await self._post_under_policy(sync, tries)
+            except ServerError:
+                break  # the HTTP policy gave up on tries refused with a 5xx that made no job
+            except _WaitLonger:
+                if round_ < TRIGGER_TRIES:
+                    await self._pause(self._backoff(1))
         self._emit(
             SyncFailed,
             sync,
             outcome="error",
-            error=f"could not trigger after {TRIGGER_TRIES} tries: {last_problem}",
+            error=f"could not trigger after {tries.count} "
+            f"{'try' if tries.count == 1 else 'tries'}: {tries.problem}",
         )
         return None
+
+    async def _post_under_policy(self, sync: Sync, tries: _Tries) -> Job | None:
+        """``POST /jobs`` until it makes a job, tried again under the client's HTTP retry policy
+        (short, jittered backoff) while Airbyte refuses it with a 5xx and lists no job from it.
+
+        Returns the job, or None when the sync is settled here. Raises :class:`_WaitLonger` when
+        the try must be repeated after the sync-retry backoff, and the last refusal (a
+        ``ServerError``) once the policy gives up.
+        """
+        retries = aiter(self.client.retrying(what="POST /jobs"))
+        while True:
+            # The policy's wait between tries comes first; a stop cuts it short.
+            with anyio.CancelScope() as waiting:
+                self._stoppable.add(waiting)
+                if self.stopping:
+                    waiting.cancel()
+                try:
+                    attempt = await anext(retries)
+                finally:
+                    self._stoppable.discard(waiting)
+            if waiting.cancelled_caught:
+                self._emit(
+                    SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted"
+                )
+                return None
+            # Nothing may run between this block and the next anext(): the attempt swallows
+            # whatever is raised in it, cancellation included, and anext() raises it again.
+            with attempt:
+                return await self._post_once(sync, tries)
+
+    async def _post_once(self, sync: Sync, tries: _Tries) -> Job | None:
+        """One ``POST /jobs``, its intent journaled first; see :meth:`_post_under_policy`."""
+        cid = sync.connection_id
+        if self.stopping:
+            self._emit(SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted")
+            return None
+        began = now()
+        if sync.first_trigger is None:
+            sync.first_trigger = self._clock()
+        try:
+            self._emit(SyncTriggering, sync)
+        except Exception as exc:
+            # The journal could not record the intent: triggering now could not be undone
+            # safely after a crash, so do not trigger at all.
+            self._emit(
+                SyncFailed,
+                sync,
+                outcome="error",
+                error=f"not triggered: the journal could not record it ({exc})",
+                best_effort=True,
+            )
+            return None
+        tries.count += 1
+        try:
+            async with self._trigger_slots:
+                job = await self.client.create_job(cid, self.options.job_type)
+        except AlreadyRunningError:
+            if self.options.if_running == "fail":
+                self._emit(SyncFailed, sync, outcome="error", error="a sync is already running")
+                return None
+            running = await self._find_running(cid)
+            if running is not None or self.options.if_running == "skip":
+                return self._already_running(sync, running, None)
+            # Airbyte said "already running" but lists no running job (its stale-state case):
+            # wait a little and trigger again, through the journal like any trigger.
+            tries.problem = "Airbyte says a sync is already running but shows no running job"
+            log.warning("already_running_without_job", connection_id=cid)
+            raise _WaitLonger from None
+        except TriggerOutcomeUnknownError as exc:
+            log.warning("trigger_unclear", connection_id=cid, error=exc.message)
+            known, found = await self._reconcile_until_known(sync, began)
+            if not known:
+                self._emit(
+                    SyncFailed,
+                    sync,
+                    outcome="error",
+                    error="Airbyte's answer to the trigger was lost and its job list stayed "
+                    "unreadable; check the connection in Airbyte before triggering it again",
+                )
+                return None
+            if found is not None:
+                self._emit(SyncTriggered, sync, job=found)
+                return found
+            # No job came of that try, so another cannot duplicate one.
+            tries.problem = f"{exc.happened}, and no job came of it"
+            if exc.answer is not None:
+                # A 5xx is an answer: the server is done with the request, and the list shows
+                # it made nothing. Try again like any refused request, under the HTTP policy.
+                raise exc.answer from None
+            # No answer came: a job may still be on its way, so look again only after a while.
+            raise _WaitLonger from None
+        except (InactiveConnectionError, NotFoundError) as exc:
+            reason = (
+                "the connection no longer exists" if isinstance(exc, NotFoundError) else exc.message
+            )
+            self._emit(SyncFailed, sync, outcome="error", error=reason)
+            return None
+        except TransportError as exc:
+            # The request never reached Airbyte (refused, DNS): nothing to reconcile.
+            log.warning("trigger_not_sent", connection_id=cid, error=exc.message)
+            tries.problem = exc.message
+            raise _WaitLonger from None
+        except AirbyteError as exc:
+            self._emit(SyncFailed, sync, outcome="error", error=exc.message)
+            return None
+        self._emit(SyncTriggered, sync, job=job)
+        return job
 
     def _already_running(self, sync: Sync, job: Job | None, who: str | None) -> Job | None:
         """A job is already running for the connection (Airbyte's 409, or another run of this

@@ -8,7 +8,8 @@ A watcher answers one question for a sync task: "has this job changed, within at
   tick (``GET /jobs?workspaceIds=W&updatedAtStart=T``): the request count follows the number of
   workspaces and changes, not the number of syncs. Jobs it does not hear about for a while are
   confirmed one by one, so a server that ignores a filter can slow a sync down but never hang it;
-  when that happens the workspace falls back to per-job polling, and says so.
+  when that happens the workspace falls back to per-job polling, and says so. So does a workspace
+  whose list Airbyte refuses (a 4xx: at once) or keeps failing (a 5xx: after a few ticks).
 
 Transient errors are logged and watching goes on: a sync is never dropped because a status call
 failed.
@@ -105,6 +106,8 @@ class _Watch:
 
 
 MISSES_BEFORE_FALLBACK = 3
+# Ticks in a row whose list failed on the server's side (5xx, after the client's own retries).
+LIST_FAILURES_BEFORE_FALLBACK = 3
 
 
 class BatchedWatcher:
@@ -139,6 +142,7 @@ class BatchedWatcher:
         self._fresh = anyio.Event()
         self._slowdown = 1.0
         self._misses: dict[str, int] = {}
+        self._list_failures: dict[str, int] = {}
         self._running = False
         self.ticks = 0
 
@@ -250,8 +254,9 @@ class BatchedWatcher:
             log.warning("batched_poll_failed", workspace_id=workspace_id, error=exc.message)
             return True
         except AirbyteError as exc:
-            log.warning("batched_poll_failed", workspace_id=workspace_id, error=exc.message)
+            self._list_failed(workspace_id, exc)
             return False
+        self._list_failures.pop(workspace_id, None)
         self._since[workspace_id] = began - self._overlap
         now = self._clock()
         for job in jobs:
@@ -297,6 +302,24 @@ class BatchedWatcher:
             if fresh != watch.job:
                 watch.job = fresh
                 watch.changed.set()
+
+    def _list_failed(self, workspace_id: str, exc: AirbyteError) -> None:
+        """A list that is refused will be refused again: per-job polling at once. One that keeps
+        failing on the server's side: per-job polling after a few ticks. Neither for a 401 (the
+        credentials, not the list) nor when Airbyte cannot be reached (per-job cannot either)."""
+        log.warning("batched_poll_failed", workspace_id=workspace_id, error=exc.message)
+        status = exc.status or 0
+        if 400 <= status < 500 and status not in (401, 408):
+            # A server or proxy that rejects a filter or orderBy (old versions, mocks): 400, 422.
+            self._fall_back(workspace_id, f"Airbyte refused the job list (HTTP {status})")
+        elif status >= 500 or status == 408:
+            failures = self._list_failures.get(workspace_id, 0) + 1
+            self._list_failures[workspace_id] = failures
+            if failures >= LIST_FAILURES_BEFORE_FALLBACK:
+                self._fall_back(
+                    workspace_id,
+                    f"the job list failed {failures} ticks in a row (last: HTTP {status})",
+                )
 
     def _fall_back(self, workspace_id: str, reason: str) -> None:
         if workspace_id in self._fallback:

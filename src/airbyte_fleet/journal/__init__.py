@@ -18,7 +18,9 @@ from airbyte_fleet.journal.codec import (
 from airbyte_fleet.journal.schema import DEFAULT_STATE_DIR, FILE_NAME, SCHEMA_VERSION
 from airbyte_fleet.journal.sqlite import Journal
 from airbyte_fleet.journal.store import (
+    JournalDamagedError,
     JournalError,
+    NoJournalError,
     RunRecord,
     RunStore,
     SyncRecord,
@@ -32,7 +34,9 @@ __all__ = [
     "EventDecodeError",
     "Fsync",
     "Journal",
+    "JournalDamagedError",
     "JournalError",
+    "NoJournalError",
     "RunRecord",
     "RunStore",
     "SyncRecord",

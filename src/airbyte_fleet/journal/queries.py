@@ -64,21 +64,33 @@ def _record(row: tuple[Any, ...], *, total: int, **more: Any) -> RunRecord:
         options,
         selection,
     ) = row
-    return RunRecord(
-        run_id=run_id,
-        started_at=datetime.fromisoformat(started),
-        finished_at=parse_ts(finished),
-        outcome=outcome if finished is not None else "running",
-        job_type=job_type,
-        wait=bool(wait),
-        max_concurrency=max_concurrency,
-        total=total,
-        interrupted=bool(interrupted),
-        resumed_at=parse_ts(resumed),
-        options=json.loads(options) if options else {},
-        selection=json.loads(selection) if selection else None,
-        **more,
-    )
+    try:
+        return RunRecord(
+            run_id=run_id,
+            started_at=datetime.fromisoformat(started),
+            finished_at=parse_ts(finished),
+            outcome=outcome if finished is not None else "running",
+            job_type=job_type,
+            wait=bool(wait),
+            max_concurrency=max_concurrency,
+            total=total,
+            interrupted=bool(interrupted),
+            resumed_at=parse_ts(resumed),
+            options=_object(options) or {},
+            selection=_object(selection),
+            **more,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"run {run_id} holds a value this version cannot read: {exc}") from None
+
+
+def _object(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, found {type(value).__name__}")
+    return value
 
 
 def runs(conn: sqlite3.Connection, *, limit: int, offset: int) -> list[RunRecord]:
@@ -155,22 +167,13 @@ def run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
     planned: list[PlannedSync] = []
     counts = _zeroed()
     for position, *values in syncs:
-        record = SyncRecord(
-            connection_id=values[0],
-            connection_name=values[1],
-            workspace_id=values[2],
-            attempt=values[3],
-            job_id=values[4],
-            status=values[5],
-            outcome=values[6],
-            error=values[7],
-            cause=values[8],
-            intent_at=parse_ts(values[9]),
-            triggered_at=parse_ts(values[10]),
-            finished_at=parse_ts(values[11]),
-            rows_synced=values[12],
-            bytes_synced=values[13],
-        )
+        try:
+            record = _sync_record(values)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(
+                f"run {run_id}, connection {values[0]}, holds a value this version cannot read: "
+                f"{exc}"
+            ) from None
         records[record.connection_id] = record
         if position is not None:
             planned.append(
@@ -182,6 +185,25 @@ def run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
         counts[key] = counts.get(key, 0) + 1
     total = max(row[7], len(records))
     return _record(row, total=total, counts=counts, planned=planned, syncs=records)
+
+
+def _sync_record(values: list[Any]) -> SyncRecord:
+    return SyncRecord(
+        connection_id=values[0],
+        connection_name=values[1],
+        workspace_id=values[2],
+        attempt=values[3],
+        job_id=values[4],
+        status=values[5],
+        outcome=values[6],
+        error=values[7],
+        cause=values[8],
+        intent_at=parse_ts(values[9]),
+        triggered_at=parse_ts(values[10]),
+        finished_at=parse_ts(values[11]),
+        rows_synced=values[12],
+        bytes_synced=values[13],
+    )
 
 
 def events(

@@ -8,12 +8,22 @@ so the text sorts like the instant it names.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from airbyte_fleet.journal.store import JournalError
+from airbyte_fleet.journal.store import JournalDamagedError, JournalError
 
-__all__ = ["DEFAULT_STATE_DIR", "FILE_NAME", "SCHEMA_VERSION", "connect", "parse_ts", "utc_text"]
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "FILE_NAME",
+    "SCHEMA_VERSION",
+    "connect",
+    "damaged_sentence",
+    "journal_error",
+    "parse_ts",
+    "utc_text",
+]
 
 FILE_NAME = "journal.sqlite3"
 # Where `run`, `runs` and `serve` keep the journal (and the worker its ledger and schedule state)
@@ -94,26 +104,97 @@ def parse_ts(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-def connect(path: Path, *, busy_timeout: float) -> sqlite3.Connection:
+def damaged_sentence(path: Path, what: object) -> str:
+    """The one sentence for a journal that cannot be read: the file, the cause, what to do."""
+    return (
+        f"The journal at {path} cannot be read ({what}): it is damaged or not an airbyte-fleet "
+        "journal; move it aside to start a new one (the runs it holds can then no longer be "
+        "resumed), or pass --state-dir with another folder."
+    )
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the file's content is broken (not that it cannot get at the file)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+
+
+def journal_error(path: Path, doing: str, exc: sqlite3.Error) -> JournalError:
+    """*exc* as the store's error: damage as :class:`JournalDamagedError`, anything else (a lock,
+    a full disk, permissions) as :class:`JournalError`."""
+    if isinstance(exc, JournalError):
+        return exc
+    if is_damage(exc):
+        return JournalDamagedError(damaged_sentence(path, exc))
+    return JournalError(f"cannot {doing} the journal at {path}: {exc}")
+
+
+def connect(
+    path: Path,
+    *,
+    busy_timeout: float,
+    create: bool = True,
+    first: Callable[[sqlite3.Connection], None] | None = None,
+) -> sqlite3.Connection:
     """The journal file at *path*, in WAL mode and at :data:`SCHEMA_VERSION`; raises
-    :class:`JournalError` when it cannot be opened or is newer than this version."""
+    :class:`JournalError` when it cannot be opened or is newer than this version.
+
+    *create* False: never create the file; open it read-only when it cannot be written (a reader
+    of a state directory it may not change), where nothing is migrated. *first* is called with
+    the connection before anything is written through it (a migration rewrites the WAL).
+    """
     try:
-        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the lock
-        # up front instead of failing to upgrade a read lock (which busy_timeout cannot retry).
-        conn = sqlite3.connect(
-            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        conn = _open(path, busy_timeout, "rwc" if create else "rw")
     except sqlite3.Error as exc:
-        raise JournalError(f"cannot open the journal at {path}: {exc}") from exc
+        if create or getattr(exc, "sqlite_errorname", "") not in _READ_ONLY:
+            raise journal_error(path, "open", exc) from exc
+        try:
+            conn = _open(path, busy_timeout, "ro")
+        except sqlite3.Error as again:
+            raise journal_error(path, "open", again) from again
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        _migrate(conn, path)
+        if first is not None:
+            first(conn)
+        if conn.execute("PRAGMA query_only").fetchone()[0]:
+            _check_version(conn, path)
+        else:
+            conn.execute("PRAGMA journal_mode=WAL")
+            _migrate(conn, path)
     except BaseException as exc:
         conn.close()
-        if isinstance(exc, sqlite3.Error) and not isinstance(exc, JournalError):
-            raise JournalError(f"cannot open the journal at {path}: {exc}") from exc
+        if isinstance(exc, sqlite3.Error):
+            raise journal_error(path, "open", exc) from exc
         raise
     return conn
+
+
+# What SQLite answers when a file can be read but not written by this process.
+_READ_ONLY = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")
+
+
+def _open(path: Path, busy_timeout: float, mode: str) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the lock
+    # up front instead of failing to upgrade a read lock (which busy_timeout cannot retry).
+    conn = sqlite3.connect(
+        f"{path.absolute().as_uri()}?mode={mode}",
+        uri=True,
+        timeout=busy_timeout,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    if mode == "ro":
+        conn.execute("PRAGMA query_only = 1")
+    return conn
+
+
+def _check_version(conn: sqlite3.Connection, path: Path) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version != SCHEMA_VERSION:
+        raise JournalError(
+            f"the journal at {path} has schema version {version} and cannot be brought to "
+            f"version {SCHEMA_VERSION} read-only; run airbyte-fleet once where it may write "
+            "the state directory"
+        )
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:

@@ -25,7 +25,14 @@ from airbyte_fleet.engine.events import Event, PlannedSync
 from airbyte_fleet.engine.outcome import SkipCause
 from airbyte_fleet.engine.resume import SyncState
 
-__all__ = ["JournalError", "RunRecord", "RunStore", "SyncRecord"]
+__all__ = [
+    "JournalDamagedError",
+    "JournalError",
+    "NoJournalError",
+    "RunRecord",
+    "RunStore",
+    "SyncRecord",
+]
 
 
 class JournalError(sqlite3.Error):
@@ -33,6 +40,17 @@ class JournalError(sqlite3.Error):
 
     A :class:`sqlite3.Error`, so code that already handles database errors handles this one too.
     """
+
+
+class JournalDamagedError(JournalError):
+    """What the store holds cannot be read: the file is damaged, or is not a journal at all.
+
+    Its message is one sentence naming the file and what to do.
+    """
+
+
+class NoJournalError(JournalError):
+    """There is no journal where one was to be read (and reading never creates one)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +135,14 @@ class RunRecord:
 class RunStore(Protocol):
     """Where runs are kept: an event sink for the run's bus, and the reads that list, show,
     follow and resume runs. Calls may come from several threads; failures raise
-    :class:`JournalError`, and the caller decides whether to carry on without a store."""
+    :class:`JournalError`, and the caller decides whether to carry on without a store.
+
+    ``damage`` says what the store found wrong with itself when it was opened (None: nothing): a
+    damaged store may have lost events it once acknowledged, so a run resumed from it must not
+    take a sync it shows as untouched for one that was never triggered.
+    """
+
+    damage: str | None
 
     def __call__(self, event: Event) -> None:
         """Record one event (durable on return unless it is a status event, see above)."""

@@ -196,11 +196,18 @@ class Writer:
 
     # ----------------------------------------------------------------- lifecycle
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def check_open(self) -> None:
         if self._closed:
             raise JournalError("the journal is closed")
 
     def close(self) -> None:
+        """Commit what is batched and let go. A disk that refuses the batch loses it (status
+        events only, which a resume asks Airbyte for again) with a warning: closing never
+        fails."""
         with self.lock:
             if self._closed:
                 return
@@ -208,6 +215,8 @@ class Writer:
             try:
                 if self._pending:
                     self._commit([])
+            except JournalError as exc:
+                log.warning("journal_batch_lost", events=len(self._pending), error=str(exc))
             finally:
                 self._closed = True
                 self.conn.close()

@@ -6,12 +6,16 @@ so they can never disagree with the result the run itself built live.
 
 from __future__ import annotations
 
+import structlog
+
 from airbyte_fleet.engine.events import RunFinished, RunStarted
 from airbyte_fleet.engine.outcome import OUTCOMES
 from airbyte_fleet.engine.result import ResultBuilder, RunResult, Totals
 from airbyte_fleet.journal import RunStore
 
 __all__ = ["replay_into", "replay_result"]
+
+log = structlog.get_logger("airbyte_fleet.runner")
 
 # Events read per query: bounds memory on a run of many thousand syncs.
 PAGE = 5000
@@ -21,7 +25,10 @@ def replay_into(
     builder: ResultBuilder, store: RunStore, run_id: str
 ) -> RunStarted | RunFinished | None:
     """Feed *builder* the run's stored events, from its first ``run_started`` on (kinds this
-    version does not know are skipped by the store).
+    version does not know, and rows it cannot read, are skipped by the store).
+
+    When the first start itself cannot be read, the run's record stands in for it (its plan,
+    options and start time), so that what follows is not dropped with it.
 
     Returns the last ``run_started`` or ``run_finished`` fed, so the caller knows whether the run
     ever started and whether its last start finished; None when it never started.
@@ -34,13 +41,37 @@ def replay_into(
             if isinstance(event, RunStarted):
                 last = event
             elif last is None:
-                continue  # before the run's first start: a builder has nothing to add it to
-            elif isinstance(event, RunFinished):
+                last = _start_from_record(store, run_id)
+                if last is None:
+                    continue  # before the run's first start: a builder has nothing to add it to
+                builder(last)
+            if isinstance(event, RunFinished):
                 last = event
             builder(event)
         if len(page) < PAGE:
             return last
         after = page[-1][0]
+
+
+def _start_from_record(store: RunStore, run_id: str) -> RunStarted | None:
+    """The run's first start as its record keeps it; None for a run the store knows no plan of
+    (events written without their start, as a late subscriber writes them)."""
+    record = store.run(run_id)
+    if record is None or not record.planned:
+        return None
+    log.warning("journal_run_start_rebuilt", run_id=run_id, note="its run_started is unreadable")
+    return RunStarted(
+        run_id=run_id,
+        at=record.started_at,
+        elapsed_s=0.0,
+        total=record.total,
+        job_type=record.job_type,
+        max_concurrency=record.max_concurrency or len(record.planned),
+        wait=record.wait,
+        planned=tuple(record.planned),
+        options=record.options,
+        selection=record.selection,
+    )
 
 
 def replay_result(store: RunStore, run_id: str) -> RunResult | None:

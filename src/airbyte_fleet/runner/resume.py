@@ -17,17 +17,27 @@ def _resume_state(rec: SyncRecord) -> SyncState:
     return rec.state
 
 
-def resume_plan(record: RunRecord) -> tuple[Plan, dict[str, ResumePoint]]:
-    """The plan and resume points that carry on *record* where it stopped."""
-    points = {
-        cid: ResumePoint(
-            state=_resume_state(rec),
-            attempt=rec.attempt,
-            job_id=rec.job_id,
-            outcome=rec.outcome,
-            intent_at=rec.intent_at,
-            triggered_at=rec.triggered_at,
-        )
-        for cid, rec in record.syncs.items()
-    }
+def _point(rec: SyncRecord, record: RunRecord, *, damaged: bool) -> ResumePoint:
+    state = _resume_state(rec)
+    if damaged and state == "untouched":
+        # A damaged store may have lost this sync's trigger: look for a job created since the
+        # run began (the engine adopts it) before triggering one.
+        return ResumePoint(state="intent", attempt=max(rec.attempt, 1), intent_at=record.started_at)
+    return ResumePoint(
+        state=state,
+        attempt=rec.attempt,
+        job_id=rec.job_id,
+        outcome=rec.outcome,
+        intent_at=rec.intent_at,
+        triggered_at=rec.triggered_at,
+    )
+
+
+def resume_plan(record: RunRecord, *, damaged: bool = False) -> tuple[Plan, dict[str, ResumePoint]]:
+    """The plan and resume points that carry on *record* where it stopped.
+
+    *damaged*: the store found itself damaged, so what it shows as never triggered may have been
+    triggered in a part it lost; each such sync is reconciled with Airbyte first (an intent).
+    """
+    points = {cid: _point(rec, record, damaged=damaged) for cid, rec in record.syncs.items()}
     return Plan(items=tuple(record.planned)), points

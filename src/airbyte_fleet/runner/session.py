@@ -6,6 +6,14 @@ that could not be recorded first; the result builder; whatever sinks the caller 
 engine with the caller's trigger hook, and offers the three ways a run can be stopped: *interrupt*
 (cancel or detach its jobs by policy, then finish), *abort* (a second signal: stop waiting for
 cancels) and *let go* (drop it as a crash would, for a later process to resume).
+
+A store that fails (a full disk, a lock held past its timeout) makes the engine stop the run as an
+interrupt would, by the caller's ``on_interrupt`` policy (:class:`StoreFailedError`): nothing more
+is triggered, every sync still gets its outcome in the result, whose ``error`` says why, and
+:meth:`RunSession.run` returns it with :attr:`RunSession.store_error` set. The store is not written
+again after its first failure (a store that fails slowly, a lock timeout per write, would stretch
+the stop far past its grace period), so it keeps the run unfinished, as far as it got, which is
+what a later resume reads correctly.
 """
 
 from __future__ import annotations
@@ -17,13 +25,22 @@ from typing import Literal
 import structlog
 
 from airbyte_fleet.api import AirbyteClient
-from airbyte_fleet.engine.events import Event, EventBus, EventSink, RunFinished, RunStarted
+from airbyte_fleet.engine.events import (
+    Event,
+    EventBus,
+    EventSink,
+    RunFinished,
+    RunStarted,
+    StoreFailedError,
+    SyncTriggering,
+)
 from airbyte_fleet.engine.hooks import TriggerHook
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.plan import Plan, build_plan
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
 from airbyte_fleet.engine.resume import ResumePoint
 from airbyte_fleet.engine.run import Engine, StopMode, new_run_id
+from airbyte_fleet.errors import FleetError
 from airbyte_fleet.journal import RunRecord, RunStore
 from airbyte_fleet.runner.replay import replay_into
 from airbyte_fleet.runner.resume import resume_plan
@@ -34,6 +51,31 @@ log = structlog.get_logger("airbyte_fleet.runner")
 
 # Until it runs, a session waits (in the worker's queue, or for its caller to run it).
 SessionState = Literal["queued", "running", "finished"]
+
+
+class _Recorded:
+    """The store as the run's critical sink, written until it first fails. That failure reaches
+    the engine, which stops the run; after it, events go unwritten: an intent is refused with the
+    same error (its trigger is never sent), anything else is passed over without a word (the
+    failure was reported once, not once per event)."""
+
+    def __init__(self, store: RunStore) -> None:
+        self._store = store
+        self.error: Exception | None = None
+
+    def __call__(self, event: Event) -> None:
+        if self.error is not None:
+            if isinstance(event, SyncTriggering):
+                raise self.error
+            return
+        try:
+            self._store(event)
+        except Exception as exc:
+            self.error = exc
+            raise
+
+    def __repr__(self) -> str:
+        return f"recorded by {self._store!r}"
 
 
 class RunSession:
@@ -53,6 +95,7 @@ class RunSession:
         hook: TriggerHook | None = None,
         sinks: Sequence[EventSink] = (),
         grace: float = 30.0,
+        on_interrupt: StopMode = "cancel",
     ) -> None:
         self.run_id = run_id or new_run_id()
         self.plan = plan
@@ -68,10 +111,20 @@ class RunSession:
         self.finished = False
         self._let_go = False
         # The store is critical: a trigger it cannot record is a trigger not sent.
+        self._recorded = _Recorded(store) if store is not None else None
         self.bus = EventBus(
-            [self.builder, self._observe, *sinks], critical=[store] if store is not None else []
+            [self.builder, self._observe, *sinks],
+            critical=[self._recorded] if self._recorded is not None else [],
         )
-        self.engine = Engine(client, options, self.bus, run_id=self.run_id, grace=grace, hook=hook)
+        self.engine = Engine(
+            client,
+            options,
+            self.bus,
+            run_id=self.run_id,
+            grace=grace,
+            hook=hook,
+            on_interrupt=on_interrupt,
+        )
 
     # ----------------------------------------------------------------- making one
 
@@ -88,6 +141,7 @@ class RunSession:
         hook: TriggerHook | None = None,
         sinks: Sequence[EventSink] = (),
         grace: float = 30.0,
+        on_interrupt: StopMode = "cancel",
     ) -> RunSession:
         """Plan *selection* against Airbyte (raises :class:`~airbyte_fleet.engine.plan.PlanError`
         before anything is triggered) and return the session that runs it."""
@@ -106,6 +160,7 @@ class RunSession:
             hook=hook,
             sinks=sinks,
             grace=grace,
+            on_interrupt=on_interrupt,
         )
 
     @classmethod
@@ -119,11 +174,15 @@ class RunSession:
         hook: TriggerHook | None = None,
         sinks: Sequence[EventSink] = (),
         grace: float = 30.0,
+        on_interrupt: StopMode = "cancel",
     ) -> RunSession:
         """Carry on *record* where an earlier process left it: finished syncs stay finished, jobs
         in flight are followed again, and nothing journaled as triggered is triggered again. The
-        result covers the whole run: what the earlier process saw, then what this one sees."""
-        plan, points = resume_plan(record)
+        result covers the whole run: what the earlier process saw, then what this one sees.
+
+        From a store that found itself damaged, every sync it shows as never triggered is looked
+        for in Airbyte first: a job created since the run began is followed, not duplicated."""
+        plan, points = resume_plan(record, damaged=store.damage is not None)
         builder = ResultBuilder()
         replay_into(builder, store, record.run_id)
         session = cls(
@@ -137,6 +196,7 @@ class RunSession:
             hook=hook,
             sinks=sinks,
             grace=grace,
+            on_interrupt=on_interrupt,
         )
         # The journal keeps the selection the run started with; none is sent again.
         session.started = True
@@ -145,20 +205,39 @@ class RunSession:
     # ----------------------------------------------------------------- running
 
     async def run(self) -> RunResult:
-        """Run to the end (or until let go) and return the result so far."""
+        """Run to the end (or until let go) and return the result so far, also when the store
+        failed and the run was stopped for it (:attr:`store_error`)."""
         self.state = "running"
         log.info("run_executing", run_id=self.run_id, resumed=self.resume_points is not None)
         try:
             await self.engine.run(
                 self.plan, selection=self.selection, resume=self.resume_points or None
             )
+        except StoreFailedError:
+            pass  # the result is complete and says why; store_error tells the caller
         finally:
             if not self._let_go:
                 self.state = "finished"
         return self.builder.result
 
-    def interrupt(self, mode: StopMode = "cancel") -> None:
-        """Trigger nothing more; cancel (or leave running) every job in flight, then finish."""
+    @property
+    def store_error(self) -> FleetError | None:
+        """Why the store failed the run (None: it did not): the run was stopped for it, or, when
+        only its end could not be recorded, finished first. The store holds the run only as far
+        as it got: unfinished, for a later resume."""
+        if self.engine.failure is not None:
+            return self.engine.failure
+        if self._recorded is not None and self._recorded.error is not None:
+            return FleetError(
+                f"the run's journal could not record its end ({self._recorded.error}); every "
+                "sync had ended and the result is complete, and once the state directory can "
+                f"be written again 'airbyte-fleet run --resume {self.run_id}' records it"
+            )
+        return None
+
+    def interrupt(self, mode: StopMode | None = None) -> None:
+        """Trigger nothing more; cancel (or leave running) every job in flight, by *mode* or the
+        session's ``on_interrupt`` policy, then finish."""
         self.engine.stop(mode)
 
     def abort(self) -> None:

@@ -1,9 +1,10 @@
 """The worker's process: the aiohttp application over a :class:`Worker`, started and stopped.
 
-``build_app`` puts the routes (``routes.py``) behind three middlewares: error answers
-(``errors.py``), the bearer token (``auth.py``) and the body limit. ``launch`` starts the worker
-and its API as an async context manager; ``serve`` is ``airbyte-fleet serve``: ``launch`` until a
-signal.
+``build_app`` puts the routes (``routes.py``) behind four middlewares: error answers
+(``errors.py``), requests from web pages (``origin.py``), the bearer token (``auth.py``) and the
+body limit. ``launch`` starts the worker and its API as an async context manager, listening with
+a cap on open connections (``listener.py``); ``serve`` is ``airbyte-fleet serve``: ``launch``
+until a signal.
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ from airbyte_fleet.resolve import (
     run_overrides_from_env,
 )
 from airbyte_fleet.runner import on_signals, open_client
+from airbyte_fleet.service.access_log import ACCESS_LOGGER, AccessLog
 from airbyte_fleet.service.auth import auth_middleware
 from airbyte_fleet.service.errors import BodyTooLargeError, problems
 from airbyte_fleet.service.ledger import Ledger
+from airbyte_fleet.service.listener import Listener, connection_cap, listen
 from airbyte_fleet.service.metrics import Metrics
 from airbyte_fleet.service.options import ServeOptions, check_bind
+from airbyte_fleet.service.origin import origin_middleware
 from airbyte_fleet.service.routes import CONTEXT, ROUTES, ApiContext
 from airbyte_fleet.service.runs import Worker
 from airbyte_fleet.service.schedules import Schedule, Scheduler, ScheduleState, parse_schedules
@@ -66,17 +70,29 @@ def build_app(
     max_body_bytes: int = 64 * 1024,
     ready_timeout: float = 5.0,
     keepalive: float = 15.0,
+    body_timeout: float = 30.0,
 ) -> web.Application:
-    """The API over *worker*. *token*: the bearer token every route but /healthz and /metrics
-    requires (None: no auth, for a loopback bind only; :func:`check_bind` enforces that)."""
+    """The API over *worker*. *token*: the bearer token every route but the probes and /metrics
+    requires (None: no auth, for a loopback bind only; :func:`check_bind` enforces that, and
+    such a worker answers only requests addressed to a loopback name)."""
     app = web.Application(
         client_max_size=max_body_bytes,
         # Outermost first: errors.problems answers whatever the others (and the routes) raise.
-        middlewares=[problems, auth_middleware(token), _body_limit(max_body_bytes)],
+        middlewares=[
+            problems,
+            origin_middleware(loopback_only=token is None),
+            auth_middleware(token),
+            _body_limit(max_body_bytes),
+        ],
     )
-    app[CONTEXT] = ApiContext(worker, metrics, ready_timeout, keepalive)
+    app[CONTEXT] = ApiContext(worker, metrics, ready_timeout, keepalive, body_timeout)
+    app.on_cleanup.append(_stop_readiness_check)
     app.add_routes(ROUTES)
     return app
+
+
+async def _stop_readiness_check(app: web.Application) -> None:
+    await app[CONTEXT].readiness.close()
 
 
 @dataclass(frozen=True)
@@ -142,23 +158,38 @@ async def launch(
                 max_body_bytes=options.max_body_bytes,
                 ready_timeout=options.ready_timeout,
                 keepalive=options.keepalive,
+                body_timeout=options.body_timeout,
             )
-            runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+            runner = web.AppRunner(
+                app,
+                access_log=ACCESS_LOGGER,
+                access_log_class=AccessLog,
+                handle_signals=False,
+                shutdown_timeout=2.0,
+                # aiohttp closes a connection that has not sent a whole request's headers this
+                # long after it opened (or after its last answer): a silent client cannot hold
+                # a connection, nor a slow one a slot.
+                keepalive_timeout=options.header_timeout,
+                # How long an unread body is drained after answering (a refused one, say).
+                lingering_time=min(options.body_timeout, 5.0),
+            )
             await runner.setup()
+            assert runner.server is not None
+            cap = connection_cap(options.max_clients, pool=settings.max_connections)
+            listener: Listener | None = None
             try:
-                site = web.TCPSite(runner, options.host, options.port)
                 try:
-                    await site.start()
+                    listener = await listen(runner.server, options.host, options.port, cap=cap)
                 except OSError as exc:
                     raise ConfigError(
                         f"Cannot listen on {options.host}:{options.port} "
                         f"({exc.strerror or exc}); choose another --host or --port."
                     ) from None
-                host, port = runner.addresses[0][:2]
+                host, port = listener.addresses[0][:2]
                 shown = f"[{host}]" if ":" in str(host) else str(host)
                 running = Running(f"http://{shown}:{port}", worker, app)
                 await worker.start()
-                scheduler = _scheduler(file, worker, options.state_dir)
+                scheduler = _scheduler(file, worker, options.state_dir, exporter)
                 schedule_task = (
                     asyncio.create_task(scheduler.run(), name="schedules")
                     if scheduler is not None
@@ -169,6 +200,7 @@ async def launch(
                     url=running.url,
                     auth="bearer" if options.token else "none (loopback only)",
                     max_runs=options.max_runs,
+                    max_clients=cap,
                     on_shutdown=options.on_shutdown,
                 )
                 try:
@@ -180,10 +212,14 @@ async def launch(
                 await _stop_task(schedule_task)
                 await worker.shutdown(options.on_shutdown, options.grace)
             finally:
+                if listener is not None:
+                    await listener.close()
                 await runner.cleanup()
 
 
-def _scheduler(file: FileConfig, worker: Worker, state_dir: Path) -> Scheduler | None:
+def _scheduler(
+    file: FileConfig, worker: Worker, state_dir: Path, metrics: Metrics
+) -> Scheduler | None:
     """The config file's schedules, submitting runs to *worker*; None when there are none."""
     schedules = parse_schedules(file.schedules, source=str(file.path), groups=file.groups)
     if not schedules:
@@ -198,6 +234,7 @@ def _scheduler(file: FileConfig, worker: Worker, state_dir: Path) -> Scheduler |
         schedules,
         submit=submit,
         is_live=worker.is_live,
+        track=metrics.scheduled,
         state_path=Path(state_dir) / ScheduleState.FILE_NAME,
     )
 

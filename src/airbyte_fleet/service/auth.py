@@ -12,8 +12,8 @@ from airbyte_fleet.service.errors import UnauthenticatedError
 
 __all__ = ["OPEN_PATHS", "auth_middleware", "token_matches"]
 
-# Probes and scrapers rarely carry credentials, and neither route reveals anything about runs.
-OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+# Probes and scrapers carry no credentials, and none of these routes reveals anything about runs.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def token_matches(header: str | None, token: str) -> bool:
@@ -22,7 +22,13 @@ def token_matches(header: str | None, token: str) -> bool:
     if scheme.lower() != "bearer":
         # Still compare, so a missing scheme costs the same time as a wrong token.
         given = ""
-    return hmac.compare_digest(given.strip().encode(), token.encode())
+    # As bytes, encoded so that nothing fails: aiohttp hands over header bytes that are not
+    # UTF-8 as surrogate escapes (which then never equal a token: tokens are printable ASCII).
+    return hmac.compare_digest(_raw(given.strip()), _raw(token))
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 def auth_middleware(token: str | None, open_paths: Collection[str] = OPEN_PATHS) -> Middleware:

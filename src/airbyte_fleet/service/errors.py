@@ -10,7 +10,7 @@ with; an exception nobody registered is a 500 that logs the error and shows no t
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -20,16 +20,21 @@ from pydantic import BaseModel, ValidationError
 
 from airbyte_fleet.api import AirbyteError
 from airbyte_fleet.engine.plan import PlanError
+from airbyte_fleet.journal import JournalDamagedError, JournalError
 from airbyte_fleet.service.responses import error_response
 from airbyte_fleet.service.runs import RunConflictError, RunNotFoundError, ShuttingDownError
 
 __all__ = [
     "BodyTooLargeError",
+    "BodyTooSlowError",
+    "CrossSiteError",
     "InvalidRequestError",
     "MetricsUnavailableError",
     "NotJSONError",
+    "NotLoopbackError",
     "RunNotRecordedError",
     "UnauthenticatedError",
+    "UnsupportedMediaTypeError",
     "field_errors",
     "problems",
     "request_as",
@@ -52,7 +57,33 @@ class InvalidRequestError(Exception):
 
 
 class NotJSONError(Exception):
-    """The request body cannot be parsed as JSON."""
+    """The request body cannot be parsed as JSON; *reason* says where (never what it holds)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnsupportedMediaTypeError(Exception):
+    """A body that is not declared ``application/json``: a web page can send other types
+    to any address without asking first."""
+
+
+class BodyTooSlowError(Exception):
+    """The body did not arrive within the worker's body timeout."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"body not read within {timeout:g} s")
+        self.timeout = timeout
+
+
+class CrossSiteError(Exception):
+    """A request that changes something, sent by a web page of another origin."""
+
+
+class NotLoopbackError(Exception):
+    """A request to a worker without a token, addressed to a name that is not loopback (a page
+    whose own name was made to resolve to this machine: DNS rebinding)."""
 
 
 class BodyTooLargeError(Exception):
@@ -84,25 +115,59 @@ class RunNotRecordedError(Exception):
 
 def field_errors(exc: ValidationError, loc: Sequence[str | int] = ()) -> list[dict[str, Any]]:
     """pydantic's errors as ``{"loc", "msg", "type"}``, each ``loc`` under *loc*; the offending
-    input is never echoed, as it may be large or be a secret pasted into the wrong field."""
+    input is never echoed, as it may be large or be a secret pasted into the wrong field: a
+    message that quotes it (``'soon' is not a duration``) says "the value" instead."""
     return [
         {
             "loc": [*loc, *error["loc"]],
-            "msg": str(error["msg"]).removeprefix("Value error, "),
+            "msg": _unquoted(str(error["msg"]).removeprefix("Value error, "), error["input"]),
             "type": error["type"],
         }
-        for error in exc.errors(include_url=False, include_input=False)
+        for error in exc.errors(include_url=False)
     ]
 
 
+def _unquoted(message: str, given: Any) -> str:
+    """*message* with each value of *given* it quotes replaced by "the value". (Messages quote
+    what they show; a bare word is left alone, as it is more likely the message's own.)"""
+    spellings: set[str] = set()
+    for value in _leaves(given):
+        text = str(value)
+        if text:
+            spellings |= {repr(text), f"'{text}'", f'"{text}"', f"`{text}`"}
+    for spelling in sorted(spellings, key=len, reverse=True):
+        message = message.replace(spelling, "the value")
+    return message
+
+
+def _leaves(given: Any) -> Iterator[str | int | float]:
+    """The scalars in *given* (a JSON value), without recursion: a body may nest deep."""
+    stack = [given]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+        elif isinstance(value, str | int | float) and not isinstance(value, bool):
+            yield value
+
+
 def request_as(
-    model: type[M], data: Any, *, loc: Sequence[str | int] = (), context: Any = None
+    model: type[M],
+    data: Any,
+    *,
+    loc: Sequence[str | int] = (),
+    context: Any = None,
+    strict: bool | None = None,
 ) -> M:
     """The request's *data* (body, query) as *model*, or :class:`InvalidRequestError` listing
     every field that is wrong (where the CLI and config files say one sentence, the API answers
-    with all of them, each under its ``loc``)."""
+    with all of them, each under its ``loc``). *strict* for a JSON body: its values have JSON's
+    own types, so ``0`` is not ``false`` nor ``"5"`` a number (a query's values are all text)."""
     try:
-        return model.model_validate(data, context=context)
+        return model.model_validate(data, context=context, strict=strict)
     except ValidationError as exc:
         raise InvalidRequestError(field_errors(exc, loc)) from None
 
@@ -135,7 +200,42 @@ def _invalid(exc: InvalidRequestError, request: web.Request) -> web.Response:
 
 @answer.register
 def _not_json(exc: NotJSONError, request: web.Request) -> web.Response:
-    return error_response(400, "The request body is not JSON; send a JSON object.")
+    return error_response(400, f"The request body is not JSON ({exc.reason}); send a JSON object.")
+
+
+@answer.register
+def _not_json_type(exc: UnsupportedMediaTypeError, request: web.Request) -> web.Response:
+    return error_response(
+        415, "The request body must be JSON; send it with 'Content-Type: application/json'."
+    )
+
+
+@answer.register
+def _too_slow(exc: BodyTooSlowError, request: web.Request) -> web.Response:
+    response = error_response(
+        408, f"The request body did not arrive within {exc.timeout:g} s; send it again."
+    )
+    # The rest of the body may still be on its way: nothing else can follow on this connection.
+    response.force_close()
+    return response
+
+
+@answer.register
+def _cross_site(exc: CrossSiteError, request: web.Request) -> web.Response:
+    return error_response(
+        403,
+        "The worker refuses requests that web pages of other sites send; call it from a "
+        "script or the command line.",
+    )
+
+
+@answer.register
+def _not_loopback(exc: NotLoopbackError, request: web.Request) -> web.Response:
+    return error_response(
+        403,
+        "A worker without an API token answers only requests addressed to 127.0.0.1, ::1 or "
+        "localhost; use one of those, or start it with AIRBYTE_FLEET_API_TOKEN set.",
+    )
 
 
 @answer.register
@@ -192,6 +292,16 @@ def _airbyte(exc: AirbyteError, request: web.Request) -> web.Response:
 def _not_recorded(exc: RunNotRecordedError, request: web.Request) -> web.Response:
     log.error("run_not_recorded", error=str(exc.__cause__ or exc))
     return error_response(503, "The worker cannot record the run in its state directory.")
+
+
+@answer.register
+def _journal(exc: JournalError, request: web.Request) -> web.Response:
+    # The journal cannot be read: damaged (one sentence naming the file and what to do), or its
+    # disk failing, which may pass.
+    log.error("journal_unreadable", path=request.path, error=str(exc))
+    if isinstance(exc, JournalDamagedError):
+        return error_response(503, str(exc))
+    return error_response(503, f"The worker cannot read its journal ({exc}); try again later.")
 
 
 @web.middleware

@@ -7,12 +7,16 @@ resume; a crashed ``airbyte-fleet run`` sharing the directory is left to ``run -
 
 One small JSON file per run under ``<state_dir>/service/runs/``, written atomically before the
 run is acknowledged and removed once the journal holds its ``run_finished``.
+
+An entry that cannot be read is renamed ``*.bad`` and listed by :meth:`Ledger.damaged` (its run id
+is its file name) until the worker has settled it: an accepted run is never dropped without a word.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ from airbyte_fleet._files import write_atomically
 from airbyte_fleet.engine.events import PlannedSync
 from airbyte_fleet.engine.plan import Plan
 
-__all__ = ["Ledger", "LedgerEntry"]
+__all__ = ["DamagedEntry", "Ledger", "LedgerEntry"]
 
 log = structlog.get_logger("airbyte_fleet.service")
 
@@ -61,6 +65,15 @@ class LedgerEntry(BaseModel):
         return Plan(items=tuple(self.plan), warnings=tuple(self.warnings))
 
 
+@dataclass(frozen=True)
+class DamagedEntry:
+    """An accepted run whose ledger entry cannot be read: all that is left is its id."""
+
+    run_id: str
+    path: Path
+    reason: str
+
+
 class Ledger:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "service" / "runs"
@@ -76,22 +89,23 @@ class Ledger:
         write_atomically(self._file(entry.run_id), entry.model_dump_json())
 
     def remove(self, run_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._file(run_id).unlink()
+        """Forget the run: its entry, and what is left of a damaged one."""
+        for path in (self._file(run_id), self._file(run_id).with_suffix(".bad")):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def __contains__(self, run_id: str) -> bool:
         return _RUN_ID.fullmatch(run_id) is not None and self._file(run_id).is_file()
 
     def entries(self) -> list[LedgerEntry]:
         """Every readable entry, oldest submission first; an unreadable one is logged and kept
-        aside (renamed ``*.bad``) so one damaged file never stops the worker from starting."""
+        aside (renamed ``*.bad``, see :meth:`damaged`) so one damaged file never stops the worker
+        from starting."""
         found: list[LedgerEntry] = []
         for path in sorted(self.path.glob("*.json")):
             try:
-                entry = LedgerEntry.model_validate_json(path.read_bytes())
-                if path.stem != entry.run_id:
-                    raise ValueError("the file name and the run id differ")
-            except (OSError, ValueError, ValidationError) as exc:
+                entry = _read(path)
+            except (OSError, ValueError) as exc:
                 log.error("ledger_entry_unreadable", path=str(path), error=str(exc)[:200])
                 with contextlib.suppress(OSError):
                     path.rename(path.with_suffix(".bad"))
@@ -99,3 +113,35 @@ class Ledger:
             found.append(entry)
         found.sort(key=lambda e: (e.submitted_at, e.run_id))
         return found
+
+    def damaged(self) -> list[DamagedEntry]:
+        """The runs whose entries could not be read (kept as ``*.bad``), by run id."""
+        found: list[DamagedEntry] = []
+        for path in sorted(self.path.glob("*.bad")):
+            if not _RUN_ID.fullmatch(path.stem):
+                continue
+            try:
+                _read(path)
+                reason = "it was set aside as unreadable"
+            except (OSError, ValueError) as exc:
+                reason = _first_line(exc)
+            found.append(DamagedEntry(path.stem, path, reason))
+        return found
+
+
+def _read(path: Path) -> LedgerEntry:
+    try:
+        entry = LedgerEntry.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise ValueError(_first_line(exc)) from None
+    if path.stem != entry.run_id:
+        raise ValueError("the file name and the run id differ")
+    return entry
+
+
+def _first_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the entry"
+        return f"{where}: {first['msg']}"
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

@@ -5,8 +5,14 @@ suite, may hold several). Its :meth:`Metrics.sink` is an :class:`~airbyte_fleet.
 to subscribe to every run's bus; :meth:`Metrics.watch_client` adds an :class:`AirbyteClient` whose
 request counts are read at scrape time.
 
+The registry also has the process (CPU, memory, open files), platform (Python version) and
+garbage-collector collectors, and ``airbyte_fleet_build_info``. It exposes no ``_created``
+series: prometheus-client can only switch those off for the whole process
+(:func:`~prometheus_client.disable_created_metrics`), which :class:`Metrics` does.
+
 Labels carry only small, fixed sets of values (outcomes, HTTP methods, route templates, status
-codes): never a connection id, a URL or anything from a credential.
+codes, the config file's schedule names): never a connection id, a URL or anything from a
+credential.
 """
 
 from __future__ import annotations
@@ -20,10 +26,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from airbyte_fleet._version import __version__
 from airbyte_fleet.api.client import AirbyteClient, RequestStats
 from airbyte_fleet.engine.events import (
     Event,
@@ -73,7 +89,18 @@ class Metrics:
     """Counters, gauges and a histogram fed by events, plus Airbyte request counts at scrape time."""
 
     def __init__(self, *, buckets: Iterable[float] = DURATION_BUCKETS) -> None:
+        # A _created sample per series doubles what is scraped and no query of ours reads it.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        Gauge(
+            "airbyte_fleet_build_info",
+            "The running version of airbyte-fleet (always 1).",
+            ["version"],
+            registry=self.registry,
+        ).labels(version=__version__).set(1)
         self.syncs = Counter(
             "airbyte_fleet_syncs",
             "Syncs that reached a final outcome.",
@@ -103,6 +130,13 @@ class Metrics:
             "Runs started and not finished.",
             registry=self.registry,
         )
+        self.schedule_last_success = Gauge(
+            "airbyte_fleet_schedule_last_success_timestamp_seconds",
+            "When each schedule's latest successful run ended (Unix time); absent until one "
+            "has succeeded since the worker started.",
+            ["schedule"],
+            registry=self.registry,
+        )
         # Every outcome exists from the first scrape, so rate() and alerts see a 0, not a gap.
         for sync_outcome in OUTCOMES:
             self.syncs.labels(outcome=sync_outcome)
@@ -111,6 +145,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._runs: dict[str, bool] = {}  # run id -> waits for syncs to end
         self._in_flight: dict[tuple[str, str], _InFlight] = {}
+        self._scheduled: dict[str, str] = {}  # run id -> the schedule that started it
         self._clients = _ClientCollector()
         self.registry.register(self._clients)
 
@@ -148,8 +183,16 @@ class Metrics:
             seconds = max((event.at - flight.started).total_seconds(), 0.0)
             self.sync_duration.labels(outcome=outcome).observe(seconds)
 
+    def scheduled(self, schedule: str, run_id: str) -> None:
+        """*run_id* was started by *schedule*: its success sets the schedule's last success."""
+        with self._lock:
+            self._scheduled[run_id] = schedule
+
     def _finish_run(self, event: RunFinished) -> None:
         self._runs.pop(event.run_id, None)
+        schedule = self._scheduled.pop(event.run_id, None)
+        if schedule is not None and event.outcome == "succeeded":
+            self.schedule_last_success.labels(schedule=schedule).set(event.at.timestamp())
         for key in [k for k in self._in_flight if k[0] == event.run_id]:
             flight = self._in_flight.pop(key)
             # Mirrors the run's own counts: without waiting a sync ends "triggered"; a sync the

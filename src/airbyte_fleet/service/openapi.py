@@ -1,24 +1,32 @@
-"""The OpenAPI 3.1 description of the worker's API, served at ``/openapi.json``.
+"""The OpenAPI 3.2 description of the worker's API, served at ``/openapi.json``.
 
-The request and result schemas are generated from the same pydantic models that validate and
-build them (:class:`Selection`, :class:`RunOptions`, :class:`RunResult`), so the document cannot
-drift from the code on those; the tests check every response of a running worker against it.
+The request, query, result and event schemas are generated from the same models that validate
+and build them (:class:`Selection`, :class:`RunOptions`, :class:`PageQuery`, :class:`RunResult`
+and every event class), so the document cannot drift from the code on those. The tests check
+every answer of a running worker against it, and schemathesis fuzzes it
+(``tests/service/test_contract.py``): what the document refuses, the worker refuses too.
+
+3.2 because of the event stream: its ``itemSchema`` describes each message, which 3.1 cannot say.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import json
 from typing import Any, get_args
 
+from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from airbyte_fleet._version import __version__
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.result import RunResult
+from airbyte_fleet.journal.codec import event_kinds
 from airbyte_fleet.runner import SessionState
 
-__all__ = ["openapi_document"]
+__all__ = ["LAST_EVENT_ID_PATTERN", "openapi_document"]
 
 _REF = "#/components/schemas/{model}"
 _DURATIONS = ("poll_interval", "timeout", "deadline", "retry_backoff")
@@ -41,6 +49,21 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
+# Durations as text (options.parse_duration): a number of seconds, or amounts with units. It
+# also takes capitals and spaces, which the document leaves out.
+_NUMBER = r"[0-9]+(\.[0-9]+)?"
+_UNIT = "(ms|s|m|h|d)"
+_DURATION = f"^({_NUMBER}|({_NUMBER}{_UNIT})+)$"
+# The same with some digit other than 0 in it, for the options that must be above zero.
+_NONZERO = r"([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*)"
+_POSITIVE_DURATION = f"^({_NONZERO}|({_NUMBER}{_UNIT})*{_NONZERO}{_UNIT}({_NUMBER}{_UNIT})*)$"
+# List fields (options.StrList) take one text too, and null for none; each text is split at
+# commas, blanks dropped. A UUID list's texts hold UUIDs (written the common way) and nothing else.
+_UUID_LISTS = ("connections", "workspaces")
+_UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_UUIDS = rf"^[\s,]*({_UUID}\s*(,[\s,]*{_UUID}\s*)*)?[\s,]*$"
+
+
 def _model_schemas() -> dict[str, Any]:
     _, top = models_json_schema(
         [(Selection, "validation"), (RunOptions, "validation"), (RunResult, "serialization")],
@@ -51,13 +74,20 @@ def _model_schemas() -> dict[str, Any]:
     for name in _DURATIONS:
         # pydantic describes the parsed value (seconds); requests may also use text like "45m".
         prop = options["properties"][name]
+        number = next((b for b in prop.get("anyOf", []) if b.get("type") == "number"), prop)
+        above_zero = "gt" in number or "exclusiveMinimum" in number
+        bound = {"exclusiveMinimum": 0} if above_zero else {"minimum": 0}
         duration = {
             "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "examples": ["45m", "1h30m", "90s", "250ms"]},
+                {"type": "number"} | bound,
+                {
+                    "type": "string",
+                    "pattern": _POSITIVE_DURATION if above_zero else _DURATION,
+                    "examples": ["45m", "1h30m", "90s", "250ms"],
+                },
             ]
         }
-        if name == "deadline":
+        if "anyOf" in prop:
             duration["anyOf"].append({"type": "null"})
         options["properties"][name] = {
             key: value for key, value in prop.items() if key in ("title", "description", "default")
@@ -66,28 +96,83 @@ def _model_schemas() -> dict[str, Any]:
         "Run options; each one left out comes from the worker's environment "
         "(AIRBYTE_FLEET_<OPTION>), its config file's [run] table, then the default shown."
     )
+    selection = schemas["Selection"]["properties"]
+    for name, prop in selection.items():
+        if prop.get("type") != "array":
+            continue
+        text = {"type": "string"} | ({"pattern": _UUIDS} if name in _UUID_LISTS else {})
+        selection[name] = {
+            key: value for key, value in prop.items() if key not in ("type", "items")
+        }
+        selection[name]["anyOf"] = [
+            {"type": "array", "items": text},
+            text | {"description": "one or more, separated by commas"},
+            {"type": "null"},
+        ]
     return schemas
 
 
-_SYNC_EVENT_KINDS = [
-    "run_started",
-    "sync_triggering",
-    "sync_triggered",
-    "sync_adopted",
-    "sync_status_changed",
-    "sync_retrying",
-    "sync_detached",
-    "sync_succeeded",
-    "sync_failed",
-    "sync_timed_out",
-    "sync_cancelled",
-    "sync_skipped",
-    "run_finished",
-]
+# What ``GET /runs/{run_id}/events`` accepts as ``Last-Event-ID``. HTTP strips the spaces around
+# a header's value before anyone reads it; empty means the same as leaving the header out.
+LAST_EVENT_ID_PATTERN = "^[0-9]{0,18}$"
+
+
+def _event_schemas() -> dict[str, Any]:
+    """One schema per event kind for an SSE message's ``data``: what :meth:`Event.to_dict`
+    writes, generated from the event classes (fields kept out of log lines are left out, and so
+    is every field whose value is None)."""
+    schemas: dict[str, Any] = {}
+    for kind, cls in sorted(event_kinds().items()):
+        hidden = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("log", True)}
+        schema = TypeAdapter(cls).json_schema(mode="serialization", ref_template=_REF)
+        schema.pop("$defs", None)
+        properties = {"event": {"const": kind}}
+        for name, prop in schema["properties"].items():
+            if name not in hidden:
+                properties[name] = _never_null(prop)
+        if "$ref" in json.dumps(properties):
+            raise RuntimeError(f"event {kind} refers to another schema; describe it here")
+        schemas[cls.__name__] = {
+            "type": "object",
+            "description": f"`{kind}`"
+            + (f": {schema['description']}" if "description" in schema else ""),
+            "required": ["event", *(n for n in schema.get("required", []) if n not in hidden)],
+            "properties": properties,
+        }
+    return schemas
+
+
+def _never_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """*prop* without its ``null`` branch: ``to_dict`` leaves a None value out instead."""
+    prop = {k: v for k, v in prop.items() if k != "title" and not (k == "default" and v is None)}
+    branches = prop.pop("anyOf", None)
+    if branches is None:
+        return prop
+    kept = [b for b in branches if b != {"type": "null"}]
+    return prop | (kept[0] if len(kept) == 1 else {"anyOf": kept})
+
+
+def _query_parameters() -> list[dict[str, Any]]:
+    # Imported here: the routes serve this document, so they import this module first.
+    from airbyte_fleet.service.routes import PageQuery
+
+    parameters = []
+    for name, prop in PageQuery.model_json_schema()["properties"].items():
+        parameter: dict[str, Any] = {"name": name, "in": "query"}
+        if "description" in prop:
+            parameter["description"] = prop["description"]
+        parameter["schema"] = {k: v for k, v in prop.items() if k not in ("title", "description")}
+        parameters.append(parameter)
+    return parameters
 
 
 def _components() -> dict[str, Any]:
     schemas = _model_schemas()
+    events = _event_schemas()
+    clash = set(events) & set(schemas)
+    if clash:
+        raise RuntimeError(f"event schemas named like model schemas: {sorted(clash)}")
+    schemas |= events
     run_id = {"type": "string", "description": "the run's id, as in the journal"}
     state = {"type": "string", "enum": _STATES}
     schemas |= {
@@ -96,7 +181,10 @@ def _components() -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {
                 "selection": _ref("Selection")
-                | {"description": "empty or left out: the config file's [selection]"},
+                | {
+                    "description": "empty or left out: the worker's config file's [selection] "
+                    "(without one, the run is refused with a 422)"
+                },
                 "options": _ref("RunOptions"),
             },
         },
@@ -121,6 +209,11 @@ def _components() -> dict[str, Any]:
                 "state": state,
                 "result": _nullable(_ref("RunResult"))
                 | {"description": "the run's result once it has finished; null until then"},
+                "error": _nullable({"type": "string"})
+                | {
+                    "description": "why the worker could not record the run (its journal "
+                    "failed mid-run, or its record was damaged before it started); else null"
+                },
             },
         },
         "RunListItem": {
@@ -134,6 +227,11 @@ def _components() -> dict[str, Any]:
                 "outcome": _nullable({"type": "string"}),
                 "total": {"type": "integer", "minimum": 0},
                 "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "error": _nullable({"type": "string"})
+                | {
+                    "description": "why the worker could not record the run (its journal "
+                    "failed mid-run, or its record was damaged before it started); else null"
+                },
             },
         },
         "RunList": {
@@ -175,6 +273,28 @@ def _components() -> dict[str, Any]:
                 "reason": {"type": "string", "description": "why not, in one sentence"},
             },
         },
+        "Event": {
+            "description": "One event as the log line shows it; `event` is its kind.",
+            "oneOf": [_ref(name) for name in events],
+        },
+        "EventMessage": {
+            "type": "object",
+            "description": "One Server-Sent Events message: an event of the run.",
+            "required": ["id", "event", "data"],
+            "properties": {
+                "id": {
+                    "type": "string",
+                    "pattern": "^[0-9]{1,18}$",
+                    "description": "the event's sequence number in the run's journal",
+                },
+                "event": {"type": "string", "enum": sorted(event_kinds())},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": _ref("Event"),
+                },
+            },
+        },
     }
     return {
         "schemas": schemas,
@@ -190,12 +310,29 @@ def _components() -> dict[str, Any]:
         "responses": {
             "Unauthorized": _error("no bearer token, or not the worker's"),
             "NotFound": _error("no such run"),
+            "JournalUnreadable": _error(
+                "the worker's journal cannot be read: damaged (`error` names the file and what "
+                "to do), or its disk is failing"
+            ),
+            "Forbidden": _error(
+                "sent by a web page of another site (to an operation that changes something), "
+                "or addressed to a name that is not loopback (a worker without a token)"
+            ),
         },
     }
 
 
 def _ref_response(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/responses/{name}"}
+
+
+def _refusing_web_pages(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation may answer 403 (``service/origin.py``)."""
+    for item in paths.values():
+        for key, operation in item.items():
+            if key != "parameters":
+                operation["responses"]["403"] = _ref_response("Forbidden")
+    return paths
 
 
 def _paths() -> dict[str, Any]:
@@ -216,9 +353,12 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "operationId": "ready",
                 "summary": "Airbyte is reachable and accepts the worker's credentials",
+                "description": "Answers at once, without a token, from the latest check of "
+                "Airbyte (made in the background when the last one is a few seconds old; the "
+                "first request after a start waits for it, briefly).",
+                "security": [],
                 "responses": {
                     "200": _json(_ref("Readiness"), "ready"),
-                    "401": unauthorized,
                     "503": _json(_ref("Readiness"), "not ready; `reason` says why"),
                 },
             }
@@ -245,7 +385,7 @@ def _paths() -> dict[str, Any]:
                 "operationId": "openapi",
                 "summary": "This document",
                 "responses": {
-                    "200": _json({"type": "object"}, "the OpenAPI 3.1 description"),
+                    "200": _json({"type": "object"}, "the OpenAPI 3.2 description"),
                     "401": unauthorized,
                 },
             }
@@ -264,10 +404,17 @@ def _paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "202": _json(_ref("RunAccepted"), "accepted; queued or already running"),
-                    "400": _error("the body is not JSON"),
+                    "400": _error("the body is empty or not JSON (`{}` asks for the defaults)"),
                     "401": unauthorized,
+                    "408": _error("the body did not arrive within the worker's body timeout"),
                     "413": _error("the body is too large"),
-                    "422": invalid,
+                    "415": _error("the body is not declared `Content-Type: application/json`"),
+                    "422": _error(
+                        "the request is invalid (`errors` lists each field), or its selection "
+                        "cannot be planned: it names connections or groups Airbyte or the config "
+                        "file do not have, selects nothing (empty, with no [selection] in the "
+                        "worker's config file) or matches no connection"
+                    ),
                     "503": _error(
                         "Airbyte is unreachable or refuses the credentials, the worker is "
                         "shutting down, or it cannot record the run in its state directory"
@@ -277,22 +424,14 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "operationId": "listRuns",
                 "summary": "Recent runs, newest first",
-                "parameters": [
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-                    },
-                    {
-                        "name": "offset",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 0, "default": 0},
-                    },
-                ],
+                "parameters": _query_parameters(),
                 "responses": {
                     "200": _json(_ref("RunList"), "one page of runs"),
                     "401": unauthorized,
-                    "422": invalid,
+                    "422": _error(
+                        "a parameter is out of range, or not one of these; `errors` lists each"
+                    ),
+                    "503": _ref_response("JournalUnreadable"),
                 },
             },
         },
@@ -305,6 +444,7 @@ def _paths() -> dict[str, Any]:
                     "200": _json(_ref("RunStatus"), "the run"),
                     "401": unauthorized,
                     "404": not_found,
+                    "503": _ref_response("JournalUnreadable"),
                 },
             },
         },
@@ -315,24 +455,27 @@ def _paths() -> dict[str, Any]:
                 "summary": "The run's events as Server-Sent Events",
                 "description": "Replays the journal, then follows the run live; ends after "
                 "`run_finished`. Each message's `id` is the event's sequence number in the "
-                "run, its `event` the kind (" + ", ".join(_SYNC_EVENT_KINDS) + ") and its "
-                "`data` the event as JSON, as the log line shows it. Reconnect with "
-                "`Last-Event-ID` to carry on after the last message received.",
+                "run, its `event` the kind and its `data` the event as JSON, as the log line "
+                "shows it (`EventMessage`). Reconnect with `Last-Event-ID` to carry on after "
+                "the last message received.",
                 "parameters": [
                     {
                         "name": "Last-Event-ID",
                         "in": "header",
-                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        "description": "the `id` of the last message received; empty or left "
+                        "out: from the run's first event",
+                        "schema": {"type": "string", "pattern": LAST_EVENT_ID_PATTERN},
                     }
                 ],
                 "responses": {
                     "200": {
                         "description": "the event stream",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "content": {"text/event-stream": {"itemSchema": _ref("EventMessage")}},
                     },
                     "401": unauthorized,
                     "404": not_found,
                     "422": invalid,
+                    "503": _ref_response("JournalUnreadable"),
                 },
             },
         },
@@ -349,6 +492,7 @@ def _paths() -> dict[str, Any]:
                     "401": unauthorized,
                     "404": not_found,
                     "409": _error("the run has already finished, or another process runs it"),
+                    "503": _ref_response("JournalUnreadable"),
                 },
             },
         },
@@ -358,7 +502,7 @@ def _paths() -> dict[str, Any]:
 @functools.cache
 def _document() -> dict[str, Any]:
     return {
-        "openapi": "3.1.0",
+        "openapi": "3.2.0",
         "info": {
             "title": "airbyte-fleet worker",
             "version": __version__,
@@ -367,7 +511,7 @@ def _document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": _refusing_web_pages(_paths()),
         "components": _components(),
     }
 

@@ -3,7 +3,8 @@
 Flags given to ``airbyte-fleet serve`` win; anything left as ``None`` comes from the environment
 (``AIRBYTE_FLEET_HOST``, ``AIRBYTE_FLEET_PORT``, ``AIRBYTE_FLEET_API_TOKEN``,
 ``AIRBYTE_FLEET_STATE_DIR``, ``AIRBYTE_FLEET_MAX_RUNS``, ``AIRBYTE_FLEET_ON_SHUTDOWN``,
-``AIRBYTE_FLEET_GRACE``; the container image sets the first two), then the defaults below.
+``AIRBYTE_FLEET_GRACE``, ``AIRBYTE_FLEET_HEADER_TIMEOUT``, ``AIRBYTE_FLEET_BODY_TIMEOUT``,
+``AIRBYTE_FLEET_MAX_CLIENTS``; the container image sets the first two), then the defaults below.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from airbyte_fleet._redact import register_secret
+from airbyte_fleet._redact import MIN_SECRET_LENGTH, register_secret
 from airbyte_fleet._validation import Loc, Place, env_var, flag, validated
+from airbyte_fleet.engine.options import Duration
 from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.journal import DEFAULT_STATE_DIR
 
@@ -43,7 +45,15 @@ ENV_VARS = {
     "max_runs": "AIRBYTE_FLEET_MAX_RUNS",
     "on_shutdown": "AIRBYTE_FLEET_ON_SHUTDOWN",
     "grace": "AIRBYTE_FLEET_GRACE",
+    "header_timeout": "AIRBYTE_FLEET_HEADER_TIMEOUT",
+    "body_timeout": "AIRBYTE_FLEET_BODY_TIMEOUT",
+    "max_clients": "AIRBYTE_FLEET_MAX_CLIENTS",
 }
+
+# A shorter token would show in clear: the secret filter leaves such short values alone. Where
+# anyone can connect, a token must also resist guessing.
+MIN_TOKEN_LENGTH = MIN_SECRET_LENGTH
+MIN_REACHABLE_TOKEN_LENGTH = 16
 
 
 class ServeOptions(BaseModel):
@@ -62,10 +72,25 @@ class ServeOptions(BaseModel):
         description="on SIGTERM, detach: leave Airbyte jobs running and resume their runs at the "
         "next start; cancel: cancel them and end their runs",
     )
-    grace: float = Field(default=30.0, ge=0, description="seconds allowed for cancels on shutdown")
+    grace: Duration = Field(default=30.0, ge=0, description="time allowed for cancels on shutdown")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="largest request body")
     ready_timeout: float = Field(default=5.0, gt=0, description="seconds /readyz waits for Airbyte")
     keepalive: float = Field(default=15.0, gt=0, description="seconds between SSE keep-alives")
+    header_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        description="seconds a client has to send a request's headers; also how long an idle "
+        "connection stays open",
+    )
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="seconds a client has to send a request's body"
+    )
+    max_clients: int = Field(
+        default=1024,
+        ge=1,
+        description="HTTP connections open at once (also kept below the open-file limit); "
+        "more wait to be accepted",
+    )
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **given: Any) -> ServeOptions:
@@ -104,9 +129,10 @@ class ServeOptions(BaseModel):
 
 def is_loopback(host: str) -> bool:
     """Whether *host* only accepts connections from this machine. Names other than ``localhost``
-    count as reachable from elsewhere: what they resolve to can change."""
+    (``*.localhost`` too) count as reachable from elsewhere: what they resolve to is up to the
+    resolver, and can change."""
     name = host.strip().strip("[]").lower()
-    if name == "localhost" or name.endswith(".localhost"):
+    if name == "localhost":
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
@@ -115,12 +141,30 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind(options: ServeOptions) -> None:
-    """Refuse an open API on a reachable address: anyone who can connect could trigger syncs."""
-    if options.token is None and not is_loopback(options.host):
-        shown = options.host or "every interface"
+    """Refuse an open API on a reachable address (anyone who can connect could trigger syncs),
+    and a token that is not printable ASCII or too short for where the API listens.
+
+    No message quotes the token."""
+    token = options.token
+    loopback = is_loopback(options.host)
+    if token is None:
+        if not loopback:
+            shown = options.host or "every interface"
+            raise ConfigError(
+                f"Refusing to listen on {shown} without an API token; set {TOKEN_ENV} or bind to "
+                "127.0.0.1."
+            )
+        return
+    register_secret(token)
+    if not all("!" <= char <= "~" for char in token):
         raise ConfigError(
-            f"Refusing to listen on {shown} without an API token; set {TOKEN_ENV} or bind to "
-            "127.0.0.1."
+            f"{TOKEN_ENV} must be printable ASCII with no spaces; make one with "
+            "'openssl rand -hex 32'."
         )
-    if options.token is not None:
-        register_secret(options.token)
+    least = MIN_TOKEN_LENGTH if loopback else MIN_REACHABLE_TOKEN_LENGTH
+    if len(token) < least:
+        where = "" if loopback else " for an API on a reachable address"
+        raise ConfigError(
+            f"{TOKEN_ENV} is shorter than {least} characters{where}; make a longer one with "
+            "'openssl rand -hex 32'."
+        )

@@ -7,27 +7,29 @@ with JSON; whatever goes wrong it raises, and :mod:`airbyte_fleet.service.errors
 from __future__ import annotations
 
 import asyncio
-import json
+import re
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
-from pydantic_core import PydanticCustomError, PydanticKnownError
+from pydantic_core import PydanticCustomError, PydanticKnownError, from_json
 
-from airbyte_fleet.api import AirbyteError
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.resolve import run_options_over
 from airbyte_fleet.service.errors import (
+    BodyTooSlowError,
     InvalidRequestError,
     MetricsUnavailableError,
     NotJSONError,
     RunNotRecordedError,
+    UnsupportedMediaTypeError,
     request_as,
 )
 from airbyte_fleet.service.metrics import Metrics
-from airbyte_fleet.service.openapi import openapi_document
+from airbyte_fleet.service.openapi import LAST_EVENT_ID_PATTERN, openapi_document
+from airbyte_fleet.service.readiness import Readiness
 from airbyte_fleet.service.responses import json_response
 from airbyte_fleet.service.runs import RunNotFoundError, Worker
 from airbyte_fleet.service.sse import stream_events
@@ -45,6 +47,13 @@ class ApiContext:
     metrics: Metrics | None
     ready_timeout: float
     keepalive: float
+    body_timeout: float = 30.0
+    readiness: Readiness = field(init=False)
+
+    def __post_init__(self) -> None:
+        # One per application: it keeps the latest check of Airbyte between probes.
+        checks = Readiness(self.worker.client.check, timeout=self.ready_timeout)
+        object.__setattr__(self, "readiness", checks)
 
 
 CONTEXT = web.AppKey("context", ApiContext)
@@ -87,10 +96,11 @@ class RunRequest(BaseModel):
 class PageQuery(BaseModel):
     """``GET /runs``'s query."""
 
-    model_config = ConfigDict(extra="ignore")
+    # A misspelt parameter is an error, not a silent default.
+    model_config = ConfigDict(extra="forbid")
 
-    limit: int = Field(default=20, ge=1, le=100)
-    offset: int = Field(default=0, ge=0, le=10_000_000)
+    limit: int = Field(default=20, ge=1, le=100, description="runs on the page")
+    offset: int = Field(default=0, ge=0, le=10_000_000, description="newest runs to pass over")
 
 
 # --------------------------------------------------------------------------- handlers
@@ -107,27 +117,16 @@ async def health(request: web.Request) -> web.Response:
 
 @ROUTES.get("/readyz")
 async def ready(request: web.Request) -> web.Response:
-    reason = await _not_ready(_context(request))
+    context = _context(request)
+    # Answered within a probe's second, from the latest check of Airbyte (readiness.py).
+    reason = (
+        "The worker is shutting down."
+        if context.worker.closing
+        else await context.readiness.reason()
+    )
     if reason is not None:
         return json_response({"ready": False, "reason": reason}, 503)
     return json_response({"ready": True})
-
-
-async def _not_ready(context: ApiContext) -> str | None:
-    """Why the worker cannot take runs now, in one sentence; None when it can."""
-    if context.worker.closing:
-        return "The worker is shutting down."
-    try:
-        async with asyncio.timeout(context.ready_timeout):
-            await context.worker.client.check()
-    except TimeoutError:
-        return (
-            f"Airbyte did not answer within {context.ready_timeout:g} s; check that it is up "
-            "and AIRBYTE_BASE_URL points at it."
-        )
-    except AirbyteError as exc:
-        return exc.message
-    return None
 
 
 @ROUTES.get("/metrics")
@@ -150,7 +149,9 @@ async def openapi(request: web.Request) -> web.Response:
 @ROUTES.post("/runs")
 async def submit_run(request: web.Request) -> web.Response:
     worker = _context(request).worker
-    run = request_as(RunRequest, await _json_body(request), context=worker.base_options)
+    body = await _json_body(request, _context(request).body_timeout)
+    # Strict: JSON's own types, as /openapi.json says (0 is no boolean, "5" no number).
+    run = request_as(RunRequest, _integral(body), context=worker.base_options, strict=True)
     try:
         session = await worker.submit(run.selection, run.options)
     except (OSError, sqlite3.Error) as exc:
@@ -166,12 +167,39 @@ async def submit_run(request: web.Request) -> web.Response:
     )
 
 
-async def _json_body(request: web.Request) -> Any:
-    raw = await request.read()
+async def _json_body(request: web.Request, within: float) -> Any:
+    """The body as JSON (never empty). Only ``application/json`` is read: any other type is
+    one a web page may send to any address without asking first."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaTypeError
     try:
-        return json.loads(raw) if raw.strip() else {}
-    except (ValueError, UnicodeDecodeError):
-        raise NotJSONError from None
+        async with asyncio.timeout(within):
+            raw = await request.read()
+    except TimeoutError:
+        raise BodyTooSlowError(within) from None
+    if not raw.strip():
+        # The document requires a body: `{}` asks for the defaults.
+        raise NotJSONError("it is empty")
+    try:
+        # pydantic's parser, not json.loads: it stops at a nesting depth (json.loads recurses
+        # until Python's stack limit) and refuses lone surrogates (\ud800), which no text
+        # encoding downstream can write, as well as NaN and Infinity, which JSON has not.
+        return from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        # Its message says where the body went wrong (line, column), never what it holds.
+        raise NotJSONError(str(exc)) from None
+
+
+def _integral(value: Any) -> Any:
+    """*value* with every float that is a whole number as an int: JSON (and /openapi.json's
+    "integer") does not tell 5.0 from 5. (from_json bounds the depth of the recursion.)"""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
 
 
 @ROUTES.get("/runs")
@@ -203,8 +231,9 @@ async def run_events(request: web.Request) -> web.StreamResponse:
 
 
 def _last_event_id(request: web.Request) -> int:
-    raw = request.headers.get("Last-Event-ID", "").strip()
-    if raw and not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+    # Not stripped: HTTP already took the spaces around it off; anything else is not an id.
+    raw = request.headers.get("Last-Event-ID", "")
+    if not re.fullmatch(LAST_EVENT_ID_PATTERN, raw):
         raise InvalidRequestError(
             [
                 {

@@ -11,6 +11,11 @@ with the journal as its store. What the worker adds:
 * two ways to stop: *cancel* (the session cancels its jobs, the run ends ``interrupted``) and
   *detach* (the session is let go mid-flight and its journal is left exactly as a crash would
   leave it, so the next worker resumes the run and follows the same jobs to their end).
+
+A run whose journal fails (a full disk) is stopped by ``on_store_failure`` (cancel: no job is left
+that no process follows) and shown from memory as finished, with the error; its ledger entry stays,
+so the next start carries it on from the journal as after a crash. A run whose ledger entry is
+damaged is carried on from the journal; one that never started is listed as failed, with why.
 """
 
 from __future__ import annotations
@@ -19,8 +24,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -29,15 +33,15 @@ from airbyte_fleet.api import AirbyteClient
 from airbyte_fleet.engine.events import Event, EventSink
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.plan import Plan, PlanError
-from airbyte_fleet.engine.result import RunResult
-from airbyte_fleet.engine.run import new_run_id
-from airbyte_fleet.journal import Journal, RunRecord
+from airbyte_fleet.engine.run import StopMode, new_run_id
+from airbyte_fleet.journal import Journal, JournalError, RunRecord
 from airbyte_fleet.resolve import run_options_over
-from airbyte_fleet.runner import RunSession, SessionState
+from airbyte_fleet.runner import RunSession
 from airbyte_fleet.runner.replay import replay_result
 from airbyte_fleet.service.claims import WorkerClaims
-from airbyte_fleet.service.ledger import Ledger, LedgerEntry
+from airbyte_fleet.service.ledger import DamagedEntry, Ledger, LedgerEntry
 from airbyte_fleet.service.options import ShutdownMode
+from airbyte_fleet.service.views import RunView, session_view
 from airbyte_fleet.sinks import LogSink
 
 __all__ = [
@@ -66,39 +70,6 @@ class ShuttingDownError(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class RunView:
-    """What the API shows of a run, wherever it is known from: :meth:`status` is the ``RunStatus``
-    of ``/openapi.json``, :meth:`list_item` a ``RunListItem``."""
-
-    run_id: str
-    state: SessionState
-    result: RunResult | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    outcome: str | None = None
-    total: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "state": self.state,
-            "result": self.result.model_dump(mode="json") if self.result is not None else None,
-        }
-
-    def list_item(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "state": self.state,
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-            "outcome": self.outcome,
-            "total": self.total,
-            "counts": dict(self.counts),
-        }
-
-
 class Worker:
     """Everything the HTTP API drives. Use from one event loop; call :meth:`start` once."""
 
@@ -114,6 +85,7 @@ class Worker:
         max_runs: int = 4,
         grace: float = 30.0,
         sinks: Sequence[EventSink] = (),
+        on_store_failure: StopMode = "cancel",
     ) -> None:
         self.client = client
         self.journal = journal
@@ -124,12 +96,16 @@ class Worker:
         self.default_selection = default_selection or Selection()
         self.max_runs = max_runs
         self.grace = grace
+        self.on_store_failure: StopMode = on_store_failure
         self._sinks = tuple(sinks)
         self._sessions: dict[str, RunSession] = {}
         self._queue: deque[RunSession] = deque()
         self._active: dict[str, RunSession] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._waiters: dict[str, asyncio.Event] = {}
+        # Accepted runs nothing is left to run from (a damaged ledger entry, never started),
+        # with when they were set aside: listed as failed so that none vanishes.
+        self._lost: dict[str, tuple[datetime, RunView]] = {}
         self._closing = False
         self._stopped = False
 
@@ -146,21 +122,31 @@ class Worker:
         return self._stopped
 
     async def start(self) -> None:
-        """Take up every run the ledger holds: unfinished runs resume, queued ones queue again."""
+        """Take up every run the ledger holds: unfinished runs resume, queued ones queue again;
+        a run whose entry is damaged is carried on from the journal, or listed as failed."""
         for entry in self.ledger.entries():
-            record = self.journal.run(entry.run_id)
-            if record is not None and record.finished_at is not None:
-                self.ledger.remove(entry.run_id)
+            try:
+                record = self.journal.run(entry.run_id)
+                if record is not None and record.finished_at is not None:
+                    self.ledger.remove(entry.run_id)
+                    continue
+                session = self._restore(entry, record)
+            except JournalError as exc:
+                # Kept in the ledger: a journal repaired or replaced lets the next start try again.
+                self._lose(
+                    entry.run_id,
+                    f"the journal cannot give its record ({exc}); the next start tries again",
+                )
                 continue
-            session = self._restore(entry, record)
-            self._sessions[session.run_id] = session
-            self._queue.append(session)
-            log.info(
-                "run_restored",
-                run_id=session.run_id,
-                state="resuming" if session.started else "queued",
-            )
-        for run_id in self.journal.unfinished_runs():
+            self._take_up(session)
+        for damaged in self.ledger.damaged():
+            self._take_up_damaged(damaged)
+        try:
+            unfinished = self.journal.unfinished_runs()
+        except JournalError as exc:
+            log.error("journal_unreadable", error=str(exc))
+            unfinished = []
+        for run_id in unfinished:
             if run_id not in self._sessions:
                 log.warning(
                     "run_not_resumed",
@@ -169,6 +155,58 @@ class Worker:
                     f"'airbyte-fleet run --resume {run_id}'",
                 )
         self._pump()
+
+    def _take_up(self, session: RunSession) -> None:
+        self._sessions[session.run_id] = session
+        self._queue.append(session)
+        log.info(
+            "run_restored",
+            run_id=session.run_id,
+            state="resuming" if session.started else "queued",
+        )
+
+    def _take_up_damaged(self, damaged: DamagedEntry) -> None:
+        """A run whose ledger entry cannot be read: what the journal holds of it is enough to
+        carry it on (or to know it finished); a run that never started is lost, and said so."""
+        try:
+            record = self.journal.run(damaged.run_id)
+        except JournalError as exc:
+            record, reason = None, f"{damaged.reason}; the journal cannot give its record: {exc}"
+        else:
+            reason = damaged.reason
+        if record is not None and record.finished_at is not None:
+            self.ledger.remove(damaged.run_id)
+            return
+        if record is not None:
+            entry = LedgerEntry(
+                run_id=record.run_id,
+                submitted_at=record.started_at,
+                options=record.options,
+                selection=record.selection,
+                plan=list(record.planned),
+            )
+            try:
+                session = self._restore(entry, record)
+            except (JournalError, ValueError) as exc:
+                self._lose(damaged.run_id, f"{reason}; nor can the journal carry it on: {exc}")
+                return
+            self.ledger.add(entry)
+            with contextlib.suppress(OSError):
+                damaged.path.unlink()
+            log.warning("ledger_entry_rebuilt", run_id=record.run_id, path=str(damaged.path))
+            self._take_up(session)
+            return
+        self._lose(
+            damaged.run_id,
+            f"the worker's record of this run ({damaged.path}) cannot be read ({reason}) and "
+            "the run never started, so nothing was triggered; submit it again, then delete "
+            "that file",
+        )
+
+    def _lose(self, run_id: str, error: str) -> None:
+        log.error("run_lost", run_id=run_id, error=error)
+        view = RunView(run_id=run_id, state="finished", outcome="failed", error=error)
+        self._lost[run_id] = (datetime.now(UTC), view)
 
     def _restore(self, entry: LedgerEntry, record: RunRecord | None) -> RunSession:
         if record is None:
@@ -191,6 +229,7 @@ class Worker:
                 hook=self.claims,
                 sinks=self._sinks_for(record.run_id),
                 grace=self.grace,
+                on_interrupt=self.on_store_failure,
             )
         session.created_at = entry.submitted_at
         return session
@@ -208,6 +247,7 @@ class Worker:
             hook=self.claims,
             sinks=self._sinks_for(run_id),
             grace=self.grace,
+            on_interrupt=self.on_store_failure,
         )
 
     def _sinks_for(self, run_id: str) -> list[EventSink]:
@@ -280,6 +320,7 @@ class Worker:
             hook=self.claims,
             sinks=self._sinks_for(run_id),
             grace=self.grace,
+            on_interrupt=self.on_store_failure,
         )
         if self._closing:
             raise ShuttingDownError("the worker is shutting down")
@@ -301,6 +342,8 @@ class Worker:
 
     def cancel(self, run_id: str) -> RunSession:
         """Cancel the run's jobs (a queued run ends at once, nothing triggered)."""
+        if run_id in self._lost:
+            raise RunConflictError(f"Run {run_id} never started; nothing to cancel.")
         session = self._sessions.get(run_id)
         if session is None or session.state == "finished":
             record = self.journal.run(run_id)
@@ -321,6 +364,14 @@ class Worker:
         log.info("run_cancel_requested", run_id=run_id)
         return session
 
+    def unrecorded(self, run_id: str) -> bool:
+        """Whether the run ended here without its journal recording the end (the journal failed):
+        a reader of its journal has nothing more to wait for."""
+        session = self._sessions.get(run_id)
+        return (
+            session is not None and session.state == "finished" and session.store_error is not None
+        )
+
     def is_live(self, run_id: str) -> bool:
         """Whether the run is queued or running here: this worker will announce its next events
         (else: poll the journal), and a schedule's previous run is still going."""
@@ -330,9 +381,11 @@ class Worker:
     # ----------------------------------------------------------------- reading
 
     def view(self, run_id: str) -> RunView | None:
+        if run_id in self._lost:
+            return self._lost[run_id][1]
         session = self._sessions.get(run_id)
         if session is not None:
-            return _session_view(session)
+            return session_view(session)
         record = self.journal.run(run_id)
         if record is None:
             return None
@@ -349,21 +402,37 @@ class Worker:
         )
 
     def recent(self, *, limit: int = 20, offset: int = 0) -> list[RunView]:
-        """Newest first: runs not in the journal yet (queued), then the journal's runs."""
+        """Newest first: runs not in the journal (queued, lost, or whose start it could not
+        record), then the journal's runs."""
         fresh = sorted(
-            (s for s in self._sessions.values() if not s.started),
-            key=lambda s: s.created_at,
+            [
+                *(
+                    (s.created_at, session_view(s))
+                    for s in self._sessions.values()
+                    if self._fresh(s)
+                ),
+                *self._lost.values(),
+            ],
+            key=lambda pair: pair[0],
             reverse=True,
         )
-        out = [_session_view(s) for s in fresh[offset : offset + limit]]
+        out = [view for _, view in fresh[offset : offset + limit]]
         rest = limit - len(out)
         if rest > 0:
             skip = max(0, offset - len(fresh))
             out.extend(self._record_view(r) for r in self.journal.runs(limit=rest, offset=skip))
         return out
 
+    def _fresh(self, session: RunSession) -> bool:
+        if not session.started:
+            return True
+        # A store that failed at the run's start holds nothing of it: this worker lists it.
+        return session.store_error is not None and self.journal.run(session.run_id) is None
+
     def _record_view(self, record: RunRecord) -> RunView:
         session = self._sessions.get(record.run_id)
+        if session is not None and session.store_error is not None:
+            return session_view(session)
         finished = record.finished_at is not None and (session is None or session.finished)
         return RunView(
             run_id=record.run_id,
@@ -411,12 +480,21 @@ class Worker:
         try:
             await session.run()
         except Exception as exc:
-            # A journal that refused run_finished, or a bug: the run is over here either way,
-            # and the ledger keeps it for the next start to settle from the journal.
+            # A bug: the run is over here, and the ledger keeps it for the next start to settle
+            # from the journal.
             log.error("run_crashed", run_id=run_id, error=repr(exc))
         finally:
             self._active.pop(run_id, None)
-            if session.state == "finished" and session.finished:
+            if session.store_error is not None:
+                # Shown from memory (finished, with the error); the journal holds the run
+                # unfinished and the ledger keeps it, so the next start carries it on.
+                log.error(
+                    "run_store_failed",
+                    run_id=run_id,
+                    error=session.store_error.message,
+                    note="the worker's next start carries the run on",
+                )
+            elif session.state == "finished" and session.finished:
                 try:
                     self.ledger.remove(run_id)
                 except OSError as exc:
@@ -450,22 +528,3 @@ class Worker:
     def _notify_all(self) -> None:
         for run_id in list(self._waiters):
             self._notify(run_id)
-
-
-def _session_view(session: RunSession) -> RunView:
-    snapshot = session.snapshot()
-    result = snapshot if session.state == "finished" else None
-    return RunView(
-        run_id=session.run_id,
-        state=session.state,
-        result=result,
-        started_at=snapshot.started_at if snapshot is not None else None,
-        finished_at=result.finished_at if result is not None else None,
-        outcome=result.outcome if result is not None else None,
-        total=len(session.plan.items),
-        counts=dict(result.counts) if result is not None else {},
-    )
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None

@@ -66,7 +66,11 @@ async def stream_events(
                 last_write = time.monotonic()
             if len(rows) == PAGE:
                 continue
-            if (ended and not worker.is_live(run_id)) or worker.stopped:
+            if (
+                (ended and not worker.is_live(run_id))
+                or worker.stopped
+                or worker.unrecorded(run_id)
+            ):
                 break
             timeout = keepalive if worker.is_live(run_id) else min(POLL_SECONDS, keepalive)
             try:

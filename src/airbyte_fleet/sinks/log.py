@@ -40,8 +40,9 @@ class LogSink:
     """Subscribe to the bus to get one structlog line per event.
 
     The line's ``event`` is the event kind and its other keys are exactly :meth:`Event.to_dict`,
-    so a reader can rebuild the run from the log. Values go to structlog as data, never through a
-    markup engine, so connection names and ids are written as they are.
+    so a reader can rebuild the run from the log, but for the event's ``at``: it is the line's
+    ``timestamp``, the one time key every log line has. Values go to structlog as data, never
+    through a markup engine, so connection names and ids are written as they are.
     """
 
     def __init__(self, logger: Any | None = None) -> None:
@@ -51,7 +52,9 @@ class LogSink:
     def __call__(self, event: Event) -> None:
         fields = event.to_dict()
         kind = fields.pop("event")
-        self._log.log(level_for(event), kind, **fields)
+        fields.pop("at", None)
+        # A datetime, which the logging set-up writes as UTC ISO text like any line's time.
+        self._log.log(level_for(event), kind, timestamp=event.at, **fields)
 
     def __repr__(self) -> str:
         return "LogSink()"

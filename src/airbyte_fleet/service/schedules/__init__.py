@@ -19,6 +19,7 @@ from airbyte_fleet.service.schedules.scheduler import (
     IsLive,
     Scheduler,
     Submit,
+    Track,
 )
 from airbyte_fleet.service.schedules.spec import MAX_CATCH_UP, Schedule, parse_schedules
 from airbyte_fleet.service.schedules.state import ScheduleState
@@ -32,6 +33,7 @@ __all__ = [
     "ScheduleState",
     "Scheduler",
     "Submit",
+    "Track",
     "describe_next",
     "next_fire_times",
     "parse_schedules",

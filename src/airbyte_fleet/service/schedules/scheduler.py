@@ -10,6 +10,8 @@ How ticks are handled:
   ``schedule_ticks_dropped`` line. An on-time tick supersedes catch-ups still waiting.
 * The newest tick dealt with is written to the state file *before* the run is submitted, so a
   crash can lose a tick but never fire one twice.
+* *track* hears of each schedule's runs (the metrics attribute a run's outcome to its schedule):
+  of every run submitted, and at start of a remembered run still going (resumed after a restart).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from airbyte_fleet.service.schedules.fire_times import due_ticks, fire_times, is
 from airbyte_fleet.service.schedules.spec import Schedule
 from airbyte_fleet.service.schedules.state import ScheduleState
 
-__all__ = ["SKIP_REASON", "Firing", "IsLive", "Scheduler", "Submit"]
+__all__ = ["SKIP_REASON", "Firing", "IsLive", "Scheduler", "Submit", "Track"]
 
 log = structlog.get_logger("airbyte_fleet.schedules")
 
@@ -37,6 +39,7 @@ Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 Submit = Callable[[Schedule], Awaitable[str | None]]
 IsLive = Callable[[str], bool]
+Track = Callable[[str, str], None]  # (schedule name, run id)
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,10 @@ class Scheduler:
 
     *submit* starts a run for a schedule and returns its run id (``None``: it declined); it should
     return once the run is started, not when it ends. *is_live* tells whether a run id is still
-    going. *clock* and *sleep* are injectable so tests need no real time. With *state_path* the
-    state is read at start (unless *state* is given) and rewritten, atomically, whenever it
-    changes; without it the state lives in memory (see :meth:`state`).
+    going. *track*, when given, is told ``(schedule name, run id)`` of each of a schedule's runs
+    (see the module's doc). *clock* and *sleep* are injectable so tests need no real time. With
+    *state_path* the state is read at start (unless *state* is given) and rewritten, atomically,
+    whenever it changes; without it the state lives in memory (see :meth:`state`).
 
     *grace*: a tick noticed at most this many seconds late is on time; later it is a missed tick
     (catch-up rules apply). *max_sleep* bounds each sleep so a wall-clock jump (suspend, NTP step)
@@ -75,6 +79,7 @@ class Scheduler:
         *,
         submit: Submit,
         is_live: IsLive,
+        track: Track | None = None,
         clock: Clock = _utc_now,
         sleep: Sleep = anyio.sleep,
         state: ScheduleState | None = None,
@@ -89,6 +94,7 @@ class Scheduler:
             raise ValueError("schedule names must be unique")
         self._submit = submit
         self._is_live = is_live
+        self._track = track
         self._clock = clock
         self._sleep = sleep
         self._path = state_path
@@ -119,6 +125,10 @@ class Scheduler:
     async def run(self) -> None:
         """Tick and sleep until cancelled."""
         log.info("scheduler_started", schedules=[s.name for s in self._schedules if s.enabled])
+        if self._track is not None:
+            for name, run_id in self._state.run_ids.items():
+                if self._is_live(run_id):
+                    self._track(name, run_id)
         while True:
             try:
                 await self.tick(self._now())
@@ -263,6 +273,8 @@ class Scheduler:
             log.warning("schedule_not_started", schedule=name, tick=iso(tick))
             return Firing(name, tick, "not_started", catch_up=catch_up)
         self._state.run_ids[name] = run_id
+        if self._track is not None:
+            self._track(name, run_id)
         self._save()
         log.info("schedule_fired", schedule=name, tick=iso(tick), run_id=run_id, catch_up=catch_up)
         return Firing(name, tick, "fired", run_id=run_id, catch_up=catch_up)

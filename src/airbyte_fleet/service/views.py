@@ -1,0 +1,72 @@
+"""What the worker's API shows of a run, wherever it is known from: a session of this worker, the
+journal, or what is left of a run that never started."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from airbyte_fleet.engine.result import RunResult
+from airbyte_fleet.runner import RunSession, SessionState
+
+__all__ = ["RunView", "session_view"]
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What the API shows of a run, wherever it is known from: :meth:`status` is the ``RunStatus``
+    of ``/openapi.json``, :meth:`list_item` a ``RunListItem``."""
+
+    run_id: str
+    state: SessionState
+    result: RunResult | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    outcome: str | None = None
+    total: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    # Why the run ended without the worker being able to record it (its journal failed, or its
+    # ledger entry was damaged before it started); None for every other run.
+    error: str | None = None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "state": self.state,
+            "result": self.result.model_dump(mode="json") if self.result is not None else None,
+            "error": self.error,
+        }
+
+    def list_item(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "state": self.state,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "outcome": self.outcome,
+            "total": self.total,
+            "counts": dict(self.counts),
+            "error": self.error,
+        }
+
+
+def session_view(session: RunSession) -> RunView:
+    snapshot = session.snapshot()
+    result = snapshot if session.state == "finished" else None
+    failure = session.store_error
+    return RunView(
+        run_id=session.run_id,
+        state=session.state,
+        result=result,
+        started_at=snapshot.started_at if snapshot is not None else None,
+        finished_at=result.finished_at if result is not None else None,
+        outcome=result.outcome if result is not None else None,
+        total=len(session.plan.items),
+        counts=dict(result.counts) if result is not None else {},
+        error=failure.message if failure is not None and session.state == "finished" else None,
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
