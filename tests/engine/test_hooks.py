@@ -14,7 +14,7 @@ from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.plan import build_plan
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
 from airbyte_fleet.engine.run import Engine
-from airbyte_fleet.simulator import JobScript, Simulator
+from airbyte_fleet.simulator import FakeClock, JobScript, Simulator
 from conftest import SimFactory, client_for
 
 pytestmark = pytest.mark.anyio
@@ -212,3 +212,29 @@ async def test_let_go_drops_the_run_without_a_word_more(make_sim: SimFactory) ->
     assert len(statuses) == 2
     assert set(statuses) <= {"pending", "running"}, statuses
     assert sim.count("DELETE", "/jobs/{jobId}") == 0
+
+
+@pytest.mark.parametrize(("final", "outcome"), [("succeeded", "succeeded"), ("failed", "failed")])
+async def test_a_job_that_ended_before_the_stop_reached_it_is_reported_as_it_ended(
+    make_sim: SimFactory, final: str, outcome: str
+) -> None:
+    clock = FakeClock()
+    sim, root = await make_sim(clock=clock, connections=1, failure_rate=0, incomplete_rate=0)
+    (cid,) = _ids(sim)
+    sim.script(cid, JobScript(seconds=5, final=final))
+    builder, triggered = ResultBuilder(), Triggered(1)
+    async with client_for(root) as client:
+        plan = await build_plan(client, Selection(connections=[cid]))
+        # Polls far apart: the job ends in Airbyte long before the engine would look again.
+        options = RunOptions(**{**FAST, "poll_interval": 3600})
+        engine = Engine(client, options, EventBus([builder, triggered]), grace=5)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.run, plan)
+            await triggered.reached.wait()
+            clock.advance(60)
+            engine.stop("cancel")
+    sync = _by_id(builder.result)[cid]
+    # The cancel found the job already ended: that is what it did, not an error of this run.
+    assert sync.outcome == outcome
+    assert sim.jobs_for(cid)[0]["status"] == final
+    assert sim.count("DELETE", "/jobs/{jobId}") == 1

@@ -22,6 +22,7 @@ import pytest
 
 from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.service import ServeOptions, check_bind
+from airbyte_fleet.service.responses import json_response
 from conftest import SimFactory
 
 from .support import TOKEN, Served, serve_env, serve_process, until, worker
@@ -408,6 +409,8 @@ async def test_deep_or_unencodable_bodies_are_refused_and_trigger_nothing(
         assert (await api.call("GET", "/runs/%ED%A0%80/events")).status == 404
         missing = await api.call("POST", "/runs/%ED%A0%80/cancel")
         assert missing.status == 404
+        nowhere = await api.call("GET", "/%ED%A0%80", check=False)
+        assert nowhere.status == 404
     assert sim.count("POST", "/jobs") == 0
 
 
@@ -431,3 +434,12 @@ async def test_field_errors_never_echo_what_was_sent(make_sim: SimFactory, tmp_p
         assert by_loc[("selection", "connections")] == "the value is not a UUID"
         assert "'sync'" in by_loc[("options", "job_type")]  # what is expected is still said
     assert sim.count("POST", "/jobs") == 0
+
+
+def test_an_answer_holding_undecodable_text_is_still_json() -> None:
+    # Header bytes that are not UTF-8 reach the code as lone surrogates; an answer quoting one
+    # must not fail (a 500) for want of an encoding.
+    response = json_response({"error": "no run 'a\udc80b'"}, 404)
+    assert response.status == 404
+    assert isinstance(response.body, bytes)
+    assert json.loads(response.body) == {"error": "no run 'a\udc80b'"}

@@ -20,6 +20,7 @@ from airbyte_fleet.engine.events import (
     SyncDetached,
     SyncFailed,
     SyncStatusChanged,
+    SyncSucceeded,
     SyncTimedOut,
 )
 
@@ -102,6 +103,9 @@ class FollowSteps(EngineCore):
             )
             return
         cancelled, final, note = await self._cancel(sync, job)
+        if not cancelled and final.is_terminal:
+            self._ended_before_cancel(sync, final)
+            return
         self._emit(
             SyncTimedOut,
             sync,
@@ -109,6 +113,16 @@ class FollowSteps(EngineCore):
             cancelled=cancelled,
             error=f"{why}; {note}",
         )
+
+    def _ended_before_cancel(self, sync: Sync, final: Job) -> None:
+        """The job reached its own end before the cancel did (Airbyte answers a cancel of an
+        ended job with the job as it ended): report what Airbyte did, not an error."""
+        if final.status == JobStatus.SUCCEEDED:
+            self._emit(SyncSucceeded, sync, job=final)
+        elif final.status == JobStatus.CANCELLED:
+            self._emit(SyncCancelled, sync, job=final, error="the job was cancelled in Airbyte")
+        else:
+            self._emit(SyncFailed, sync, job=final, error=f"Airbyte job {final.job_id} failed")
 
     async def _on_stop(self, sync: Sync, job: Job) -> None:
         """Cancel or leave the job by the stop's mode. The engine cuts this short when the grace
@@ -136,9 +150,7 @@ class FollowSteps(EngineCore):
         if cancelled:
             self._emit(SyncCancelled, sync, job=final, error=f"run interrupted; {note}")
         elif final.is_terminal:
-            self._emit(
-                SyncFailed, sync, job=final, outcome="error", error=f"run interrupted; {note}"
-            )
+            self._ended_before_cancel(sync, final)
         else:
             # Not known to have ended: say so, and keep it open for a resume to follow.
             self._emit(

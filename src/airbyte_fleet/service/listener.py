@@ -6,9 +6,10 @@ and asyncio then logged a traceback for every failed ``accept()``. Here one task
 accepts, and each open connection holds a slot, up to a cap kept below the open-file limit. At
 the cap, a new client takes the slot of the oldest one that has not yet sent a whole request
 head (a client with a request under way keeps its slot); when every slot is busy with requests,
-new clients wait in the kernel's backlog. aiohttp's ``keepalive_timeout`` (``--header-timeout``)
-ends silent connections besides. Should descriptors run out anyway (something else took them),
-that is logged once a minute at most, and accepting resumes when one is free.
+new clients wait in the kernel's backlog. aiohttp's ``keepalive_timeout``
+(``AIRBYTE_FLEET_HEADER_TIMEOUT``) ends silent connections besides. Should descriptors run out
+anyway (something else took them), that is logged once a minute at most, the oldest silent
+connection is dropped, and accepting resumes when a descriptor is free.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ class Listener:
             open_connections=self.open_connections,
             limit=soft,
             note="not accepting connections until a descriptor is free; raise the open-file "
-            "limit (ulimit -n) or lower --max-clients",
+            "limit (ulimit -n) or lower AIRBYTE_FLEET_MAX_CLIENTS",
         )
 
 

@@ -24,8 +24,11 @@ def dumps(data: Any) -> str:
 def json_response(
     data: Any, status: int = 200, *, headers: Mapping[str, str] | None = None
 ) -> web.Response:
+    # A lone surrogate (from bytes that were not UTF-8) cannot be encoded: it is written as
+    # JSON's own escape for it (\udc80) instead of failing the answer.
+    body = dumps(data).encode("utf-8", "backslashreplace")
     return web.Response(
-        text=dumps(data), status=status, content_type=JSON_TYPE, charset="utf-8", headers=headers
+        body=body, status=status, content_type=JSON_TYPE, charset="utf-8", headers=headers
     )
 
 

@@ -35,8 +35,10 @@ RETRY_MS = 2000
 
 def event_frame(seq: int, event: Event) -> bytes:
     """One SSE message: the event as the log line shows it (``Event.to_dict``)."""
-    # dumps escapes line breaks, so the payload is one data line as SSE requires.
-    return f"id: {seq}\nevent: {event.kind}\ndata: {dumps(event.to_dict())}\n\n".encode()
+    # dumps escapes line breaks, so the payload is one data line as SSE requires; a lone
+    # surrogate (Airbyte's JSON may hold one) is written as JSON's escape for it.
+    frame = f"id: {seq}\nevent: {event.kind}\ndata: {dumps(event.to_dict())}\n\n"
+    return frame.encode("utf-8", "backslashreplace")
 
 
 async def stream_events(

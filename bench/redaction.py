@@ -1,7 +1,7 @@
-"""Micro-benchmark of ``redact`` on a 10,000-line log (not collected by pytest).
+"""Micro-benchmark of ``redact`` on a 10,000-line log (a benchmark script, not a test).
 
 ``redact`` runs on every string value of every log line, so its cost per call matters. Run with
-``.venv/bin/python tests/bench_redaction.py``; it prints microseconds per call.
+``.venv/bin/python bench/redaction.py``; it prints microseconds per call.
 """
 
 from __future__ import annotations
