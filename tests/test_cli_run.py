@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from airbyte_fleet.simulator import JobScript, Simulator
+from airbyte_fleet.simulator import FakeClock, JobScript, Simulator
 from conftest import SimFactory
 
 pytestmark = pytest.mark.anyio
@@ -136,12 +136,26 @@ async def test_timeout_cancels_the_job(make_sim: SimFactory) -> None:
 async def test_if_running_policies(
     make_sim: SimFactory, policy: str, code: int, outcome: str
 ) -> None:
-    sim, root = await make_sim(connections=2, client_secret=SECRET)
+    # The job runs on the simulator's clock, which stands still until the CLI (a new Python
+    # process) has been told "already running": then it jumps past the job's end.
+    clock = FakeClock()
+    sim, root = await make_sim(clock=clock, connections=2, client_secret=SECRET)
     busy = _ids(sim)[0]
-    # Long enough to still be running when the CLI (a new Python process) gets to it.
-    sim.script(busy, JobScript(seconds=4.0 if policy == "adopt" else 60.0))
+    sim.script(busy, JobScript(seconds=60.0))
     running = sim.start_job(busy)
-    got, out, err = await _run(root, "--connection", busy, "--if-running", policy, *FAST)
+    async with anyio.create_task_group() as tg:
+        answer: list[tuple[int, str, str]] = []
+
+        async def run() -> None:
+            answer.append(await _run(root, "--connection", busy, "--if-running", policy, *FAST))
+
+        tg.start_soon(run)
+        for _ in range(3000):
+            if sim.count("POST", "/jobs"):
+                break
+            await anyio.sleep(0.01)
+        clock.advance(120)
+    got, out, err = answer[0]
     assert got == code, err
     sync = json.loads(out)["syncs"][0]
     assert sync["outcome"] == outcome

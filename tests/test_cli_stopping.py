@@ -13,12 +13,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import anyio.abc
 import pytest
+from aiohttp import web
 
 from airbyte_fleet.runner.signals import SAME_INTERRUPT_WITHIN
 from airbyte_fleet.simulator import FakeClock, JobScript, Simulator
@@ -147,6 +151,42 @@ async def test_sigterm_ends_within_the_grace_while_airbyte_is_down(
     assert {j["status"] for j in sim.jobs} <= {"pending", "running"}
 
 
+@asynccontextmanager
+async def _cancels_held(upstream: str) -> AsyncIterator[tuple[str, anyio.Event, anyio.Event]]:
+    """A hop in front of the simulator that holds every cancel (``DELETE /jobs/{id}``) until the
+    test releases them: the run is then surely still stopping when the test sends its second
+    signal. Yields the hop's URL, an event set at the first cancel, and the release."""
+    first_cancel, release = anyio.Event(), anyio.Event()
+
+    async def forward(request: web.Request) -> web.Response:
+        if request.method == "DELETE":
+            first_cancel.set()
+            await release.wait()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method,
+                upstream + request.path_qs,
+                headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+                data=await request.read(),
+            ) as reply,
+        ):
+            return web.Response(
+                status=reply.status, body=await reply.read(), content_type=reply.content_type
+            )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", first_cancel, release
+    finally:
+        release.set()
+        await runner.cleanup()
+
+
 async def test_a_second_signal_within_a_second_is_the_same_interrupt(
     make_sim: SimFactory, tmp_path: Path
 ) -> None:
@@ -154,12 +194,18 @@ async def test_a_second_signal_within_a_second_is_the_same_interrupt(
     sim, root = await make_sim(connections=count, client_secret=SECRET)
     for cid in _ids(sim):
         sim.script(cid, JobScript(seconds=600))
-    async with _Running(root, tmp_path, *RUN, "--max-concurrency", str(count)) as cli:
-        await cli.until("sync_triggered", count)
-        cli.process.send_signal(signal.SIGINT)
-        await cli.until("interrupted")
-        cli.process.send_signal(signal.SIGINT)  # as `timeout -s INT` and supervisors do
-        await _ended(cli, within=30)
+    async with _cancels_held(root) as (hop, first_cancel, release):
+        args = (*RUN, "--max-concurrency", str(count))
+        async with _Running(hop, tmp_path, *args) as cli:
+            await cli.until("sync_triggered", count)
+            cli.process.send_signal(signal.SIGINT)
+            with anyio.fail_after(SAME_INTERRUPT_WITHIN * 10):
+                await first_cancel.wait()
+            # As `timeout -s INT` and supervisors do: the same stop again, while it is under way.
+            cli.process.send_signal(signal.SIGINT)
+            await cli.until("signal_repeated")
+            release.set()
+            await _ended(cli, within=30)
     assert cli.process.returncode == 130, cli.err.decode()[-3000:]
     assert cli.count("signal_repeated") == 1
     assert cli.count("interrupted_again") == 0

@@ -212,3 +212,18 @@ async def test_a_credential_too_short_to_mask_is_warned_about(make_sim: SimFacto
         "AIRBYTE_CLIENT_SECRET is shorter than 4 characters, too short to be masked in log lines "
         "and messages; use a longer one."
     )
+
+
+def test_a_secret_at_the_edge_of_an_html_error_excerpt_is_masked_before_the_cut() -> None:
+    from airbyte_fleet.api.errors import Problem
+
+    secret = "edge-Secret-Cut-Here-0451"
+    register_secret(secret)
+    try:
+        # A proxy's page echoing the secret so that the 200-character excerpt ends inside it.
+        page = "<html>" + "x" * (200 - 6 - 10) + secret + " and more</html>"
+        message = Problem.parse(502, page.encode()).message or ""
+        assert secret[:10] not in message
+        assert "***" in message
+    finally:
+        forget_secrets()

@@ -1,5 +1,5 @@
 import sys
 
-from airbyte_fleet.cli import main
+from airbyte_fleet.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

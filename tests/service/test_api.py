@@ -72,6 +72,9 @@ async def test_last_event_id_carries_on_after_the_last_event_seen(
         rest = await api.events(run_id, last_event_id=middle.id)
         assert rest == [e for e in everything if e.id > middle.id]
         assert rest[-1].event == "run_finished"
+        # Reconnecting after the last event of a finished run ends the stream at once, empty
+        # (it used to stay open for ever, sending keep-alives).
+        assert await api.events(run_id, last_event_id=rest[-1].id, within=5) == []
         bad = await api.call("GET", f"/runs/{run_id}/events", headers={"Last-Event-ID": "x1"})
         assert bad.status == 422
         assert bad.body["errors"][0]["loc"] == ["header", "Last-Event-ID"]

@@ -52,8 +52,9 @@ class Problem:
         try:
             doc: Any = json.loads(text) if text.strip() else {}
         except ValueError:
-            # A proxy's HTML error page: keep a short, single-line excerpt as the message.
-            excerpt = " ".join(text.split())[:200]
+            # A proxy's HTML error page: keep a short, single-line excerpt as the message. Masked
+            # before it is cut or folded, or a secret it echoes could be cut where no mask finds it.
+            excerpt = " ".join(redact(text).split())[:200]
             return cls(status=status, message=excerpt or None)
         if not isinstance(doc, dict):
             return cls(status=status)

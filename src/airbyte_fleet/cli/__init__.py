@@ -9,6 +9,7 @@ neither the client, the engine nor the worker.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -16,7 +17,7 @@ from airbyte_fleet.cli.exit import EXIT_USAGE, fail, run_command
 from airbyte_fleet.cli.parser import build_parser, parse, resolve_logging
 from airbyte_fleet.errors import ConfigError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "entry", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,3 +42,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_format, args.log_level)
     command = COMMANDS[args.command]
     return run_command(lambda: command(args))
+
+
+def entry() -> int:
+    """The process's entry point (the console script, ``python -m airbyte_fleet``): :func:`main`,
+    then deaf to SIGINT and SIGTERM while the interpreter shuts down. A supervisor's second
+    signal can land after the work is done and said; it must not turn the exit into a traceback
+    or change the exit code. (Not in :func:`main`, which tests call in-process.)"""
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = fail(130, "interrupted.", plain=True)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    return code

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
@@ -29,7 +30,7 @@ from airbyte_fleet.cli.render import (
     print_runs,
     print_schedules,
 )
-from airbyte_fleet.config import load_settings
+from airbyte_fleet.config import AirbyteSettings, load_settings
 from airbyte_fleet.engine.events import EventSink
 from airbyte_fleet.engine.options import Selection
 from airbyte_fleet.engine.result import RunResult
@@ -86,6 +87,22 @@ async def run(args: argparse.Namespace) -> int:
     settings.validate_offline()
     progress = ProgressSink() if progress_wanted(args.no_progress, sys.stderr) else None
     sinks: list[EventSink] = [LogSink(), *([progress] if progress is not None else [])]
+    # Signal handling lasts until the result is printed: a supervisor's second SIGINT arriving
+    # after the run ended must not cut the result short with Python's KeyboardInterrupt.
+    signals = contextlib.ExitStack()
+    with signals:
+        return await _run(args, file, settings, overrides, sinks, progress, signals)
+
+
+async def _run(
+    args: argparse.Namespace,
+    file: FileConfig,
+    settings: AirbyteSettings,
+    overrides: dict[str, Any],
+    sinks: list[EventSink],
+    progress: ProgressSink | None,
+    signals: contextlib.ExitStack,
+) -> int:
     async with contextlib.AsyncExitStack() as stack:
         if args.resume:
             if not _selection(args, FileConfig()).empty:
@@ -134,6 +151,7 @@ async def run(args: argparse.Namespace) -> int:
             if args.dry_run:
                 print_plan(session.plan, args.output)
                 return EXIT_OK
+        signals.enter_context(_on_signals(session, args))
         result = await _follow(session, args, progress)
     code = await _report(result, args)
     if session.store_error is not None:
@@ -142,9 +160,9 @@ async def run(args: argparse.Namespace) -> int:
     return code
 
 
-async def _follow(
-    session: RunSession, args: argparse.Namespace, progress: ProgressSink | None
-) -> RunResult:
+def _on_signals(
+    session: RunSession, args: argparse.Namespace
+) -> contextlib.AbstractContextManager[None]:
     def first(signal: str) -> None:
         log.warning("interrupted", signal=signal, action=args.on_interrupt, grace_s=args.grace)
         session.interrupt(args.on_interrupt)
@@ -153,7 +171,13 @@ async def _follow(
         log.warning("interrupted_again", signal=signal, action="abort")
         session.abort()
 
-    with on_signals(first, again), live_progress(progress, args.log_format, args.log_level):
+    return on_signals(first, again)
+
+
+async def _follow(
+    session: RunSession, args: argparse.Namespace, progress: ProgressSink | None
+) -> RunResult:
+    with live_progress(progress, args.log_format, args.log_level):
         return await session.run()
 
 

@@ -56,10 +56,11 @@ async def stream_events(
     try:
         await response.write(f"retry: {RETRY_MS}\n\n".encode())
         last_write = time.monotonic()
+        # A client reconnecting with the id of run_finished has seen the whole run already.
+        ended = after > 0 and _is_run_finished(worker, run_id, after)
         while True:
             waiter = worker.waiter(run_id)
             rows = worker.journal.events(run_id, after=after, limit=PAGE)
-            ended = False
             for seq, event in rows:
                 await response.write(event_frame(seq, event))
                 after = seq
@@ -88,3 +89,9 @@ async def stream_events(
         return response
     await response.write_eof()
     return response
+
+
+def _is_run_finished(worker: Worker, run_id: str, seq: int) -> bool:
+    """Whether the run's event number *seq* is its ``run_finished``."""
+    found = worker.journal.events(run_id, after=seq - 1, limit=1)
+    return bool(found) and found[0][0] == seq and isinstance(found[0][1], RunFinished)
