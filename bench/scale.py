@@ -23,6 +23,7 @@ before/after ratio comes from one run on one (noisy) machine.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ class Case:
 
 def run_case(case: Case) -> dict[str, Any]:
     workdir = WORK / f"{case.name}-{case.mode or 'default'}-{case.build}"
+    # A journal left by an earlier run (perhaps of another build) must not be read by this one.
+    shutil.rmtree(workdir / "state", ignore_errors=True)
     with SimProcess(case.spec, workdir) as sim:
         before = sim.stats()
         argv = [

@@ -33,38 +33,38 @@ class FollowSteps(EngineCore):
     async def _follow(self, sync: Sync, job: Job) -> Job | None:
         sync.status = job.status
         self._note_unknown(sync, job)
-        while not job.is_terminal:
-            deadline = self._sync_deadline(sync)
-            if self.stopping:
-                await self._on_stop(sync, job)
-                return None
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                await self._on_timeout(sync, job)
-                return None
-            fresh = None
-            with self._cut_on_stop():
+        # One scope for the whole wait, not one per poll: a stop cancels the read in flight (and
+        # its retries) at once, and the steps that cancel or detach the job run after it, outside.
+        with self._cut_on_stop():
+            while not job.is_terminal and not self.stopping:
+                remaining = self._sync_deadline(sync) - self._clock()
+                if remaining <= 0:
+                    break
                 fresh = await self._watcher.wait(
                     job, remaining, workspace_id=sync.item.workspace_id
                 )
-            if fresh is None:
-                if self.stopping:
+                if fresh is None:
+                    if self._watcher.consecutive_auth_failures >= MAX_AUTH_FAILURES:
+                        self._emit(
+                            SyncFailed,
+                            sync,
+                            job=job,
+                            outcome="error",
+                            error=f"Airbyte keeps refusing our credentials; job {job.job_id} may still be running",
+                        )
+                        return None
                     continue
-                if self._watcher.consecutive_auth_failures >= MAX_AUTH_FAILURES:
-                    self._emit(
-                        SyncFailed,
-                        sync,
-                        job=job,
-                        outcome="error",
-                        error=f"Airbyte keeps refusing our credentials; job {job.job_id} may still be running",
-                    )
-                    return None
-                continue
-            if fresh.status != job.status:
-                self._emit(SyncStatusChanged, sync, job=fresh, old_status=job.status)
-                self._note_unknown(sync, fresh)
-            job = fresh
-        return job
+                if fresh.status != job.status:
+                    self._emit(SyncStatusChanged, sync, job=fresh, old_status=job.status)
+                    self._note_unknown(sync, fresh)
+                job = fresh
+        if job.is_terminal:
+            return job
+        if self.stopping:
+            await self._on_stop(sync, job)
+        else:
+            await self._on_timeout(sync, job)
+        return None
 
     def _note_unknown(self, sync: Sync, job: Job) -> None:
         if not job.is_known_status and job.status not in sync.unknown_logged:

@@ -142,6 +142,11 @@ class TriggerSteps(EngineCore):
         the try must be repeated after the sync-retry backoff, and the last refusal (a
         ``ServerError``) once the policy gives up.
         """
+        try:
+            return await self._post_once(sync, tries)
+        except ServerError as exc:
+            refused: ServerError | None = exc
+        # Only a refused trigger pays for a retry policy's state (most never need one).
         retries = aiter(self.client.retrying(what="POST /jobs"))
         while True:
             # The policy's wait between tries comes first; a stop cuts it short.
@@ -161,6 +166,10 @@ class TriggerSteps(EngineCore):
             # Nothing may run between this block and the next anext(): the attempt swallows
             # whatever is raised in it, cancellation included, and anext() raises it again.
             with attempt:
+                if refused is not None:
+                    # The first try, made above: the policy counts it and waits before the next.
+                    first, refused = refused, None
+                    raise first
                 return await self._post_once(sync, tries)
 
     async def _post_once(self, sync: Sync, tries: _Tries) -> Job | None:
