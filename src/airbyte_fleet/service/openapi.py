@@ -7,6 +7,9 @@ every answer of a running worker against it, and schemathesis fuzzes it
 (``tests/service/test_contract.py``): what the document refuses, the worker refuses too.
 
 3.2 because of the event stream: its ``itemSchema`` describes each message, which 3.1 cannot say.
+
+Longer than 500 lines on purpose: it is one document, written route by route in the order a reader
+of ``/openapi.json`` meets them; split across files, a route's answers would stand apart from it.
 """
 
 from __future__ import annotations

@@ -37,11 +37,10 @@ from airbyte_fleet.engine.run import StopMode, new_run_id
 from airbyte_fleet.journal import Journal, JournalError, RunRecord
 from airbyte_fleet.resolve import run_options_over
 from airbyte_fleet.runner import RunSession
-from airbyte_fleet.runner.replay import replay_result
 from airbyte_fleet.service.claims import WorkerClaims
 from airbyte_fleet.service.ledger import DamagedEntry, Ledger, LedgerEntry
 from airbyte_fleet.service.options import ShutdownMode
-from airbyte_fleet.service.views import RunView, session_view
+from airbyte_fleet.service.views import RunView, listed_view, session_view, stored_view
 from airbyte_fleet.sinks import LogSink
 
 __all__ = [
@@ -387,19 +386,7 @@ class Worker:
         if session is not None:
             return session_view(session)
         record = self.journal.run(run_id)
-        if record is None:
-            return None
-        finished = record.finished_at is not None
-        return RunView(
-            run_id=run_id,
-            state="finished" if finished else "running",
-            result=replay_result(self.journal, run_id) if finished else None,
-            started_at=record.started_at,
-            finished_at=record.finished_at,
-            outcome=record.outcome if finished else None,
-            total=record.total,
-            counts=record.counts,
-        )
+        return stored_view(self.journal, record) if record is not None else None
 
     def recent(self, *, limit: int = 20, offset: int = 0) -> list[RunView]:
         """Newest first: runs not in the journal (queued, lost, or whose start it could not
@@ -420,7 +407,10 @@ class Worker:
         rest = limit - len(out)
         if rest > 0:
             skip = max(0, offset - len(fresh))
-            out.extend(self._record_view(r) for r in self.journal.runs(limit=rest, offset=skip))
+            out.extend(
+                listed_view(r, self._sessions.get(r.run_id))
+                for r in self.journal.runs(limit=rest, offset=skip)
+            )
         return out
 
     def _fresh(self, session: RunSession) -> bool:
@@ -428,21 +418,6 @@ class Worker:
             return True
         # A store that failed at the run's start holds nothing of it: this worker lists it.
         return session.store_error is not None and self.journal.run(session.run_id) is None
-
-    def _record_view(self, record: RunRecord) -> RunView:
-        session = self._sessions.get(record.run_id)
-        if session is not None and session.store_error is not None:
-            return session_view(session)
-        finished = record.finished_at is not None and (session is None or session.finished)
-        return RunView(
-            run_id=record.run_id,
-            state="finished" if finished else "running",
-            started_at=record.started_at,
-            finished_at=record.finished_at if finished else None,
-            outcome=record.outcome if finished else None,
-            total=record.total,
-            counts=dict(record.counts),
-        )
 
     def knows(self, run_id: str) -> bool:
         return run_id in self._sessions or self.journal.run(run_id) is not None

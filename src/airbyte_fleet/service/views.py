@@ -8,7 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from airbyte_fleet.engine.result import RunResult
+from airbyte_fleet.journal import RunRecord, RunStore
 from airbyte_fleet.runner import RunSession, SessionState
+from airbyte_fleet.runner.replay import replay_result
 
 __all__ = ["RunView", "session_view"]
 
@@ -70,3 +72,35 @@ def session_view(session: RunSession) -> RunView:
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
+
+
+def stored_view(journal: RunStore, record: RunRecord) -> RunView:
+    """A run this worker does not hold, as the store keeps it (the result only once finished)."""
+    finished = record.finished_at is not None
+    return RunView(
+        run_id=record.run_id,
+        state="finished" if finished else "running",
+        result=replay_result(journal, record.run_id) if finished else None,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        outcome=record.outcome if finished else None,
+        total=record.total,
+        counts=record.counts,
+    )
+
+
+def listed_view(record: RunRecord, session: RunSession | None) -> RunView:
+    """A listing row from the store; a run this worker still drives is finished only once its
+    session says so (the store may hold run_finished a moment before)."""
+    if session is not None and session.store_error is not None:
+        return session_view(session)
+    finished = record.finished_at is not None and (session is None or session.finished)
+    return RunView(
+        run_id=record.run_id,
+        state="finished" if finished else "running",
+        started_at=record.started_at,
+        finished_at=record.finished_at if finished else None,
+        outcome=record.outcome if finished else None,
+        total=record.total,
+        counts=dict(record.counts),
+    )
