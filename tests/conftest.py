@@ -157,3 +157,35 @@ async def misbehaving_proxy(
     finally:
         await runner.cleanup()
         await session.close()
+
+
+@asynccontextmanager
+async def holding_relay(
+    upstream: str, before: Callable[[web.Request], Awaitable[None]]
+) -> AsyncIterator[str]:
+    """A real HTTP hop in front of the simulator that awaits *before(request)* and then passes
+    the request on: a test holds some requests (a cancel that Airbyte never answers, an Airbyte
+    that stalls) for as long as it likes, and counts what arrives."""
+    session = aiohttp.ClientSession()
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        await before(request)
+        async with session.request(
+            request.method,
+            upstream + request.path_qs,
+            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+            data=await request.read(),
+        ) as reply:
+            body = await reply.read()
+        return web.Response(status=reply.status, body=body, content_type=reply.content_type)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+        await session.close()

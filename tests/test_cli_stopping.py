@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import anyio.abc
 import pytest
@@ -26,7 +25,7 @@ from aiohttp import web
 
 from airbyte_fleet.runner.signals import SAME_INTERRUPT_WITHIN
 from airbyte_fleet.simulator import FakeClock, JobScript, Simulator
-from conftest import SimFactory
+from conftest import SimFactory, holding_relay
 
 pytestmark = pytest.mark.anyio
 
@@ -158,33 +157,17 @@ async def _cancels_held(upstream: str) -> AsyncIterator[tuple[str, anyio.Event, 
     signal. Yields the hop's URL, an event set at the first cancel, and the release."""
     first_cancel, release = anyio.Event(), anyio.Event()
 
-    async def forward(request: web.Request) -> web.Response:
+    async def before(request: web.Request) -> None:
         if request.method == "DELETE":
             first_cancel.set()
             await release.wait()
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(
-                request.method,
-                upstream + request.path_qs,
-                headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
-                data=await request.read(),
-            ) as reply,
-        ):
-            return web.Response(
-                status=reply.status, body=await reply.read(), content_type=reply.content_type
-            )
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}", first_cancel, release
-    finally:
-        release.set()
-        await runner.cleanup()
+    # Released before the relay closes: it waits for the requests it still holds.
+    async with holding_relay(upstream, before) as hop:
+        try:
+            yield hop, first_cancel, release
+        finally:
+            release.set()
 
 
 async def test_a_second_signal_within_a_second_is_the_same_interrupt(

@@ -15,7 +15,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import pytest
 import stamina
@@ -40,7 +39,7 @@ from airbyte_fleet.engine.resume import ResumePoint
 from airbyte_fleet.engine.run import Engine
 from airbyte_fleet.journal import Journal
 from airbyte_fleet.simulator import JobScript, Simulator
-from conftest import SimFactory, client_for
+from conftest import SimFactory, client_for, holding_relay
 
 from .test_hooks import ScriptedHook
 
@@ -87,31 +86,17 @@ async def _cancels_hang(upstream: str) -> AsyncIterator[str]:
     """A real HTTP hop that passes everything on except ``DELETE /jobs/{id}``, which it holds
     unanswered: a cancel that Airbyte never answers."""
     held = anyio.Event()
-    session = aiohttp.ClientSession()
 
-    async def forward(request: web.Request) -> web.StreamResponse:
+    async def before(request: web.Request) -> None:
         if request.method == "DELETE":
             await held.wait()
-        async with session.request(
-            request.method,
-            upstream + request.path_qs,
-            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
-            data=await request.read(),
-        ) as reply:
-            body = await reply.read()
-            return web.Response(status=reply.status, body=body, content_type=reply.content_type)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        held.set()
-        await runner.cleanup()
-        await session.close()
+    # Released before the relay closes: it waits for the requests it still holds.
+    async with holding_relay(upstream, before) as hop:
+        try:
+            yield hop
+        finally:
+            held.set()
 
 
 class _Lock:

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,7 +24,7 @@ from airbyte_fleet.service.readiness import NOT_CHECKED_YET, Readiness
 from airbyte_fleet.service.schedules import ScheduleState
 from airbyte_fleet.settings_file import FileConfig
 from airbyte_fleet.simulator import JobScript
-from conftest import SimFactory, client_for
+from conftest import SimFactory, client_for, holding_relay
 
 from .support import FAST_RUN, TOKEN, until, worker
 
@@ -53,32 +52,17 @@ class Stall:
 
     @asynccontextmanager
     async def serving(self, upstream: str) -> AsyncIterator[str]:
-        session = aiohttp.ClientSession()
-
-        async def forward(request: web.Request) -> web.StreamResponse:
+        async def before(request: web.Request) -> None:
             self.requests += 1
             if self.stalled:
                 await self._release.wait()
-            async with session.request(
-                request.method,
-                upstream + request.path_qs,
-                headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
-                data=await request.read(),
-            ) as reply:
-                body = await reply.read()
-            return web.Response(status=reply.status, body=body, content_type=reply.content_type)
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", forward)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        try:
-            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-        finally:
-            self.resume()
-            await runner.cleanup()
-            await session.close()
+        # Released before the relay closes: it waits for the requests it still holds.
+        async with holding_relay(upstream, before) as hop:
+            try:
+                yield hop
+            finally:
+                self.resume()
 
 
 class Clock:
