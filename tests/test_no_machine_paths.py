@@ -33,7 +33,7 @@ def _repository_files() -> list[Path]:
 def machine_paths(text: str, parent: Path) -> list[str]:
     """Absolute paths in *text* that start with *parent* and a slash."""
     prefix = re.escape(parent.as_posix().rstrip("/") + "/")
-    # Not preceded by a path character: "../work/x" or "$work/x" are not this machine's paths.
+    # Not preceded by a path character: "../parent/x" or "$parent/x" are relative, not absolute.
     return re.findall(rf"(?<![\w.$~/-]){prefix}[^\s'\"`)\]>,;]*", text)
 
 
