@@ -114,18 +114,25 @@ def client_for(
 
 @asynccontextmanager
 async def misbehaving_proxy(
-    upstream: str, rewrite: Callable[[web.Request, str], str | web.Response | None]
+    upstream: str,
+    rewrite: Callable[[web.Request, str], str | web.Response | None] | None = None,
+    *,
+    before: Callable[[web.Request], Awaitable[None]] | None = None,
 ) -> AsyncIterator[str]:
     """A real HTTP hop in front of the simulator that misbehaves the way some servers do.
 
-    *rewrite* sees each request and its query string and returns None (pass it on), a new query
-    string, a JSON text (answered 200 as is) or a whole response.
+    *before* is awaited first for each request: a test holds some requests (a cancel that Airbyte
+    never answers, an Airbyte that stalls) for as long as it likes, and counts what arrives.
+    *rewrite* then sees the request and its query string and returns None (pass it on), a new
+    query string, a JSON text (answered 200 as is) or a whole response.
     """
     session = aiohttp.ClientSession()
 
     async def forward(request: web.Request) -> web.StreamResponse:
+        if before is not None:
+            await before(request)
         query = request.query_string
-        replaced = rewrite(request, query)
+        replaced = rewrite(request, query) if rewrite is not None else None
         if isinstance(replaced, web.StreamResponse):
             return replaced
         if replaced is not None and replaced.startswith("{"):
@@ -146,38 +153,6 @@ async def misbehaving_proxy(
             if "Date" in reply.headers:
                 response.headers["Date"] = reply.headers["Date"]
             return response
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-        await session.close()
-
-
-@asynccontextmanager
-async def holding_relay(
-    upstream: str, before: Callable[[web.Request], Awaitable[None]]
-) -> AsyncIterator[str]:
-    """A real HTTP hop in front of the simulator that awaits *before(request)* and then passes
-    the request on: a test holds some requests (a cancel that Airbyte never answers, an Airbyte
-    that stalls) for as long as it likes, and counts what arrives."""
-    session = aiohttp.ClientSession()
-
-    async def forward(request: web.Request) -> web.StreamResponse:
-        await before(request)
-        async with session.request(
-            request.method,
-            upstream + request.path_qs,
-            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
-            data=await request.read(),
-        ) as reply:
-            body = await reply.read()
-        return web.Response(status=reply.status, body=body, content_type=reply.content_type)
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", forward)

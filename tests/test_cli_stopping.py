@@ -25,7 +25,7 @@ from aiohttp import web
 
 from airbyte_fleet.runner.signals import SAME_INTERRUPT_WITHIN
 from airbyte_fleet.simulator import FakeClock, JobScript, Simulator
-from conftest import SimFactory, holding_relay
+from conftest import SimFactory, misbehaving_proxy
 
 pytestmark = pytest.mark.anyio
 
@@ -163,7 +163,7 @@ async def _cancels_held(upstream: str) -> AsyncIterator[tuple[str, anyio.Event, 
             await release.wait()
 
     # Released before the relay closes: it waits for the requests it still holds.
-    async with holding_relay(upstream, before) as hop:
+    async with misbehaving_proxy(upstream, before=before) as hop:
         try:
             yield hop, first_cancel, release
         finally:

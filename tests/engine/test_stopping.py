@@ -39,7 +39,7 @@ from airbyte_fleet.engine.resume import ResumePoint
 from airbyte_fleet.engine.run import Engine
 from airbyte_fleet.journal import Journal
 from airbyte_fleet.simulator import JobScript, Simulator
-from conftest import SimFactory, client_for, holding_relay
+from conftest import SimFactory, client_for, misbehaving_proxy
 
 from .test_hooks import ScriptedHook
 
@@ -92,7 +92,7 @@ async def _cancels_hang(upstream: str) -> AsyncIterator[str]:
             await held.wait()
 
     # Released before the relay closes: it waits for the requests it still holds.
-    async with holding_relay(upstream, before) as hop:
+    async with misbehaving_proxy(upstream, before=before) as hop:
         try:
             yield hop
         finally:

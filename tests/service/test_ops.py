@@ -24,7 +24,7 @@ from airbyte_fleet.service.readiness import NOT_CHECKED_YET, Readiness
 from airbyte_fleet.service.schedules import ScheduleState
 from airbyte_fleet.settings_file import FileConfig
 from airbyte_fleet.simulator import JobScript
-from conftest import SimFactory, client_for, holding_relay
+from conftest import SimFactory, client_for, misbehaving_proxy
 
 from .support import FAST_RUN, TOKEN, until, worker
 
@@ -58,7 +58,7 @@ class Stall:
                 await self._release.wait()
 
         # Released before the relay closes: it waits for the requests it still holds.
-        async with holding_relay(upstream, before) as hop:
+        async with misbehaving_proxy(upstream, before=before) as hop:
             try:
                 yield hop
             finally:
