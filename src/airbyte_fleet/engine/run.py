@@ -280,7 +280,9 @@ class Engine(TriggerSteps, FollowSteps):
             log.warning("jobs_left_running", run_id=self.run_id, job_ids=left, resume=hint)
 
     def _finish(self, plan: Plan) -> None:
-        """Even when aborted, the run ends with one ``run_finished``: sinks settle every sync."""
+        """Even when aborted, the run ends with one ``run_finished``: sinks settle every sync. A
+        store that refuses it (the run is settled already) sets :attr:`failure` all the same,
+        so the caller can say the store holds the run unfinished."""
         counts: dict[str, int] = {}
         for item in plan.items:
             outcome = self._outcomes.get(item.connection_id) or unsettled_outcome(
@@ -299,7 +301,6 @@ class Engine(TriggerSteps, FollowSteps):
                 interrupted=self._interrupted,
                 error=self.failure.message if self.failure is not None else None,
             ),
-            best_effort=True,
         )
 
     async def _run_sync(self, sync: Sync) -> None:

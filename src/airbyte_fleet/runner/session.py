@@ -32,7 +32,6 @@ from airbyte_fleet.engine.events import (
     RunFinished,
     RunStarted,
     StoreFailedError,
-    SyncTriggering,
 )
 from airbyte_fleet.engine.hooks import TriggerHook
 from airbyte_fleet.engine.options import RunOptions, Selection
@@ -51,31 +50,6 @@ log = structlog.get_logger("airbyte_fleet.runner")
 
 # Until it runs, a session waits (in the worker's queue, or for its caller to run it).
 SessionState = Literal["queued", "running", "finished"]
-
-
-class _Recorded:
-    """The store as the run's critical sink, written until it first fails. That failure reaches
-    the engine, which stops the run; after it, events go unwritten: an intent is refused with the
-    same error (its trigger is never sent), anything else is passed over without a word (the
-    failure was reported once, not once per event)."""
-
-    def __init__(self, store: RunStore) -> None:
-        self._store = store
-        self.error: Exception | None = None
-
-    def __call__(self, event: Event) -> None:
-        if self.error is not None:
-            if isinstance(event, SyncTriggering):
-                raise self.error
-            return
-        try:
-            self._store(event)
-        except Exception as exc:
-            self.error = exc
-            raise
-
-    def __repr__(self) -> str:
-        return f"recorded by {self._store!r}"
 
 
 class RunSession:
@@ -110,11 +84,10 @@ class RunSession:
         # run_finished has reached every sink: the run is over for every later process too.
         self.finished = False
         self._let_go = False
-        # The store is critical: a trigger it cannot record is a trigger not sent.
-        self._recorded = _Recorded(store) if store is not None else None
+        # The store is critical: a trigger it cannot record is a trigger not sent (and the
+        # engine stops the run at the store's first failure, then leaves it out).
         self.bus = EventBus(
-            [self.builder, self._observe, *sinks],
-            critical=[self._recorded] if self._recorded is not None else [],
+            [self.builder, self._observe, *sinks], critical=[store] if store is not None else []
         )
         self.engine = Engine(
             client,
@@ -225,15 +198,16 @@ class RunSession:
         """Why the store failed the run (None: it did not): the run was stopped for it, or, when
         only its end could not be recorded, finished first. The store holds the run only as far
         as it got: unfinished, for a later resume."""
-        if self.engine.failure is not None:
-            return self.engine.failure
-        if self._recorded is not None and self._recorded.error is not None:
-            return FleetError(
-                f"the run's journal could not record its end ({self._recorded.error}); every "
-                "sync had ended and the result is complete, and once the state directory can "
-                f"be written again 'airbyte-fleet run --resume {self.run_id}' records it"
-            )
-        return None
+        failure = self.engine.failure
+        if failure is None:
+            return None
+        if failure.event_kind != RunFinished.kind:
+            return failure
+        return FleetError(
+            f"the run's journal could not record its end ({failure.cause}); every "
+            "sync had ended and the result is complete, and once the state directory can "
+            f"be written again 'airbyte-fleet run --resume {self.run_id}' records it"
+        )
 
     def interrupt(self, mode: StopMode | None = None) -> None:
         """Trigger nothing more; cancel (or leave running) every job in flight, by *mode* or the
