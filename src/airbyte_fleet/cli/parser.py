@@ -248,7 +248,8 @@ def _add_run(commands: _Commands) -> None:
         description="Trigger syncs for the selected connections, follow every job to its end and "
         "print one result. Exit 0: all succeeded; 1: some failed, were cancelled, timed out or "
         "errored; 2: usage or configuration error (nothing triggered); 3: Airbyte unreachable or "
-        "credentials refused (nothing triggered); 130: interrupted.",
+        "credentials refused (nothing triggered); 4: the run journal failed mid-run (the run "
+        "stopped; --resume carries it on); 130: interrupted.",
     )
     pick = run.add_argument_group("selection (combinable)")
     for flag, metavar, text in (
