@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import structlog
 
+from airbyte_fleet._defaults import DEFAULT_STATE_DIR
 from airbyte_fleet.cli.exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_JOURNAL, EXIT_OK, fail
 from airbyte_fleet.cli.parser import run_option_flags
 from airbyte_fleet.cli.render import (
@@ -36,7 +37,6 @@ from airbyte_fleet.engine.options import Selection
 from airbyte_fleet.engine.result import RunResult
 from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.journal import (
-    DEFAULT_STATE_DIR,
     Journal,
     JournalDamagedError,
     JournalError,

@@ -211,7 +211,7 @@ def _config(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
 
 
 def _state_dir_help() -> str:
-    from airbyte_fleet.journal import DEFAULT_STATE_DIR
+    from airbyte_fleet._defaults import DEFAULT_STATE_DIR
 
     return f"where the run journal lives (AIRBYTE_FLEET_STATE_DIR, default: {DEFAULT_STATE_DIR})"
 

@@ -15,7 +15,7 @@ from airbyte_fleet.journal.codec import (
     decode_event,
     encode_event,
 )
-from airbyte_fleet.journal.schema import DEFAULT_STATE_DIR, FILE_NAME, SCHEMA_VERSION
+from airbyte_fleet.journal.schema import FILE_NAME, SCHEMA_VERSION
 from airbyte_fleet.journal.sqlite import Journal
 from airbyte_fleet.journal.store import (
     JournalDamagedError,
@@ -28,7 +28,6 @@ from airbyte_fleet.journal.store import (
 from airbyte_fleet.journal.writer import Fsync
 
 __all__ = [
-    "DEFAULT_STATE_DIR",
     "FILE_NAME",
     "SCHEMA_VERSION",
     "EventDecodeError",

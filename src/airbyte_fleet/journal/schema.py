@@ -15,7 +15,6 @@ from pathlib import Path
 from airbyte_fleet.journal.store import JournalDamagedError, JournalError
 
 __all__ = [
-    "DEFAULT_STATE_DIR",
     "FILE_NAME",
     "SCHEMA_VERSION",
     "connect",
@@ -26,10 +25,6 @@ __all__ = [
 ]
 
 FILE_NAME = "journal.sqlite3"
-# Where `run`, `runs` and `serve` keep the journal (and the worker its ledger and schedule state)
-# when neither --state-dir nor AIRBYTE_FLEET_STATE_DIR says otherwise: relative, so each project
-# folder has its own history.
-DEFAULT_STATE_DIR = ".airbyte-fleet"
 
 _V1 = """
 CREATE TABLE runs (

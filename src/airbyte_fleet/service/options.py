@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from airbyte_fleet._defaults import DEFAULT_STATE_DIR
 from airbyte_fleet._redact import MIN_SECRET_LENGTH, register_secret
 from airbyte_fleet._validation import Loc, Place, env_var, flag, validated
 from airbyte_fleet.engine.options import Duration
 from airbyte_fleet.errors import ConfigError
-from airbyte_fleet.journal import DEFAULT_STATE_DIR
 
 __all__ = [
     "ENV_VARS",
