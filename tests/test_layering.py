@@ -70,6 +70,9 @@ def _imports(where: str) -> set[str]:
                 "aiohttp.web",
             ),
         ),
+        # Events (and the PlannedSync they carry) are pure data: whoever stores or shows them
+        # does not load the HTTP client for it.
+        ("engine/events.py", ("airbyte_fleet.api", "aiohttp")),
         # The journal is a store of events: it knows no run logic (how a run is planned, run,
         # watched, or turned into a result), nor who runs it.
         (

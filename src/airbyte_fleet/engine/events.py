@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 
 import structlog
 
-from airbyte_fleet.api.models import Connection
 from airbyte_fleet.engine.outcome import SkipCause
 from airbyte_fleet.errors import FleetError
 
@@ -72,7 +71,8 @@ class Event:
 @dataclass(frozen=True, slots=True)
 class PlannedSync:
     """One selected connection, as the run needs it: only the fields the engine, the journal and
-    ``--dry-run`` read (a full :class:`Connection` per sync would cost memory for nothing)."""
+    ``--dry-run`` read (a full connection model per sync would cost memory for nothing). Pure data,
+    like every event: the plan (``engine/plan.py``) makes it from Airbyte's connection."""
 
     connection_id: str
     connection_name: str = ""
@@ -82,24 +82,6 @@ class PlannedSync:
     skip_reason: str | None = None
     # Which part of the selection picked it: "selection" or "group NAME" (shown by --dry-run).
     selected_by: str = "selection"
-
-    @classmethod
-    def of(
-        cls,
-        connection: Connection,
-        *,
-        skip_reason: str | None = None,
-        selected_by: str = "selection",
-    ) -> PlannedSync:
-        return cls(
-            connection_id=connection.connection_id,
-            connection_name=connection.name,
-            workspace_id=connection.workspace_id,
-            status=connection.status,
-            tags=tuple(connection.tag_names),
-            skip_reason=skip_reason,
-            selected_by=selected_by,
-        )
 
     @property
     def runnable(self) -> bool:

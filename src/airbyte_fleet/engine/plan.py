@@ -201,7 +201,7 @@ async def build_plan(
 
     return Plan(
         items=tuple(
-            PlannedSync.of(c, skip_reason=_skip_reason(c, include_inactive), selected_by=source)
+            _planned(c, skip_reason=_skip_reason(c, include_inactive), selected_by=source)
             for c, source in items
         ),
         warnings=tuple(warnings),
@@ -319,6 +319,18 @@ async def _look_up(
     if fatal:
         raise fatal[0]
     return found
+
+
+def _planned(connection: Connection, *, skip_reason: str | None, selected_by: str) -> PlannedSync:
+    return PlannedSync(
+        connection_id=connection.connection_id,
+        connection_name=connection.name,
+        workspace_id=connection.workspace_id,
+        status=connection.status,
+        tags=tuple(connection.tag_names),
+        skip_reason=skip_reason,
+        selected_by=selected_by,
+    )
 
 
 def _skip_reason(connection: Connection, include_inactive: bool) -> str | None:
