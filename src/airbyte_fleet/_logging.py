@@ -14,7 +14,7 @@ import structlog
 
 from airbyte_fleet._redact import redact
 
-__all__ = ["LogFormat", "configure_logging", "configured_format", "wants_color"]
+__all__ = ["LogFormat", "configure_logging", "configured_format", "get_logger", "wants_color"]
 
 LogFormat = Literal["json", "console"]
 
@@ -90,3 +90,8 @@ def configure_logging(
 def configured_format() -> LogFormat | None:
     """The format logging was last configured with, or None before the first time."""
     return _configured
+
+
+def get_logger(name: str) -> Any:
+    """The library's logger *name* (under ``airbyte_fleet``)."""
+    return structlog.get_logger(name)

@@ -11,11 +11,11 @@ import os
 from collections.abc import Mapping
 from typing import Any, get_args
 
-import structlog
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet._messages import show
 from airbyte_fleet._redact import MIN_SECRET_LENGTH, register_secret
 from airbyte_fleet._validation import Loc, Place, Where, config_error, env_var, in_table
@@ -40,7 +40,7 @@ AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
 _SECRET_FIELDS = ("client_secret", "api_token", "password")
 _CREDENTIALS = ("client_id", "client_secret", "api_token", "username", "password")
 
-log = structlog.get_logger("airbyte_fleet.config")
+log = get_logger("airbyte_fleet.config")
 
 
 class _Layered(PydanticBaseSettingsSource):

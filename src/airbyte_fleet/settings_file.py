@@ -19,9 +19,9 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet._messages import (
     SELECTS_NOTHING_FIX,
     chain,
@@ -42,7 +42,7 @@ DEFAULT_CONFIG_PATH = Path("config/airbyte-fleet.toml")
 CONFIG_ENV = "AIRBYTE_FLEET_CONFIG"
 NO_CONFIG_FIX = f"pass --config PATH or set {CONFIG_ENV} to read one"
 
-log = structlog.get_logger("airbyte_fleet.config")
+log = get_logger("airbyte_fleet.config")
 
 _TABLES = ("airbyte", "run", "selection", "groups", "schedules")
 _TABLE_HINT = "[airbyte], [run], [selection], [groups.NAME] or [schedules.NAME]"

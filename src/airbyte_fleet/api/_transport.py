@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 
 import aiohttp
 import stamina
-import structlog
 from pydantic import SecretStr
 
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet._version import __version__
 from airbyte_fleet.api._waiting import REQUEST_HINT, say_waiting, when_slow
 from airbyte_fleet.api.auth import Auth, TokenGrant
@@ -57,7 +57,7 @@ __all__ = [
     "retry_decision",
 ]
 
-log = structlog.get_logger("airbyte_fleet.api")
+log = get_logger("airbyte_fleet.api")
 
 MAX_RETRY_AFTER = 300.0
 # How an unclear answer to a request that is not idempotent ends its message, unless the caller

@@ -11,11 +11,11 @@ import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import structlog
+from airbyte_fleet._logging import get_logger
 
 __all__ = ["PROBE_HINT", "REQUEST_HINT", "say_waiting", "when_slow"]
 
-log = structlog.get_logger("airbyte_fleet.api")
+log = get_logger("airbyte_fleet.api")
 
 REQUEST_HINT = "AIRBYTE_CONNECT_TIMEOUT and AIRBYTE_READ_TIMEOUT (seconds) set how long to wait"
 PROBE_HINT = (

@@ -18,9 +18,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Protocol
 
-import structlog
 from pydantic import SecretStr
 
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet._redact import register_secret
 
 __all__ = [
@@ -36,7 +36,7 @@ __all__ = [
 
 AuthMode = Literal["client_credentials", "bearer", "basic", "none"]
 
-log = structlog.get_logger("airbyte_fleet.auth")
+log = get_logger("airbyte_fleet.auth")
 
 # When the server leaves out expires_in we assume the shortest lifetime Airbyte ever issued.
 DEFAULT_TOKEN_TTL = 180.0

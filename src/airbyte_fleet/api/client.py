@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-import structlog
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api._transport import (
     UNCLEAR,
     RequestStats,
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AirbyteClient", "RequestStats", "RetryPolicy", "Timeouts"]
 
-log = structlog.get_logger("airbyte_fleet.api")
+log = get_logger("airbyte_fleet.api")
 
 M = TypeVar("M", bound=BaseModel)
 ParamValue = str | int | bool | datetime | Sequence[str] | None

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 
 from airbyte_fleet._defaults import DEFAULT_STATE_DIR
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.cli.exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_JOURNAL, EXIT_OK, fail
 from airbyte_fleet.cli.parser import run_option_flags
 from airbyte_fleet.cli.render import (
@@ -58,7 +58,7 @@ from airbyte_fleet.sinks import LogSink, ProgressSink, progress_wanted, result_j
 
 __all__ = ["COMMANDS"]
 
-log = structlog.get_logger("airbyte_fleet.cli")
+log = get_logger("airbyte_fleet.cli")
 
 
 # ----------------------------------------------------------------------------- connections

@@ -46,12 +46,10 @@ def fail(code: int, message: str, *, plain: bool = False) -> int:
     """
     text = spell_out_controls(redact(message))
     # Imported here, and only once logging is set up: the parser imports this module.
-    from airbyte_fleet._logging import configured_format
+    from airbyte_fleet._logging import configured_format, get_logger
 
     if not plain and configured_format() == "json":
-        import structlog
-
-        structlog.get_logger("airbyte_fleet.cli").error("fatal", error=text, exit_code=code)
+        get_logger("airbyte_fleet.cli").error("fatal", error=text, exit_code=code)
     else:
         print(f"airbyte-fleet: {text}", file=sys.stderr, flush=True)
     return code

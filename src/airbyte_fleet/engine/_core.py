@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import anyio
-import structlog
 
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteClient, Job
 from airbyte_fleet.engine.events import (
     Event,
@@ -39,7 +39,7 @@ __all__ = ["INTERRUPTED_BEFORE_TRIGGER", "EngineCore", "StopMode", "new_run_id",
 
 StopMode = Literal["cancel", "detach"]
 
-log = structlog.get_logger("airbyte_fleet.engine")
+log = get_logger("airbyte_fleet.engine")
 
 # How many times a trigger is tried again when Airbyte's answer leaves us unsure (and no job shows
 # up when we look), or when it says "already running" but no running job can be found.

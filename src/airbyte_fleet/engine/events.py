@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-import structlog
-
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.engine.outcome import SkipCause
 from airbyte_fleet.errors import FleetError
 
@@ -40,7 +39,7 @@ __all__ = [
     "SyncTriggering",
 ]
 
-log = structlog.get_logger("airbyte_fleet.events")
+log = get_logger("airbyte_fleet.events")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,8 +11,7 @@ grace period.
 
 from __future__ import annotations
 
-import structlog
-
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteError, Job, JobStatus
 from airbyte_fleet.engine._core import MAX_AUTH_FAILURES, EngineCore, Sync, resume_hint
 from airbyte_fleet.engine.events import (
@@ -26,7 +25,7 @@ from airbyte_fleet.engine.events import (
 
 __all__ = ["FollowSteps"]
 
-log = structlog.get_logger("airbyte_fleet.engine")
+log = get_logger("airbyte_fleet.engine")
 
 
 class FollowSteps(EngineCore):

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 
 import anyio
-import structlog
 
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteClient, Job, JobStatus
 from airbyte_fleet.engine._core import (
     INTERRUPTED_BEFORE_TRIGGER,
@@ -51,7 +51,7 @@ from airbyte_fleet.engine.watch import BatchedWatcher, JobWatcher, PerJobWatcher
 
 __all__ = ["Engine", "StopMode", "StoreFailedError", "new_run_id"]
 
-log = structlog.get_logger("airbyte_fleet.engine")
+log = get_logger("airbyte_fleet.engine")
 
 # With this many syncs or fewer, one GET per job costs no more than one list per workspace.
 AUTO_BATCH_ABOVE = 5

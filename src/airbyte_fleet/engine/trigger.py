@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import anyio
-import structlog
 
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import (
     AirbyteError,
     AlreadyRunningError,
@@ -41,7 +41,7 @@ from airbyte_fleet.engine.hooks import Adopt, ClaimError, Skip
 
 __all__ = ["TriggerSteps"]
 
-log = structlog.get_logger("airbyte_fleet.engine")
+log = get_logger("airbyte_fleet.engine")
 
 
 @dataclass

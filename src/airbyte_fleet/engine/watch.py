@@ -25,13 +25,13 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 import anyio
-import structlog
 
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteClient, AirbyteError, AuthError, Job, RateLimitedError
 
 __all__ = ["BatchedWatcher", "JobWatcher", "PerJobWatcher", "jittered"]
 
-log = structlog.get_logger("airbyte_fleet.watch")
+log = get_logger("airbyte_fleet.watch")
 
 
 def jittered(interval: float, rng: random.Random, spread: float = 0.2) -> float:

@@ -9,8 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Self
 
-import structlog
-
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.engine.events import Event
 from airbyte_fleet.journal import queries
 from airbyte_fleet.journal.codec import EventDecodeError, UnknownEventKind
@@ -21,7 +20,7 @@ from airbyte_fleet.journal.writer import Fsync, Writer
 
 __all__ = ["Journal"]
 
-log = structlog.get_logger("airbyte_fleet.journal")
+log = get_logger("airbyte_fleet.journal")
 
 # The journal files this process has open, by path, with how many instances hold each.
 _OPEN: dict[Path, int] = {}

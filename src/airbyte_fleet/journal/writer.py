@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic_core
-import structlog
 
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.engine.events import (
     Event,
     RunFinished,
@@ -43,7 +43,7 @@ from airbyte_fleet.journal.store import JournalError
 
 __all__ = ["Fsync", "Writer"]
 
-log = structlog.get_logger("airbyte_fleet.journal")
+log = get_logger("airbyte_fleet.journal")
 
 Fsync = Literal["always", "triggers", "never"]
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import structlog
-
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteClient
 from airbyte_fleet.config import AirbyteSettings
 
 __all__ = ["open_client"]
 
-log = structlog.get_logger("airbyte_fleet.runner")
+log = get_logger("airbyte_fleet.runner")
 
 
 async def open_client(settings: AirbyteSettings, *, check: bool = True) -> AirbyteClient:

@@ -6,8 +6,7 @@ so they can never disagree with the result the run itself built live.
 
 from __future__ import annotations
 
-import structlog
-
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.engine.events import RunFinished, RunStarted
 from airbyte_fleet.engine.outcome import OUTCOMES
 from airbyte_fleet.engine.result import ResultBuilder, RunResult, Totals
@@ -15,7 +14,7 @@ from airbyte_fleet.journal import RunStore
 
 __all__ = ["replay_into", "replay_result"]
 
-log = structlog.get_logger("airbyte_fleet.runner")
+log = get_logger("airbyte_fleet.runner")
 
 # Events read per query: bounds memory on a run of many thousand syncs.
 PAGE = 5000

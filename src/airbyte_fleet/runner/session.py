@@ -22,8 +22,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
-import structlog
-
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteClient
 from airbyte_fleet.engine.events import (
     Event,
@@ -46,7 +45,7 @@ from airbyte_fleet.runner.resume import resume_plan
 
 __all__ = ["RunSession", "SessionState"]
 
-log = structlog.get_logger("airbyte_fleet.runner")
+log = get_logger("airbyte_fleet.runner")
 
 # Until it runs, a session waits (in the worker's queue, or for its caller to run it).
 SessionState = Literal["queued", "running", "finished"]

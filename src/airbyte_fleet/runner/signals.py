@@ -17,11 +17,11 @@ import contextlib
 import signal
 from collections.abc import Callable, Iterator
 
-import structlog
+from airbyte_fleet._logging import get_logger
 
 __all__ = ["SAME_INTERRUPT_WITHIN", "on_signals"]
 
-log = structlog.get_logger("airbyte_fleet.runner")
+log = get_logger("airbyte_fleet.runner")
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Seconds after the first signal during which another one repeats it rather than aborting.

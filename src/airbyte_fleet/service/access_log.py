@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 
-import structlog
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
+
+from airbyte_fleet._logging import get_logger
 
 __all__ = ["ACCESS_LOGGER", "AccessLog"]
 
@@ -23,7 +24,7 @@ ACCESS_LOGGER = logging.getLogger("airbyte_fleet.access")
 # A path is cut here: a client can send kilobytes of one, and the line is for reading.
 MAX_PATH = 256
 
-log = structlog.get_logger("airbyte_fleet.access")
+log = get_logger("airbyte_fleet.access")
 
 
 class AccessLog(AbstractAccessLogger):

@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.config import AirbyteSettings, load_settings
 from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.journal import Journal
@@ -47,7 +47,7 @@ from airbyte_fleet.settings_file import FileConfig, load_file_config
 
 __all__ = ["Running", "build_app", "launch", "serve"]
 
-log = structlog.get_logger("airbyte_fleet.service")
+log = get_logger("airbyte_fleet.service")
 
 
 def _body_limit(limit: int) -> Middleware:

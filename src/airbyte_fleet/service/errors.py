@@ -13,11 +13,11 @@ import functools
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ValidationError
 
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteError
 from airbyte_fleet.engine.plan import PlanError
 from airbyte_fleet.journal import JournalDamagedError, JournalError
@@ -40,7 +40,7 @@ __all__ = [
     "request_as",
 ]
 
-log = structlog.get_logger("airbyte_fleet.service")
+log = get_logger("airbyte_fleet.service")
 
 M = TypeVar("M", bound=BaseModel)
 

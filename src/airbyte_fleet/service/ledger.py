@@ -21,16 +21,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from airbyte_fleet._files import write_atomically
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.engine.events import PlannedSync
 from airbyte_fleet.engine.plan import Plan
 
 __all__ = ["DamagedEntry", "Ledger", "LedgerEntry"]
 
-log = structlog.get_logger("airbyte_fleet.service")
+log = get_logger("airbyte_fleet.service")
 
 # Run ids become file names: only the shape new_run_id() produces is accepted.
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")

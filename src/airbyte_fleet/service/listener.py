@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import structlog
+from airbyte_fleet._logging import get_logger
 
 __all__ = ["Listener", "connection_cap", "listen"]
 
-log = structlog.get_logger("airbyte_fleet.service")
+log = get_logger("airbyte_fleet.service")
 
 # Descriptors the worker needs besides its API connections and Airbyte's pool: standard streams,
 # the event loop, the journal and ledger databases (with their WAL files), files it writes.

@@ -15,13 +15,12 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
-import structlog
-
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteError
 
 __all__ = ["NOT_CHECKED_YET", "Readiness"]
 
-log = structlog.get_logger("airbyte_fleet.service")
+log = get_logger("airbyte_fleet.service")
 
 NOT_CHECKED_YET = "The worker has not heard back from Airbyte yet; ask again in a few seconds."
 

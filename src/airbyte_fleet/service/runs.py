@@ -27,8 +27,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
-
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteClient
 from airbyte_fleet.engine.events import Event, EventSink
 from airbyte_fleet.engine.options import RunOptions, Selection
@@ -51,7 +50,7 @@ __all__ = [
     "Worker",
 ]
 
-log = structlog.get_logger("airbyte_fleet.service")
+log = get_logger("airbyte_fleet.service")
 
 # After the cancel grace, how long sessions get to report before they are aborted, then dropped.
 SETTLE_SECONDS = 5.0

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import structlog
-
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.engine.events import (
     Event,
     SyncCancelled,
@@ -47,7 +46,7 @@ class LogSink:
 
     def __init__(self, logger: Any | None = None) -> None:
         # structlog resolves this lazily: configuring logging after building the sink still applies.
-        self._log: Any = logger if logger is not None else structlog.get_logger("airbyte_fleet.run")
+        self._log: Any = logger if logger is not None else get_logger("airbyte_fleet.run")
 
     def __call__(self, event: Event) -> None:
         fields = event.to_dict()

@@ -23,15 +23,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-import structlog
 
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet.service.schedules.fire_times import due_ticks, fire_times, iso, require_aware
 from airbyte_fleet.service.schedules.spec import Schedule
 from airbyte_fleet.service.schedules.state import ScheduleState
 
 __all__ = ["SKIP_REASON", "Firing", "IsLive", "Scheduler", "Submit", "Track"]
 
-log = structlog.get_logger("airbyte_fleet.schedules")
+log = get_logger("airbyte_fleet.schedules")
 
 SKIP_REASON = "previous run still going"
 

@@ -8,15 +8,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-import structlog
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
 from airbyte_fleet._files import write_atomically
+from airbyte_fleet._logging import get_logger
 from airbyte_fleet._messages import fold_whitespace
 
 __all__ = ["ScheduleState"]
 
-log = structlog.get_logger("airbyte_fleet.schedules")
+log = get_logger("airbyte_fleet.schedules")
 
 
 class _StateEntry(BaseModel):
