@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
+from airbyte_fleet._logging import reset_logging
 from airbyte_fleet._redact import forget_secrets
 from airbyte_fleet.api import AirbyteClient, ClientCredentials, plan_url
 from airbyte_fleet.simulator import Simulator, SimulatorOptions
@@ -61,9 +62,13 @@ def _fresh_secrets() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> Iterator[None]:
+    # Tests read log lines with structlog's capture_logs, which sees only lines handed to
+    # structlog: each starts so, as under the CLI. The library's own mode (records on the
+    # standard logging module) is tested in test_library_logging.py, which overrides this.
+    reset_logging(via_structlog=True)
+    yield
     # A test that runs the CLI in-process leaves structlog writing to its captured (then closed)
     # stderr; the next test must start from the defaults.
-    yield
     structlog.reset_defaults()
 
 

@@ -35,6 +35,8 @@ FLAGS: list[tuple[list[str], str, Any]] = [
     (["--include-inactive"], "include_inactive", True),
     (["--no-cancel-on-timeout"], "cancel_on_timeout", False),
     (["--cancel-adopted"], "cancel_adopted", True),
+    (["--on-interrupt", "detach"], "on_interrupt", "detach"),
+    (["--grace", "PT2M"], "grace", 120.0),
 ]
 
 
@@ -232,15 +234,21 @@ def test_a_bad_logging_variable_is_a_usage_error(variable: str, value: str) -> N
 @pytest.mark.parametrize(
     ("argv", "seconds"),
     [
-        (["run", "--all", "--grace", "2m"], 120.0),
-        (["run", "--all", "--grace", "45"], 45.0),
-        (["run", "--all"], 30.0),
-        (["serve", "--grace", "1h30m"], 5400.0),
-        (["serve", "--grace", "250ms"], 0.25),
+        (["--grace", "2m"], 120.0),
+        (["--grace", "45"], 45.0),
+        ([], 30.0),
     ],
 )
 def test_grace_takes_a_duration_like_every_other(argv: list[str], seconds: float) -> None:
-    assert parse(argv).grace == seconds
+    # For `run` it is a run option like the others (AIRBYTE_FLEET_GRACE, [run] grace).
+    assert _options(*argv).grace == seconds
+
+
+@pytest.mark.parametrize(
+    ("argv", "seconds"), [(["--grace", "1h30m"], 5400.0), (["--grace", "250ms"], 0.25)]
+)
+def test_the_workers_grace_takes_a_duration(argv: list[str], seconds: float) -> None:
+    assert parse(["serve", *argv]).grace == seconds
 
 
 def test_the_workers_grace_variable_takes_a_duration_too() -> None:
@@ -249,17 +257,19 @@ def test_the_workers_grace_variable_takes_a_duration_too() -> None:
     assert ServeOptions.resolve(environ={"AIRBYTE_FLEET_GRACE": "2m"}).grace == 120.0
 
 
-@pytest.mark.parametrize("command", [["run", "--all"], ["serve"]])
-def test_a_bad_grace_says_how_to_write_one(
-    command: list[str], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_bad_grace_says_how_to_write_one(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stopped:
-        parse([*command, "--grace", "soon"])
+        parse(["serve", "--grace", "soon"])
     assert stopped.value.code == 2
-    err = capsys.readouterr().err
-    assert err == (
-        f"airbyte-fleet {command[0]}: argument --grace: 'soon' is not a duration; write it like "
-        f"45m, 1h30m, 90s or 2.5; see 'airbyte-fleet {command[0]} --help'.\n"
+    assert capsys.readouterr().err == (
+        "airbyte-fleet serve: argument --grace: 'soon' is not a duration; write it like "
+        "45m, 1h30m, 90s, 2.5 (seconds) or PT45M (ISO 8601); see 'airbyte-fleet serve --help'.\n"
+    )
+    with pytest.raises(ConfigError) as refused:
+        _options("--grace", "soon")
+    assert str(refused.value) == (
+        "Run option grace='soon' is invalid ('soon' is not a duration; write it like 45m, "
+        "1h30m, 90s, 2.5 (seconds) or PT45M (ISO 8601)); fix --grace or AIRBYTE_FLEET_GRACE."
     )
 
 

@@ -60,6 +60,8 @@ def test_every_run_option_has_an_env_variable() -> None:
         "include_inactive": "true",
         "cancel_on_timeout": "0",
         "cancel_adopted": "true",
+        "on_interrupt": "detach",
+        "grace": "PT1M",
     }
     assert set(values) == set(RunOptions.model_fields)
     env = {f"AIRBYTE_FLEET_{key.upper()}": value for key, value in values.items()}
@@ -78,6 +80,8 @@ def test_every_run_option_has_an_env_variable() -> None:
         include_inactive=True,
         cancel_on_timeout=False,
         cancel_adopted=True,
+        on_interrupt="detach",
+        grace=60.0,
     )
 
 

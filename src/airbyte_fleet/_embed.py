@@ -1,55 +1,215 @@
-"""The Python API for embedding: ``await run_syncs(settings, selection)`` and a blocking twin."""
+"""The Python API: ``await run_syncs(selection, options)`` and its blocking twin.
+
+Settings are resolved exactly as ``airbyte-fleet run`` resolves them, so a step moved from a Bolt
+command into Python (or back) behaves the same: what the caller passes, then ``AIRBYTE_FLEET_*``,
+then the config file (``config=``, else ``AIRBYTE_FLEET_CONFIG``, else
+``config/airbyte-fleet.toml`` if it exists), then the defaults; the Airbyte connection from
+``settings=`` or the ``AIRBYTE_*`` variables over the file's ``[airbyte]``.
+
+:func:`run_syncs_blocking` runs the run on a thread of its own with its own event loop, and the
+calling thread only waits for it. That makes it work the same from a plain script, an Airflow
+task, or a thread that already runs an event loop (a Jupyter cell, an async Dagster asset, a
+Prefect async flow: those block their loop while they wait, so they should ``await run_syncs``
+instead), and it keeps every exception the caller's thread receives while waiting
+(``KeyboardInterrupt``, ``SystemExit``, an orchestrator's own from a signal handler) out of the
+event loop's machinery: the waiting code catches it, has the run stopped by its policy, and
+re-raises it.
+"""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping
+import asyncio
+import contextlib
+import contextvars
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-import anyio
-
+from airbyte_fleet._caller import calling_as
 from airbyte_fleet.config import AirbyteSettings, load_settings
 from airbyte_fleet.engine.events import EventSink
-from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.engine.options import RunOptions, RunOptionsArgs, Selection, SelectionArgs
 from airbyte_fleet.engine.result import RunResult
-from airbyte_fleet.resolve import argument
+from airbyte_fleet.resolve import (
+    argument,
+    file_groups,
+    file_selection,
+    merge_run_options,
+    run_overrides_from_env,
+)
 from airbyte_fleet.runner import RunSession, open_client
+from airbyte_fleet.runner.cancellation import SETTLE_SECONDS, run_cancellable
+from airbyte_fleet.settings_file import load_file_config
+from airbyte_fleet.sinks.log import LogSink
 
 __all__ = ["run_syncs", "run_syncs_blocking"]
 
 
 async def run_syncs(
-    settings: AirbyteSettings | None = None,
-    selection: Selection | Mapping[str, Any] | None = None,
-    options: RunOptions | Mapping[str, Any] | None = None,
+    selection: Selection | SelectionArgs | None = None,
+    options: RunOptions | RunOptionsArgs | None = None,
     *,
-    groups: Mapping[str, Selection] | None = None,
-    sinks: tuple[EventSink, ...] = (),
+    settings: AirbyteSettings | None = None,
+    config: str | Path | None = None,
+    groups: Mapping[str, Selection | SelectionArgs] | None = None,
+    sinks: Sequence[EventSink] = (),
     run_id: str | None = None,
 ) -> RunResult:
-    """Trigger the selected connections' syncs, follow each to its end, return one result.
+    """Trigger the selected connections' syncs, follow each job to its end, return one result.
 
-    Raises :class:`airbyte_fleet.api.ConfigError` (bad configuration or selection, nothing
-    triggered) and :class:`~airbyte_fleet.api.AuthError` / :class:`~airbyte_fleet.api.TransportError`
-    (Airbyte unreachable or refusing the credentials, nothing triggered); failed syncs do not raise,
-    they are in the result.
+    *selection*: which connections (a :class:`Selection` or a dict of its fields); none given
+    means the config file's ``[selection]``. *options*: how to run (a :class:`RunOptions` or a
+    dict of its fields); each field left out comes from ``AIRBYTE_FLEET_<FIELD>``, then the config
+    file's ``[run]``, then its default. *settings*: where Airbyte is and the credentials; default
+    the ``AIRBYTE_*`` variables over the config file's ``[airbyte]``. *config*: the TOML config
+    file (default ``AIRBYTE_FLEET_CONFIG``, else ``config/airbyte-fleet.toml`` if it exists).
+    *groups*: more named groups for ``selection["groups"]``, over the file's ``[groups.NAME]``.
+    *sinks*: callables that receive every event of the run, in order.
+
+    Failed syncs do not raise: they are in the result. Cancelling the awaiting task (or a
+    ``KeyboardInterrupt``/``SystemExit`` reaching it) stops the run by ``options.on_interrupt``
+    (default: cancel its jobs in flight within ``options.grace``), then re-raises.
+
+    Raises :class:`~airbyte_fleet.errors.ConfigError` (bad configuration, selection or option;
+    nothing triggered), :class:`~airbyte_fleet.api.AuthError` and
+    :class:`~airbyte_fleet.api.TransportError` (Airbyte refuses the credentials or cannot be
+    reached; nothing triggered).
     """
-    settings = settings or load_settings()
-    chosen = argument(Selection, selection, "selection")
-    opts = argument(RunOptions, options, "options")
-    client = await open_client(settings)
-    async with client:
-        session = await RunSession.planned(
-            client, chosen, opts, groups=groups, run_id=run_id, sinks=sinks
-        )
-        return await session.run()
+    with calling_as("python"):
+        chosen, opts, airbyte, named = _resolve(selection, options, settings, config, groups)
+        client = await open_client(airbyte)
+        async with client:
+            # The run's events as log records (through `logging`, like every library line).
+            session = await RunSession.planned(
+                client, chosen, opts, groups=named, run_id=run_id, sinks=(LogSink(), *sinks)
+            )
+            return await run_cancellable(session)
 
 
 def run_syncs_blocking(
+    selection: Selection | SelectionArgs | None = None,
+    options: RunOptions | RunOptionsArgs | None = None,
+    *,
     settings: AirbyteSettings | None = None,
-    selection: Selection | Mapping[str, Any] | None = None,
-    options: RunOptions | Mapping[str, Any] | None = None,
-    **kwargs: Any,
+    config: str | Path | None = None,
+    groups: Mapping[str, Selection | SelectionArgs] | None = None,
+    sinks: Sequence[EventSink] = (),
+    run_id: str | None = None,
 ) -> RunResult:
-    """:func:`run_syncs` for callers without an event loop (an Airflow task, a script)."""
-    return anyio.run(functools.partial(run_syncs, settings, selection, options, **kwargs))
+    """:func:`run_syncs` for code that does not await: an Airflow task, a Dagster op, a script.
+
+    Works from any thread, including one that already runs an event loop (which it blocks until
+    the run ends). ``KeyboardInterrupt``, ``SystemExit`` or any other exception raised in the
+    calling thread while it waits stops the run by ``options.on_interrupt``, then is re-raised;
+    a second one stops waiting for cancels. The run's sinks are called on the run's own thread.
+    """
+    runner = _Background(
+        run_syncs(
+            selection,
+            options,
+            settings=settings,
+            config=config,
+            groups=groups,
+            sinks=sinks,
+            run_id=run_id,
+        )
+    )
+    return runner.wait()
+
+
+def _resolve(
+    selection: Selection | SelectionArgs | None,
+    options: RunOptions | RunOptionsArgs | None,
+    settings: AirbyteSettings | None,
+    config: str | Path | None,
+    groups: Mapping[str, Selection | SelectionArgs] | None,
+) -> tuple[Selection, RunOptions, AirbyteSettings, dict[str, Selection]]:
+    """The CLI's layers, with Python's arguments on top; each problem one ConfigError."""
+    # The arguments first: a mistake in the call is named as such before any file is read.
+    given = argument(Selection, selection, "selection")
+    named = {
+        name: argument(Selection, body, f"groups[{name!r}]")
+        for name, body in (groups or {}).items()
+    }
+    wanted = argument(RunOptions, options, "options")
+    file = load_file_config(config)
+    airbyte = settings if settings is not None else load_settings(file.airbyte)
+    airbyte.validate_offline()
+    # Only what the caller set overrides the lower layers, so a RunOptions() built with one
+    # field does not hide the environment's or the file's other values behind defaults.
+    overrides = {
+        **run_overrides_from_env(os.environ),
+        **wanted.model_dump(include=wanted.model_fields_set),
+    }
+    return (
+        file_selection(file) if given.empty else given,
+        merge_run_options(file.run, overrides, file_path=file.path),
+        airbyte,
+        {**file_groups(file), **named},
+    )
+
+
+class _Background:
+    """One coroutine on a thread of its own with its own event loop, waited for here."""
+
+    def __init__(self, coro: Any) -> None:
+        self._coro = coro
+        self._done = threading.Event()
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._result: RunResult | None = None
+        self._error: BaseException | None = None
+        # The caller's context (log context variables, for one) goes with the run.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._main,), name="airbyte-fleet run", daemon=True
+        )
+
+    def _main(self) -> None:
+        try:
+            self._result = asyncio.run(self._enter())
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            self._error = exc
+        finally:
+            self._started.set()
+            self._done.set()
+
+    async def _enter(self) -> RunResult:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._started.set()
+        result: RunResult = await self._coro
+        return result
+
+    def wait(self) -> RunResult:
+        self._thread.start()
+        try:
+            self._done.wait()
+        except BaseException as exc:
+            self._cancel()
+            try:
+                # The run bounds its own stop by its grace period.
+                self._done.wait()
+            except BaseException:
+                # Interrupted again: the run stops waiting for its cancels, and so do we.
+                self._cancel()
+                self._done.wait(SETTLE_SECONDS)
+            # What the stop did, said on the exception the caller sees.
+            for note in getattr(self._error, "__notes__", ()):
+                exc.add_note(note)
+            raise
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def _cancel(self) -> None:
+        self._started.wait()
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None and not loop.is_closed():
+            # The loop may close in between: the run is over then.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(task.cancel)

@@ -40,6 +40,7 @@ __all__ = [
     "Where",
     "check_fields",
     "config_error",
+    "constructor",
     "env_var",
     "fields_of",
     "flag",
@@ -198,6 +199,13 @@ def parameter(name: str, model: type[BaseModel]) -> Where:
     """The keys of a mapping passed to Python as the parameter *name*, which *model* checks."""
     whole = Place(key=name, noun="Parameter", fix=f"fix the {name} argument", show_value=False)
     return _keys(model, f" in the {name} argument", whole)
+
+
+def constructor(model: type[BaseModel]) -> Where:
+    """The keyword arguments of ``Model(...)`` in Python code."""
+    name = model.__name__
+    whole = Place(key=name, noun="Argument", fix=f"fix the arguments of {name}", show_value=False)
+    return _keys(model, f" given to {name}", whole)
 
 
 def _keys(

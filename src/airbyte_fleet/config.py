@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack, get_args
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -34,7 +34,7 @@ from airbyte_fleet.api import (
 )
 from airbyte_fleet.errors import ConfigError
 
-__all__ = ["AirbyteSettings", "load_settings", "register_env_secrets"]
+__all__ = ["AirbyteSettings", "AirbyteSettingsArgs", "load_settings", "register_env_secrets"]
 
 AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
 _SECRET_FIELDS = ("client_secret", "api_token", "password")
@@ -128,6 +128,29 @@ def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
 
 
+class AirbyteSettingsArgs(TypedDict, total=False):
+    """:class:`AirbyteSettings`' fields as keyword arguments, typed for checkers: secrets as
+    plain text too."""
+
+    base_url: str | None
+    host: str | None
+    client_id: str | None
+    client_secret: SecretStr | str | None
+    use_server_auth: bool
+    auth_type: str | None
+    api_token: SecretStr | str | None
+    username: str | None
+    password: SecretStr | str | None
+    connect_timeout: float
+    read_timeout: float
+    retry_attempts: int
+    retry_timeout: float
+    retry_wait_initial: float
+    retry_wait_max: float
+    retry_wait_jitter: float
+    max_connections: int
+
+
 class AirbyteSettings(BaseSettings):
     """Where Airbyte is and how to log in. Environment wins over values passed in (the TOML file)."""
 
@@ -171,6 +194,10 @@ class AirbyteSettings(BaseSettings):
         le=10_000,
         validation_alias=_env("AIRBYTE_MAX_CONNECTIONS"),
     )
+
+    if TYPE_CHECKING:
+
+        def __init__(self, **fields: Unpack[AirbyteSettingsArgs]) -> None: ...
 
     @classmethod
     def settings_customise_sources(

@@ -123,8 +123,6 @@ async def _run(
                     record,
                     options,
                     sinks=sinks,
-                    grace=args.grace,
-                    on_interrupt=args.on_interrupt,
                 )
         else:
             options = merge_run_options(file.run, overrides, file_path=file.path)
@@ -145,8 +143,6 @@ async def _run(
                 groups=file_groups(file),
                 store=store,
                 sinks=sinks,
-                grace=args.grace,
-                on_interrupt=args.on_interrupt,
             )
             if args.dry_run:
                 print_plan(session.plan, args.output)
@@ -164,8 +160,11 @@ def _on_signals(
     session: RunSession, args: argparse.Namespace
 ) -> contextlib.AbstractContextManager[None]:
     def first(signal: str) -> None:
-        log.warning("interrupted", signal=signal, action=args.on_interrupt, grace_s=args.grace)
-        session.interrupt(args.on_interrupt)
+        options = session.options
+        log.warning(
+            "interrupted", signal=signal, action=options.on_interrupt, grace_s=options.grace
+        )
+        session.interrupt()
 
     def again(signal: str) -> None:
         log.warning("interrupted_again", signal=signal, action="abort")

@@ -271,19 +271,6 @@ def _add_run(commands: _Commands) -> None:
     _config(how)
     for name, field in RunOptions.model_fields.items():
         _add_run_option(how, name, field)
-    how.add_argument(
-        "--on-interrupt",
-        choices=("cancel", "detach"),
-        default="cancel",
-        help="on SIGINT/SIGTERM: cancel in-flight jobs or leave them (default: cancel)",
-    )
-    how.add_argument(
-        "--grace",
-        type=_duration,
-        default=30.0,
-        metavar="DURATION",
-        help="time allowed for cancels after an interrupt, e.g. 45s or 2m (default: 30s)",
-    )
     how.add_argument("--dry-run", action="store_true", help="print the plan and exit 0")
     how.add_argument(
         "--resume",

@@ -12,10 +12,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 
+from airbyte_fleet._caller import option, resume_hint
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteClient, Job
 from airbyte_fleet.engine.events import (
@@ -30,14 +31,13 @@ from airbyte_fleet.engine.events import (
     SyncTriggering,
 )
 from airbyte_fleet.engine.hooks import TriggerHook
-from airbyte_fleet.engine.options import RunOptions
+from airbyte_fleet.engine.options import RunOptions, StopMode
 from airbyte_fleet.engine.outcome import final_outcome
 from airbyte_fleet.engine.resume import ResumePoint
 from airbyte_fleet.engine.watch import JobWatcher, jittered
 
-__all__ = ["INTERRUPTED_BEFORE_TRIGGER", "EngineCore", "StopMode", "new_run_id", "resume_hint"]
+__all__ = ["INTERRUPTED_BEFORE_TRIGGER", "EngineCore", "StopMode", "follows_again", "new_run_id"]
 
-StopMode = Literal["cancel", "detach"]
 
 log = get_logger("airbyte_fleet.engine")
 
@@ -60,9 +60,14 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
 
 
-def resume_hint(run_id: str) -> str:
-    """How a user carries on a run whose jobs were left running (said wherever one is)."""
-    return f"'airbyte-fleet run --resume {run_id}'"
+def follows_again(run_id: str, *, looks: bool = False) -> str:
+    """How a job left running is followed again (said wherever one is): a resume of this run,
+    or, for a caller that keeps no journal, a later run that adopts the job. *looks*: the job's
+    id is unknown, so the resume first looks for it."""
+    hint = resume_hint(run_id)
+    if hint is None:
+        return f"a later run with {option('if_running', 'adopt')} adopts it"
+    return f"{hint} {'looks for it and follows it' if looks else 'follows it again'}"
 
 
 @dataclass

@@ -11,9 +11,10 @@ grace period.
 
 from __future__ import annotations
 
+from airbyte_fleet._caller import option
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteError, Job, JobStatus
-from airbyte_fleet.engine._core import MAX_AUTH_FAILURES, EngineCore, Sync, resume_hint
+from airbyte_fleet.engine._core import MAX_AUTH_FAILURES, EngineCore, Sync, follows_again
 from airbyte_fleet.engine.events import (
     SyncCancelled,
     SyncDetached,
@@ -89,7 +90,8 @@ class FollowSteps(EngineCore):
                 SyncTimedOut,
                 sync,
                 job=job,
-                error=f"{why}; job {job.job_id} was left running (--no-cancel-on-timeout)",
+                error=f"{why}; job {job.job_id} was left running "
+                f"({option('cancel_on_timeout', False)})",
             )
             return
         if sync.started_elsewhere and not self.options.cancel_adopted:
@@ -97,8 +99,8 @@ class FollowSteps(EngineCore):
                 SyncTimedOut,
                 sync,
                 job=job,
-                error=f"{why}; {_not_ours(job)}, so it was left running (--cancel-adopted "
-                "cancels it)",
+                error=f"{why}; {_not_ours(job)}, so it was left running "
+                f"({option('cancel_adopted', True)} cancels it)",
             )
             return
         cancelled, final, note = await self._cancel(sync, job)
@@ -126,14 +128,13 @@ class FollowSteps(EngineCore):
     async def _on_stop(self, sync: Sync, job: Job) -> None:
         """Cancel or leave the job by the stop's mode. The engine cuts this short when the grace
         period runs out, and then reports the job as left running itself."""
-        hint = resume_hint(self.run_id)
         if self._stop_mode == "detach":
             self._emit(
                 SyncDetached,
                 sync,
                 job=job,
-                error=f"run interrupted; job {job.job_id} left running in Airbyte (detach); "
-                f"{hint} follows it again",
+                error=f"run interrupted; job {job.job_id} left running in Airbyte "
+                f"({option('on_interrupt', 'detach')}); {follows_again(self.run_id)}",
             )
             return
         if sync.started_elsewhere and not self.options.cancel_adopted:
@@ -142,7 +143,7 @@ class FollowSteps(EngineCore):
                 sync,
                 job=job,
                 error=f"run interrupted; {_not_ours(job)}, so it was left running "
-                "(--cancel-adopted cancels it)",
+                f"({option('cancel_adopted', True)} cancels it)",
             )
             return
         cancelled, final, note = await self._cancel(sync, job)
@@ -156,7 +157,7 @@ class FollowSteps(EngineCore):
                 SyncDetached,
                 sync,
                 job=final,
-                error=f"run interrupted; {note}; {hint} follows it again",
+                error=f"run interrupted; {note}; {follows_again(self.run_id)}",
             )
 
     async def _cancel(self, sync: Sync, job: Job) -> tuple[bool, Job, str]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Collection
-from typing import Annotated, Any, Literal
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict, Unpack
 
 from pydantic import (
     AfterValidator,
@@ -13,19 +14,25 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
 )
 
 from airbyte_fleet._messages import did_you_mean, spell_out_controls
-from airbyte_fleet._validation import invalid
+from airbyte_fleet._validation import config_error, constructor, invalid
 
 __all__ = [
+    "ISO_DURATION_PATTERN",
     "Duration",
+    "DurationArg",
     "IfRunning",
     "JobTypeName",
     "PollMode",
     "RunOptions",
+    "RunOptionsArgs",
     "Selection",
+    "SelectionArgs",
+    "StopMode",
     "parse_duration",
 ]
 
@@ -33,34 +40,55 @@ JobTypeName = Literal["sync", "reset", "clear", "refresh"]
 IfRunning = Literal["adopt", "skip", "fail"]
 PollMode = Literal["auto", "batched", "per-job"]
 
+StopMode = Literal["cancel", "detach"]
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+# ISO-8601 as Airbyte writes durations (java.time.Duration: PT45M, P1DT2H, PT0.5S): days, hours,
+# minutes, seconds; a fraction only on seconds. Written here rather than taken from pydantic's
+# timedelta parser because the worker's OpenAPI document carries this very pattern, so the two
+# cannot disagree; pydantic's also takes months and years (no fixed length) and "01:30:00".
+_N = "[0-9]+"
+_ISO_S = rf"{_N}(\.{_N})?[Ss]"
+_ISO_T = rf"[Tt]({_N}[Hh]({_N}[Mm])?({_ISO_S})?|{_N}[Mm]({_ISO_S})?|{_ISO_S})"
+ISO_DURATION_PATTERN = rf"^[Pp]({_N}[Dd]({_ISO_T})?|{_ISO_T})$"
+_ISO = re.compile(ISO_DURATION_PATTERN)
+_ISO_PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+_HOW = "write it like 45m, 1h30m, 90s, 2.5 (seconds) or PT45M (ISO 8601)"
 
 
 def parse_duration(value: Any) -> float:
-    """``45m``, ``1h30m``, ``90s``, ``1.5h``, ``250ms`` or plain seconds → seconds."""
+    """``45m``, ``1h30m``, ``90s``, ``1.5h``, ``250ms``, plain seconds, ISO 8601 (``PT45M``,
+    Airbyte's own format) or a :class:`~datetime.timedelta` → seconds."""
     if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a text like 45m, 1h30m, 90s")
-    if isinstance(value, int | float):
+        raise ValueError(f"a duration is a number of seconds or a text; {_HOW}")
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip().lower().replace(" ", "")
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _PART.findall(text)
-            if not parts or "".join(n + u for n, u in parts) != text:
-                raise ValueError(
-                    f"{_quoted(value)} is not a duration; write it like 45m, 1h30m, 90s or 2.5"
-                ) from None
-            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+        if _ISO.fullmatch(text):
+            # The pattern allows M only after T: here it is always minutes, never months.
+            scale = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+            seconds = sum(float(n) * scale[u] for n, u in _ISO_PART.findall(text))
+        else:
+            try:
+                seconds = float(text)
+            except ValueError:
+                parts_found = _PART.findall(text)
+                if not parts_found or "".join(n + u for n, u in parts_found) != text:
+                    raise ValueError(f"{_quoted(value)} is not a duration; {_HOW}") from None
+                seconds = sum(float(n) * _UNITS[u] for n, u in parts_found)
     else:
-        raise ValueError("a duration is a number of seconds or a text like 45m, 1h30m, 90s")
+        raise ValueError(f"a duration is a number of seconds or a text; {_HOW}")
     if seconds != seconds or seconds < 0 or seconds == float("inf"):
         raise ValueError(f"{_quoted(value)} is not a duration of zero or more seconds")
     return seconds
 
 
+# What a caller may pass where a duration goes; the model keeps seconds (float).
+DurationArg = float | int | str | timedelta
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
@@ -118,12 +146,48 @@ UuidList = Annotated[StrList, AfterValidator(_uuids)]
 GroupNames = Annotated[StrList, AfterValidator(_defined_groups)]
 
 
-class _Strict(BaseModel):
+if TYPE_CHECKING:
+    from pydantic._internal._model_construction import ModelMetaclass as _ModelMeta
+else:
+    _ModelMeta = type(BaseModel)
+
+
+class _ConfigErrors(_ModelMeta):
+    """``Selection(tag=...)`` in Python code raises the library's :class:`ConfigError`, one
+    sentence naming the argument, as a dict passed to :func:`airbyte_fleet.run_syncs` does.
+
+    On the metaclass, not in ``__init__``: pydantic calls a model's own ``__init__`` from
+    ``model_validate`` too, and the worker's request checks need pydantic's errors there.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            raise config_error(exc, constructor(cls), kwargs) from None  # type: ignore[arg-type]
+
+
+class _Strict(BaseModel, metaclass=_ConfigErrors):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SelectionArgs(TypedDict, total=False):
+    """:class:`Selection`'s fields as keyword arguments or a plain dict, typed for checkers."""
+
+    connections: list[str] | str
+    names: list[str] | str
+    tags: list[str] | str
+    workspaces: list[str] | str
+    all: bool
+    groups: list[str] | str
+
+
 class Selection(_Strict):
-    """Which connections: explicit ids, plus the connections that match every filter given."""
+    """Which connections: explicit ids, plus the connections that match every filter given.
+
+    Each list also takes one comma-separated text. ``Selection(tags=["nightly"])`` or, wherever a
+    selection is taken, the plain dict ``{"tags": ["nightly"]}``.
+    """
 
     connections: UuidList = Field(default_factory=list, description="connection ids")
     names: StrList = Field(default_factory=list, description="connection name globs")
@@ -134,6 +198,11 @@ class Selection(_Strict):
         default_factory=list, description="named groups from the config file"
     )
 
+    if TYPE_CHECKING:
+        # The typed signature for checkers (pydantic validates and converts at run time): a list
+        # may be given as one comma-separated text.
+        def __init__(self, **fields: Unpack[SelectionArgs]) -> None: ...
+
     @property
     def filters_given(self) -> bool:
         return bool(self.names or self.tags or self.workspaces or self.all)
@@ -143,7 +212,36 @@ class Selection(_Strict):
         return not (self.connections or self.filters_given or self.groups)
 
 
+class RunOptionsArgs(TypedDict, total=False):
+    """:class:`RunOptions`' fields as keyword arguments or a plain dict, typed for checkers:
+    durations also as text (``"45m"``, ``"PT45M"``), seconds or a :class:`~datetime.timedelta`."""
+
+    job_type: JobTypeName
+    max_concurrency: int
+    poll_interval: DurationArg
+    poll_mode: PollMode
+    timeout: DurationArg
+    deadline: DurationArg | None
+    retries: int
+    retry_backoff: DurationArg
+    wait: bool
+    if_running: IfRunning
+    include_inactive: bool
+    cancel_on_timeout: bool
+    cancel_adopted: bool
+    on_interrupt: StopMode
+    grace: DurationArg
+
+
 class RunOptions(_Strict):
+    """How to run the selected syncs. Durations are kept in seconds and given as seconds, as text
+    (``"45m"``, ``"1h30m"``, ``"PT45M"``) or as a :class:`~datetime.timedelta`.
+
+    Every field left out comes from ``AIRBYTE_FLEET_<FIELD>``, then the config file's ``[run]``
+    table, then the default below (:func:`airbyte_fleet.run_syncs` and ``airbyte-fleet run``
+    alike).
+    """
+
     # Each field is a `run` flag too (cli/parser.py): the description is its help text and the
     # default shown there is the one below.
     job_type: JobTypeName = Field(default="sync", description="the kind of Airbyte job to start")
@@ -183,3 +281,15 @@ class RunOptions(_Strict):
         "run adopted it (started by Airbyte's scheduler, the UI or an earlier --no-wait); when "
         "off, it is reported but left running",
     )
+    on_interrupt: StopMode = Field(
+        default="cancel",
+        description="when the run is interrupted (SIGINT/SIGTERM; in Python, task cancellation, "
+        "KeyboardInterrupt or SystemExit): cancel its jobs in flight, or leave them running",
+    )
+    grace: Duration = Field(
+        default=30.0, ge=0, description="time allowed for cancels after an interrupt, e.g. 45s"
+    )
+
+    if TYPE_CHECKING:
+
+        def __init__(self, **fields: Unpack[RunOptionsArgs]) -> None: ...

@@ -28,6 +28,7 @@ from typing import Any
 
 import anyio
 
+from airbyte_fleet._caller import selection_field, selection_fields
 from airbyte_fleet._messages import chain, spell_out_controls
 from airbyte_fleet.api import AirbyteClient, AuthError, Connection, NotFoundError
 from airbyte_fleet.engine.events import PlannedSync
@@ -39,10 +40,8 @@ __all__ = ["Plan", "PlanError", "build_plan", "group_cycle"]
 _NO_GROUPS: Mapping[str, Selection] = MappingProxyType({})
 # Past this many ids an error message stops listing them: it must stay one readable sentence.
 _MAX_IDS_SHOWN = 10
-_NOTHING_SELECTED = (
-    "Nothing selected; pass --connection ID, --name GLOB, --tag NAME, --workspace ID, "
-    "--group NAME or --all."
-)
+_ALL_FIELDS = ("connections", "names", "tags", "workspaces", "groups", "all")
+_FILTERS = ("connections", "names", "tags", "workspaces", "all")
 # Airbyte "deletes" a connection by marking it deprecated; no job can ever start on it again, so
 # --include-inactive does not bring it back.
 _NEVER_RUNNABLE = frozenset({"deprecated"})
@@ -145,9 +144,9 @@ async def build_plan(
             raise PlanError(
                 f"{text[0].upper()}{text[1:]} {'selects' if len(empty) == 1 else 'select'} "
                 "nothing; give it connections, names, tags, workspaces or all = true in the "
-                "config file, or pass --connection, --name, --tag, --workspace or --all."
+                f"config file, or pass {selection_fields(_FILTERS)}."
             )
-        raise PlanError(_NOTHING_SELECTED)
+        raise PlanError(f"Nothing selected; pass {selection_fields(_ALL_FIELDS, examples=True)}.")
     warnings = [
         f"{part.source} selects nothing"
         for part in parts
@@ -222,8 +221,8 @@ def _parts(selection: Selection, groups: Mapping[str, Selection]) -> list[_Part]
             else "no groups are defined: no config file was read, or it has no [groups.NAME] table"
         )
         raise PlanError(
-            f"Unknown group{'s' if len(unknown) > 1 else ''} {names} ({known}); check --group "
-            "or add a [groups.NAME] table to the config file."
+            f"Unknown group{'s' if len(unknown) > 1 else ''} {names} ({known}); check "
+            f"{selection_field('groups')} or add a [groups.NAME] table to the config file."
         )
     cycle = group_cycle({name: body.groups for name, body in groups.items()}, selection.groups)
     if cycle:
@@ -367,10 +366,10 @@ def _shown(ids: Sequence[str]) -> str:
 
 def _missing_message(missing: Sequence[str], sources: set[str]) -> str:
     plural = len(missing) > 1
-    where = "--connection"
+    where = selection_field("connections")
     groups = sorted(source for source in sources if source != "selection")
     if groups:
-        where = f"--connection and the connections of {_join(groups)}"
+        where = f"{where} and the connections of {_join(groups)}"
     return (
         f"Connection{'s' if plural else ''} {_shown(missing)} "
         f"{'do' if plural else 'does'} not exist or these credentials cannot see "
@@ -387,7 +386,7 @@ def _describe_part(sel: Selection) -> str:
     if sel.workspaces:
         terms.append(" or ".join(f"workspace {ws}" for ws in sel.workspaces))
     if not terms:
-        return "--all"
+        return selection_field("all")
     return " and ".join(
         f"({term})" if " or " in term and len(terms) > 1 else term for term in terms
     )

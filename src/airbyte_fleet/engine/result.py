@@ -21,6 +21,7 @@ from airbyte_fleet.engine.events import (
     SyncTriggered,
 )
 from airbyte_fleet.engine.outcome import (
+    OK_OUTCOMES,
     OUTCOMES,
     Outcome,
     final_outcome,
@@ -28,7 +29,10 @@ from airbyte_fleet.engine.outcome import (
     unsettled_outcome,
 )
 
-__all__ = ["AttemptRecord", "ResultBuilder", "RunResult", "SyncResult"]
+__all__ = ["AttemptRecord", "ResultBuilder", "RunResult", "SyncResult", "Totals"]
+
+# A summary names this many failed syncs, then counts the rest: it must stay one readable line.
+_FAILURES_SHOWN = 3
 
 
 class AttemptRecord(BaseModel):
@@ -44,6 +48,9 @@ class AttemptRecord(BaseModel):
 
 
 class SyncResult(BaseModel):
+    """One connection's part of a run: its last job and how it ended (``history`` has each job
+    when retries or an adopted job made several)."""
+
     connection_id: str
     connection_name: str = ""
     workspace_id: str = ""
@@ -62,11 +69,19 @@ class SyncResult(BaseModel):
 
 
 class Totals(BaseModel):
+    """Rows and bytes over every sync of the run, as Airbyte reported them."""
+
     rows_synced: int = 0
     bytes_synced: int = 0
 
 
 class RunResult(BaseModel):
+    """What a run did, once: its outcome, counts by sync outcome, totals, and one
+    :class:`SyncResult` per selected connection. ``outcome`` is ``succeeded`` when every sync
+    succeeded, was skipped by policy or (without waiting) was triggered; ``failed`` when any
+    failed, was cancelled, timed out or could not be run; ``interrupted`` when the run was
+    stopped first. Failed syncs never raise: they are here."""
+
     run_id: str
     started_at: datetime
     finished_at: datetime | None = None
@@ -83,7 +98,32 @@ class RunResult(BaseModel):
 
     @property
     def ok(self) -> bool:
+        """The run succeeded: every sync ended as asked (see ``outcome``)."""
         return self.outcome == "succeeded"
+
+    @property
+    def failures(self) -> list[SyncResult]:
+        """The syncs that did not end as asked (failed, cancelled, timed out, error, or still
+        open when the run was interrupted)."""
+        return [s for s in self.syncs if s.outcome not in OK_OUTCOMES]
+
+    @property
+    def summary(self) -> str:
+        """One sentence for a log line or an orchestrator's failure message: the counts, then
+        the first failures by name with their error."""
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in self.counts.items() if n)
+        total = len(self.syncs)
+        text = f"Run {self.run_id} {self.outcome}: {total} sync{'' if total == 1 else 's'}"
+        text += f" ({counts})" if counts else ""
+        failures = self.failures
+        if failures:
+            shown = "; ".join(
+                f"{s.connection_name or s.connection_id}: {s.error or s.outcome or 'no outcome'}"
+                for s in failures[:_FAILURES_SHOWN]
+            )
+            more = len(failures) - _FAILURES_SHOWN
+            text += f"; {shown}" + (f"; and {more} more" if more > 0 else "")
+        return text + "."
 
 
 class ResultBuilder:

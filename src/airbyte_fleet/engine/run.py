@@ -22,9 +22,9 @@ from airbyte_fleet.engine._core import (
     Settled,
     StopMode,
     Sync,
+    follows_again,
     new_run_id,
     now,
-    resume_hint,
 )
 from airbyte_fleet.engine.events import (
     EventBus,
@@ -240,7 +240,6 @@ class Engine(TriggerSteps, FollowSteps):
         """Every sync whose task was cut short (an abort, the grace period) gets its last word:
         a job left running (a later ``--resume`` follows it again), a trigger left unanswered (a
         ``--resume`` looks for its job), or a sync never triggered (a ``--resume`` runs it)."""
-        hint = resume_hint(self.run_id)
         left: list[int] = []
         for cid, sync in self._syncs.items():
             if sync.done or sync.left_running or cid in self._outcomes:
@@ -258,7 +257,7 @@ class Engine(TriggerSteps, FollowSteps):
                     sync,
                     job_id=sync.job_id,
                     best_effort=True,
-                    error=f"{why}; it is left running in Airbyte, and {hint} follows it again",
+                    error=f"{why}; it is left running in Airbyte, and {follows_again(self.run_id)}",
                 )
             elif sync.triggering:
                 self._emit(
@@ -266,7 +265,7 @@ class Engine(TriggerSteps, FollowSteps):
                     sync,
                     best_effort=True,
                     error="the run stopped while its trigger was unanswered, so a job may be "
-                    f"running in Airbyte; {hint} looks for it and follows it",
+                    f"running in Airbyte; {follows_again(self.run_id, looks=True)}",
                 )
             else:
                 self._emit(
@@ -277,7 +276,12 @@ class Engine(TriggerSteps, FollowSteps):
                     cause="interrupted",
                 )
         if left:
-            log.warning("jobs_left_running", run_id=self.run_id, job_ids=left, resume=hint)
+            log.warning(
+                "jobs_left_running",
+                run_id=self.run_id,
+                job_ids=left,
+                resume=follows_again(self.run_id),
+            )
 
     def _finish(self, plan: Plan) -> None:
         """Even when aborted, the run ends with one ``run_finished``: sinks settle every sync. A

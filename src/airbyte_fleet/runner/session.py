@@ -67,8 +67,8 @@ class RunSession:
         builder: ResultBuilder | None = None,
         hook: TriggerHook | None = None,
         sinks: Sequence[EventSink] = (),
-        grace: float = 30.0,
-        on_interrupt: StopMode = "cancel",
+        grace: float | None = None,
+        on_interrupt: StopMode | None = None,
     ) -> None:
         self.run_id = run_id or new_run_id()
         self.plan = plan
@@ -93,9 +93,9 @@ class RunSession:
             options,
             self.bus,
             run_id=self.run_id,
-            grace=grace,
+            grace=options.grace if grace is None else grace,
             hook=hook,
-            on_interrupt=on_interrupt,
+            on_interrupt=options.on_interrupt if on_interrupt is None else on_interrupt,
         )
 
     # ----------------------------------------------------------------- making one
@@ -112,8 +112,8 @@ class RunSession:
         run_id: str | None = None,
         hook: TriggerHook | None = None,
         sinks: Sequence[EventSink] = (),
-        grace: float = 30.0,
-        on_interrupt: StopMode = "cancel",
+        grace: float | None = None,
+        on_interrupt: StopMode | None = None,
     ) -> RunSession:
         """Plan *selection* against Airbyte (raises :class:`~airbyte_fleet.engine.plan.PlanError`
         before anything is triggered) and return the session that runs it."""
@@ -145,8 +145,8 @@ class RunSession:
         *,
         hook: TriggerHook | None = None,
         sinks: Sequence[EventSink] = (),
-        grace: float = 30.0,
-        on_interrupt: StopMode = "cancel",
+        grace: float | None = None,
+        on_interrupt: StopMode | None = None,
     ) -> RunSession:
         """Carry on *record* where an earlier process left it: finished syncs stay finished, jobs
         in flight are followed again, and nothing journaled as triggered is triggered again. The

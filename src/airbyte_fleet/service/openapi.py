@@ -24,7 +24,7 @@ from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from airbyte_fleet._version import __version__
-from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.engine.options import ISO_DURATION_PATTERN, RunOptions, Selection
 from airbyte_fleet.engine.result import RunResult
 from airbyte_fleet.journal.codec import event_kinds
 from airbyte_fleet.runner import SessionState
@@ -32,7 +32,7 @@ from airbyte_fleet.runner import SessionState
 __all__ = ["LAST_EVENT_ID_PATTERN", "openapi_document"]
 
 _REF = "#/components/schemas/{model}"
-_DURATIONS = ("poll_interval", "timeout", "deadline", "retry_backoff")
+_DURATIONS = ("poll_interval", "timeout", "deadline", "retry_backoff", "grace")
 _STATES = list(get_args(SessionState))
 
 
@@ -88,6 +88,9 @@ def _model_schemas() -> dict[str, Any]:
                     "pattern": _POSITIVE_DURATION if above_zero else _DURATION,
                     "examples": ["45m", "1h30m", "90s", "250ms"],
                 },
+                # ISO 8601 as Airbyte writes it; above zero means some digit other than 0.
+                {"type": "string", "pattern": ISO_DURATION_PATTERN, "examples": ["PT45M"]}
+                | ({"allOf": [{"pattern": "[1-9]"}]} if above_zero else {}),
             ]
         }
         if "anyOf" in prop:

@@ -13,14 +13,14 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from airbyte_fleet._defaults import DEFAULT_STATE_DIR
 from airbyte_fleet._redact import MIN_SECRET_LENGTH, register_secret
 from airbyte_fleet._validation import Loc, Place, env_var, flag, validated
-from airbyte_fleet.engine.options import Duration
+from airbyte_fleet.engine.options import Duration, StopMode
 from airbyte_fleet.errors import ConfigError
 
 __all__ = [
@@ -32,7 +32,7 @@ __all__ = [
     "is_loopback",
 ]
 
-ShutdownMode = Literal["cancel", "detach"]
+ShutdownMode = StopMode  # what a shutdown does to runs in flight: the same choice as an interrupt
 
 TOKEN_ENV = "AIRBYTE_FLEET_API_TOKEN"
 

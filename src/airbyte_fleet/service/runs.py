@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from airbyte_fleet._caller import calling_as, context_for
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteClient
 from airbyte_fleet.engine.events import Event, EventSink
@@ -308,18 +309,19 @@ class Worker:
                 "groups or all: true (or a [selection] in the worker's config file)."
             )
         run_id = new_run_id()
-        session = await RunSession.planned(
-            self.client,
-            chosen,
-            options,
-            groups=self.groups,
-            store=self.journal,
-            run_id=run_id,
-            hook=self.claims,
-            sinks=self._sinks_for(run_id),
-            grace=self.grace,
-            on_interrupt=self.on_store_failure,
-        )
+        with calling_as("http"):
+            session = await RunSession.planned(
+                self.client,
+                chosen,
+                options,
+                groups=self.groups,
+                store=self.journal,
+                run_id=run_id,
+                hook=self.claims,
+                sinks=self._sinks_for(run_id),
+                grace=self.grace,
+                on_interrupt=self.on_store_failure,
+            )
         if self._closing:
             raise ShuttingDownError("the worker is shutting down")
         self.ledger.add(
@@ -444,8 +446,9 @@ class Worker:
 
     def _launch(self, session: RunSession) -> None:
         self._active[session.run_id] = session
+        # The run's messages advise a worker's client (request fields, not flags).
         self._tasks[session.run_id] = asyncio.create_task(
-            self._execute(session), name=f"run {session.run_id}"
+            self._execute(session), name=f"run {session.run_id}", context=context_for("http")
         )
         self._notify(session.run_id)
 
