@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import select
@@ -38,6 +39,7 @@ from airbyte_fleet.sinks import (
     render_result_table,
     result_json,
 )
+from airbyte_fleet.sinks.log import TRIGGERS_AT_INFO
 
 RUN = "run-7f3a"
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -153,7 +155,7 @@ def test_builder_reads_the_run_as_intended(result: RunResult) -> None:
 @pytest.mark.usefixtures("_restore_structlog")
 def test_log_sink_writes_one_json_line_per_event(events: list[Event]) -> None:
     stream = io.StringIO()
-    configure_logging("json", stream=stream)
+    configure_logging("json", "debug", stream=stream)
     sink = LogSink()
     for event in events:
         sink(event)
@@ -198,10 +200,97 @@ def test_log_sink_levels_and_literal_values(events: list[Event]) -> None:
     assert levels["sync_failed"] == "error"
     assert levels["sync_skipped"] == "info"
     assert levels["sync_succeeded"] == "info"
-    assert levels["sync_status_changed"] == "info"
+    assert levels["sync_triggered"] == "info"
+    # Each step of a job is debug: the sync's end line says how it ended.
+    assert levels["sync_status_changed"] == "debug"
     names = [entry.get("connection_name") for entry in logs if "connection_id" in entry]
     assert NAME_A in names
     assert NAME_B in names
+
+
+@pytest.mark.usefixtures("_restore_structlog")
+def test_at_info_a_sync_is_its_trigger_and_its_end(events: list[Event]) -> None:
+    stream = io.StringIO()
+    configure_logging("json", "info", stream=stream)
+    sink = LogSink()
+    for event in events:
+        sink(event)
+    kinds = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    assert kinds == [
+        "run_started",
+        "sync_triggered",
+        "sync_triggered",
+        "sync_succeeded",
+        "sync_failed",
+        "sync_skipped",
+        "run_finished",
+    ]
+
+
+def _many_syncs(total: int) -> list[Event]:
+    ids = [f"c{i:04d}" for i in range(total)]
+    planned = tuple(PlannedSync(cid, f"conn-{i}") for i, cid in enumerate(ids))
+    events: list[Event] = [
+        RunStarted(**_at(0.0), total=total, job_type="sync", max_concurrency=total, planned=planned)
+    ]
+    for i, cid in enumerate(ids):
+        events.append(SyncTriggered(**_at(1.0), connection_id=cid, job_id=i, status="pending"))
+        events.append(SyncStatusChanged(**_at(2.0), connection_id=cid, job_id=i, status="running"))
+        events.append(SyncSucceeded(**_at(3.0), connection_id=cid, job_id=i, status="succeeded"))
+    events.append(RunFinished(**_at(4.0), outcome="succeeded"))
+    return events
+
+
+@pytest.mark.parametrize(
+    ("total", "triggered"),
+    [(1, "info"), (TRIGGERS_AT_INFO, "info"), (TRIGGERS_AT_INFO + 1, "debug")],
+)
+def test_trigger_lines_are_info_only_in_runs_a_person_reads(total: int, triggered: str) -> None:
+    with capture_logs() as logs:
+        sink = LogSink()
+        for event in _many_syncs(total):
+            sink(event)
+    levels: dict[str, set[str]] = {}
+    for entry in logs:
+        levels.setdefault(entry["event"], set()).add(entry["log_level"])
+    assert levels["sync_triggered"] == {triggered}
+    assert levels["sync_status_changed"] == {"debug"}
+    # Every sync has one line at info at its end, whatever the size of the run.
+    assert levels["sync_succeeded"] == {"info"}
+    assert sum(entry["event"] == "sync_succeeded" for entry in logs) == total
+
+
+class _Logger:
+    """A logger that shows *shown* and above, and records what it was handed."""
+
+    def __init__(self, shown: int | None) -> None:
+        self.shown = shown
+        self.handed: list[tuple[int, str]] = []
+
+    def log(self, level: int, event: str, **fields: Any) -> None:
+        self.handed.append((level, event))
+
+
+class _LevelledLogger(_Logger):
+    def is_enabled_for(self, level: int) -> bool:
+        assert self.shown is not None
+        return level >= self.shown
+
+
+def test_a_line_below_the_level_shown_is_not_made(events: list[Event]) -> None:
+    levelled = _LevelledLogger(logging.INFO)
+    LogSink(levelled)(events[3])  # a status change
+    assert levelled.handed == []
+    for event in events:
+        LogSink(levelled)(event)
+    assert ("sync_status_changed" in {e for _, e in levelled.handed}) is False
+    assert len(levelled.handed) == 7
+    # A logger that cannot say what it shows is handed every line, and filters them itself.
+    plain = _Logger(None)
+    for event in events:
+        LogSink(plain)(event)
+    assert [e for _, e in plain.handed] == [e.kind for e in events]
+    assert (logging.DEBUG, "sync_status_changed") in plain.handed
 
 
 @pytest.mark.usefixtures("_restore_structlog")
@@ -515,7 +604,7 @@ def test_log_lines_print_above_the_live_display_whole(events: list[Event]) -> No
     console = _console(width=80)
     progress = ProgressSink(console, clock=FakeClock())
     with progress:
-        configure_logging("json", stream=progress.log_stream)
+        configure_logging("json", "debug", stream=progress.log_stream)
         log = LogSink()
         for event in events:
             progress(event)

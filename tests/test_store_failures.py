@@ -19,6 +19,7 @@ import os
 import resource
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
@@ -226,18 +227,32 @@ async def test_a_lock_held_past_the_busy_timeout_stops_the_run_and_its_job_is_ca
     (job,) = sim.jobs
     assert job["status"] == "cancelled"
     assert cancelled.job_id == job["jobId"]
-    # The journal kept what it was told before the lock: an intent, for a resume to reconcile.
+    # The journal kept what it was told before the lock: the intent, and the job id that waited
+    # in its batch (written once the lock was gone); not the cancellation, told after the failure.
     assert record is not None
     assert record.finished_at is None
-    assert record.syncs[cancelled.connection_id].state == "intent"
+    kept = record.syncs[cancelled.connection_id]
+    assert (kept.state, kept.job_id) == ("in_flight", job["jobId"])
+
+
+def _second_commit_end(wal: bytes) -> int:
+    """Where the WAL's second commit ends: the journal's schema, then the run's start. What follows
+    is the intents' commit (the journal groups a run's first intents in one)."""
+    frame = 24 + struct.unpack_from(">I", wal, 8)[0]
+    ends = [
+        at + frame
+        for at in range(32, len(wal) - frame + 1, frame)
+        if struct.unpack_from(">I", wal, at + 4)[0]
+    ]
+    return ends[1]
 
 
 def _truncated(wal: bytes) -> bytes:
-    return wal[: len(wal) // 3 + 123]
+    return wal[: _second_commit_end(wal) + 123]
 
 
 def _written_over(wal: bytes) -> bytes:
-    at = len(wal) // 3
+    at = _second_commit_end(wal)
     return wal[:at] + os.urandom(8192) + wal[at + 8192 :]
 
 

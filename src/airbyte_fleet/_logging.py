@@ -39,6 +39,8 @@ LogFormat = Literal["json", "console"]
 _configured: LogFormat | None = None
 # Lines go through structlog (set by configure_logging), not to the standard logging module.
 _via_structlog = False
+# The level the CLI shows (configure_logging); NOTSET: every line (tests capturing structlog).
+_cli_level = logging.NOTSET
 
 
 def _masked(value: Any) -> Any:
@@ -92,8 +94,9 @@ def configure_logging(
     fmt: LogFormat = "json", level: str = "info", stream: TextIO | None = None
 ) -> None:
     """Route every structlog logger to *stream* (stderr): stdout belongs to results."""
-    global _configured, _via_structlog
+    global _configured, _via_structlog, _cli_level
     out = stream or sys.stderr
+    _cli_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     # The client logs its own `airbyte_retry` lines with the request named; stamina's would repeat them.
     stamina.instrumentation.set_on_retry_hooks([])
     renderer: Any = (
@@ -109,9 +112,7 @@ def configure_logging(
             _redact_values,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(_cli_level),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
@@ -128,9 +129,10 @@ def reset_logging(*, via_structlog: bool = False) -> None:
     """Forget :func:`configure_logging` (for tests): back to library mode, or, *via_structlog*,
     to lines handed to structlog as it is configured (where ``structlog.testing.capture_logs``
     sees them)."""
-    global _configured, _via_structlog
+    global _configured, _via_structlog, _cli_level
     _configured = None
     _via_structlog = via_structlog
+    _cli_level = logging.NOTSET
 
 
 def get_logger(name: str) -> FleetLogger:
@@ -157,6 +159,12 @@ class FleetLogger:
         self._stdlib = logging.getLogger(name)
         # structlog's lazy proxy reads its configuration at each call, as before library mode.
         self._structlog: Any = structlog.get_logger(name)
+
+    def is_enabled_for(self, level: int) -> bool:
+        """Whether a line at *level* would be shown: callers that build costly lines ask first."""
+        if _via_structlog:
+            return level >= _cli_level
+        return self._stdlib.isEnabledFor(level)
 
     def debug(self, event: str, **fields: Any) -> None:
         self._emit(logging.DEBUG, "debug", event, fields)

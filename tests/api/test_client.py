@@ -43,14 +43,14 @@ async def test_lists_every_connection_across_pages(make_sim: SimFactory) -> None
     assert {c.connection_id for c in connections} == {c["connectionId"] for c in sim.connections}
     assert len(workspaces) == 3
     # 100 + 100 + 50: the short page ends it, whatever `next` says.
-    assert sim.count("GET", "/connections") == 3
+    assert sim.count("GET", "/connections") <= 4  # 3 pages, and at most one asked ahead
 
 
 async def test_exact_multiple_of_page_size_needs_one_empty_page(make_sim: SimFactory) -> None:
     sim, root = await make_sim(connections=200, workspaces=1)
     async with client_for(root) as client:
         assert len(await client.list_connections()) == 200
-    assert sim.count("GET", "/connections") == 3
+    assert sim.count("GET", "/connections") <= 4  # 3 pages, and at most one asked ahead
 
 
 async def test_connection_filters_and_get(make_sim: SimFactory) -> None:
@@ -92,7 +92,6 @@ async def test_job_lifecycle_through_incomplete(make_sim: SimFactory) -> None:
     assert seen.index("incomplete") < len(seen) - 1  # incomplete was not the end
     assert job.rows_synced
     assert job.rows_synced > 0
-    assert job.duration is not None
     assert job.last_updated_at is not None
 
 
@@ -384,8 +383,10 @@ async def test_lenient_models_over_real_http(anyio_backend: str) -> None:
     assert not first.is_known_status
     assert not first.is_terminal
     assert first.start_time == datetime(2023, 3, 25, 1, 30, tzinfo=UTC)
-    assert first.duration is None
-    assert second.duration == timedelta(hours=8, minutes=6, seconds=12)
+    assert first.last_updated_at is None
+    assert first.rows_synced is None
+    assert first.bytes_synced is None
+    assert second.bytes_synced == 10
     assert second.status == "queued"
     assert not second.is_terminal
 

@@ -215,7 +215,7 @@ async def test_all_lists_once_and_sorts_by_name(make_sim: SimFactory) -> None:
     plan = await _plan(root, Selection(all=True))
     assert _ids(plan) == _sorted_ids(sim.connections)
     # 130 connections: two pages of one listing, and no per-connection lookups.
-    assert sim.count("GET", "/connections") == 2
+    assert sim.count("GET", "/connections") <= 3  # 2 pages, and at most one asked ahead
     assert sim.count("GET", "/connections/{connectionId}") == 0
     assert plan.connections_listed == 130
     assert plan.warnings == ()

@@ -176,16 +176,21 @@ async def test_the_journal_refusing_a_final_event_stops_the_run_cleanly(
         sim,
         root,
         tmp_path,
-        # Locked once all three have a job: the next write is the first sync's success.
+        # Locked once all three have a job: the first sync's success then waits in the journal's
+        # batch (only intents must be durable at once), and the next durable write, the fourth
+        # sync's intent, meets the lock.
         lambda seen, e: isinstance(e, SyncTriggered) and seen.count(SyncTriggered) == 3,
     )
     _settled_cleanly(sim, result, failure, journal)
-    assert failure.event_kind == "sync_succeeded"
-    first, second, third, *rest = [_by_id(result)[p.connection_id] for p in plan.runnable]
-    # The refused event still reached the result and the log.
+    assert failure.event_kind == "sync_triggering"
+    first, second, third, fourth, *rest = [_by_id(result)[p.connection_id] for p in plan.runnable]
+    # The success still reached the result and the log.
     assert first.outcome == "succeeded"
     assert recorder.count(SyncSucceeded) == 1
     assert second.outcome == third.outcome == "cancelled"
+    assert fourth.outcome == "skipped"
+    assert sim.posts_for(fourth.connection_id) == []
+    assert "not triggered: the journal could not record it" in (fourth.error or "")
     assert {s.outcome for s in rest} == {"skipped"}
     assert all(s.error == "run interrupted before trigger" for s in rest)
     # Every trigger's intent was journaled before it was sent.

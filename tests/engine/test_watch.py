@@ -137,7 +137,7 @@ async def test_rate_limiting_slows_the_ticks(make_sim: SimFactory) -> None:
     async with client_for(root) as client:
         job = await client.create_job(cid)
         watcher = BatchedWatcher(client, 1.0, stop=stop)
-        await watcher.wait(job, 0.01, workspace_id=sim.connections[0]["workspaceId"])
+        watcher.watch(job, lambda _: None, workspace_id=sim.connections[0]["workspaceId"])
         assert watcher.slowdown == 1.0
         sim.faults.update({"rate_429": 1.0})
         await watcher.tick()

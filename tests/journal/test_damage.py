@@ -47,6 +47,7 @@ journal(RunStarted(**base, total=30, job_type="sync", max_concurrency=30, planne
 for i, p in enumerate(planned):
     journal(SyncTriggering(**base, connection_id=p.connection_id))
     journal(SyncTriggered(**base, connection_id=p.connection_id, job_id=100 + i, status="running"))
+journal.flush()  # the last sync_triggered waits for a commit, like every one before it
 os.kill(os.getpid(), signal.SIGKILL)
 """
 

@@ -10,12 +10,14 @@ it the same retry policy as every other request.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError
 
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api._transport import (
@@ -33,6 +35,7 @@ from airbyte_fleet.api.errors import (
     ConflictError,
     InactiveConnectionError,
     NotFoundError,
+    PagingError,
     Problem,
     ServerError,
     TransportError,
@@ -51,12 +54,17 @@ __all__ = ["AirbyteClient", "RequestStats", "RetryPolicy", "Timeouts"]
 
 log = get_logger("airbyte_fleet.api")
 
-M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 ParamValue = str | int | bool | datetime | Sequence[str] | None
 
 PAGE_LIMIT = 100  # the API's maximum page size
-JOB_PAGE_OVERLAP = 10  # see _all_pages: job lists move while they are read
-MAX_PAGES = 100_000  # a server that ignores `offset` must not make us loop forever
+# Connection pages asked for at once: a list of connections hardly moves while it is read.
+CONNECTION_PAGES_AHEAD = 8
+JOB_PAGE_OVERLAP = 10  # see _job_overlap: some job lists move towards earlier pages while read
+# A page that brings nothing new is read past (see _pages); this many in a row means the list does
+# not advance: the server ignores `offset`, or the list changes faster than it can be read.
+MAX_STALLED_PAGES = 5
+MAX_PAGES = 100_000  # and a server that invents items forever must not make us loop forever
 # An unclear answer to a trigger leaves this unknown; the caller looks for the job before retrying.
 TRIGGER_UNCLEAR = "the job may or may not have been created"
 
@@ -233,8 +241,8 @@ class AirbyteClient:
                 answer=exc,
             ) from exc
         try:
-            return Job.model_validate(data)
-        except ValidationError:
+            return Job.from_api(data)
+        except ValueError:
             raise TriggerOutcomeUnknownError(
                 f"Airbyte answered POST /jobs for connection {connection_id} with a body that is "
                 f"not a job; {TRIGGER_UNCLEAR}.",
@@ -244,11 +252,13 @@ class AirbyteClient:
             ) from None
 
     async def get_job(self, job_id: int) -> Job:
-        return await self._model(Job, "GET", f"/jobs/{int(job_id)}", route="/jobs/{jobId}")
+        return await self._one(Job.from_api, "job", "GET", f"/jobs/{int(job_id)}", "/jobs/{jobId}")
 
     async def cancel_job(self, job_id: int) -> Job:
         """``DELETE /jobs/{id}``: cancelling twice is harmless, so it is retried like a read."""
-        return await self._model(Job, "DELETE", f"/jobs/{int(job_id)}", route="/jobs/{jobId}")
+        return await self._one(
+            Job.from_api, "job", "DELETE", f"/jobs/{int(job_id)}", "/jobs/{jobId}"
+        )
 
     async def list_jobs_page(
         self,
@@ -279,19 +289,73 @@ class AirbyteClient:
             "limit": limit,
             "offset": offset,
         }
-        data = await self._call("GET", "/jobs", params=params, idempotent=True)
-        return Page[Job].model_validate(data)
+        return await self._page(Job.from_api, "job", "/jobs", params)
 
-    async def list_jobs(self, **filters: Any) -> list[Job]:
-        """Every page of ``GET /jobs`` (see :meth:`list_jobs_page` for the filters)."""
+    def iter_job_pages(
+        self,
+        *,
+        connection_id: str | None = None,
+        workspace_ids: Sequence[str] | None = None,
+        job_type: JobType | str | None = None,
+        status: str | None = None,
+        created_at_start: datetime | None = None,
+        created_at_end: datetime | None = None,
+        updated_at_start: datetime | None = None,
+        updated_at_end: datetime | None = None,
+        order_by: str | None = None,
+    ) -> AsyncIterator[tuple[Job, ...]]:
+        """Every job of ``GET /jobs``, one page at a time (the filters are
+        :meth:`list_jobs_page`'s): ``async for jobs in client.iter_job_pages(...)``.
+
+        Only one page is held at a time, and the next is asked for only when it is wanted. A job
+        can come twice when the list shifts while it is read; the later copy was read later, so
+        it is never older. A list that stops advancing (see :meth:`_pages`) raises
+        :class:`PagingError` after the pages already given: the caller has not seen all of it.
+        """
 
         async def page(offset: int) -> Page[Job]:
-            return await self.list_jobs_page(**filters, limit=PAGE_LIMIT, offset=offset)
+            return await self.list_jobs_page(
+                connection_id=connection_id,
+                workspace_ids=workspace_ids,
+                job_type=job_type,
+                status=status,
+                created_at_start=created_at_start,
+                created_at_end=created_at_end,
+                updated_at_start=updated_at_start,
+                updated_at_end=updated_at_end,
+                order_by=order_by,
+                offset=offset,
+            )
 
-        # Newest first (…|DESC): the first copy of a job is its newest; otherwise the last is.
-        newest_first = str(filters.get("order_by") or "").endswith("DESC")
-        return await self._all_pages(
-            page, key=lambda job: job.job_id, overlap=JOB_PAGE_OVERLAP, newest_first=newest_first
+        overlap = _job_overlap(order_by, status, updated_at_end)
+        return self._pages(page, key=_job_key, overlap=overlap, what="job")
+
+    async def list_jobs(self, **filters: Any) -> list[Job]:
+        """Every job of ``GET /jobs`` in one list, the latest copy of each (see
+        :meth:`iter_job_pages`, which holds one page at a time)."""
+        return await _latest(self.iter_job_pages(**filters), _job_key)
+
+    def iter_connection_pages(
+        self,
+        *,
+        workspace_ids: Sequence[str] | None = None,
+        tag_ids: Sequence[str] | None = None,
+        include_deleted: bool = False,
+    ) -> AsyncIterator[tuple[Connection, ...]]:
+        """Every connection of ``GET /connections``, one page at a time."""
+
+        async def page(offset: int) -> Page[Connection]:
+            params: dict[str, ParamValue] = {
+                "workspaceIds": list(workspace_ids) if workspace_ids else None,
+                "tagIds": list(tag_ids) if tag_ids else None,
+                "includeDeleted": include_deleted or None,
+                "limit": PAGE_LIMIT,
+                "offset": offset,
+            }
+            return await self._page(Connection.from_api, "connection", "/connections", params)
+
+        return self._pages(
+            page, key=_connection_key, what="connection", prefetch=CONNECTION_PAGES_AHEAD
         )
 
     async def list_connections(
@@ -301,22 +365,18 @@ class AirbyteClient:
         tag_ids: Sequence[str] | None = None,
         include_deleted: bool = False,
     ) -> list[Connection]:
-        async def page(offset: int) -> Page[Connection]:
-            params: dict[str, ParamValue] = {
-                "workspaceIds": list(workspace_ids) if workspace_ids else None,
-                "tagIds": list(tag_ids) if tag_ids else None,
-                "includeDeleted": include_deleted or None,
-                "limit": PAGE_LIMIT,
-                "offset": offset,
-            }
-            data = await self._call("GET", "/connections", params=params, idempotent=True)
-            return Page[Connection].model_validate(data)
-
-        return await self._all_pages(page, key=lambda c: c.connection_id)
+        pages = self.iter_connection_pages(
+            workspace_ids=workspace_ids, tag_ids=tag_ids, include_deleted=include_deleted
+        )
+        return await _latest(pages, _connection_key)
 
     async def get_connection(self, connection_id: str) -> Connection:
-        return await self._model(
-            Connection, "GET", f"/connections/{connection_id}", route="/connections/{connectionId}"
+        return await self._one(
+            Connection.from_api,
+            "connection",
+            "GET",
+            f"/connections/{connection_id}",
+            "/connections/{connectionId}",
         )
 
     async def list_workspaces(
@@ -329,10 +389,10 @@ class AirbyteClient:
                 "limit": PAGE_LIMIT,
                 "offset": offset,
             }
-            data = await self._call("GET", "/workspaces", params=params, idempotent=True)
-            return Page[Workspace].model_validate(data)
+            return await self._page(Workspace.model_validate, "workspace", "/workspaces", params)
 
-        return await self._all_pages(page, key=lambda w: w.workspace_id)
+        pages = self._pages(page, key=lambda w: w.workspace_id, what="workspace")
+        return await _latest(pages, lambda w: w.workspace_id)
 
     def retrying(self, *, what: str) -> AsyncIterator[stamina.Attempt]:
         """The client's HTTP retry policy (attempts, backoff, testing mode) for a caller's own loop
@@ -355,55 +415,113 @@ class AirbyteClient:
 
     # ----------------------------------------------------------------- plumbing
 
-    async def _model(self, model: type[M], method: str, path: str, *, route: str) -> M:
+    async def _one(
+        self, parse: Callable[[Any], T], what: str, method: str, path: str, route: str
+    ) -> T:
         data = await self._call(method, path, route=route, idempotent=True)
+        return self._read(parse, data, what, method, route)
+
+    async def _page(
+        self, parse: Callable[[Any], T], what: str, path: str, params: Mapping[str, ParamValue]
+    ) -> Page[T]:
+        data = await self._call("GET", path, params=params, idempotent=True)
+        return self._read(
+            lambda body: Page.from_api(body, parse), data, f"page of {what}s", "GET", path
+        )
+
+    @staticmethod
+    def _read(parse: Callable[[Any], T], data: Any, what: str, method: str, route: str) -> T:
         try:
-            return model.model_validate(data)
-        except ValidationError as exc:
+            return parse(data)
+        except ValueError as exc:
+            # The hand readers (Job, Connection, Page) say in a few fixed words what was wrong;
+            # pydantic's text quotes the body over many lines, so only its count is kept.
+            why = f"{exc.error_count()} problems" if isinstance(exc, ValidationError) else exc
             raise ServerError(
-                f"Airbyte answered {method} {route} with a body that is not a "
-                f"{model.__name__} ({exc.error_count()} problems); this is a server fault.",
+                f"Airbyte answered {method} {route} with a body that is not a {what} ({why}); "
+                "this is a server fault.",
                 status=200,
                 method=method,
             ) from None
 
-    async def _all_pages(
+    async def _pages(
         self,
-        fetch: Callable[[int], Any],
+        fetch: Callable[[int], Awaitable[Page[T]]],
         *,
-        key: Callable[[Any], object],
+        key: Callable[[T], Hashable],
         overlap: int = 0,
-        newest_first: bool = False,
-    ) -> list[Any]:
-        """Every item of an offset-paged list.
+        what: str,
+        prefetch: int = 1,
+    ) -> AsyncIterator[tuple[T, ...]]:
+        """Every item of an offset-paged list, one page at a time.
 
         `next` is unreliable (internal host, set even on the last page): offsets are counted
-        here and a short page ends the list. A list ordered by update time shifts while it is
-        read (an item updated meanwhile moves to the end): *overlap* re-reads that many items
-        at each page boundary so a shift cannot hide one, and a later copy of an item, being
-        newer, replaces the earlier one (with *newest_first*, the earlier one is kept).
+        here and a short page ends the list.
+
+        A list can shift while it is read. Newest first by update time, a job updated meanwhile
+        moves to the front and the rest move to later pages: they are read twice. When as many
+        jobs were updated during one page request as a page moves on, the next page is the last
+        one again (it happened in 2 of 8 runs of 10,000 syncs); that is no end of the list, and
+        the read goes on past it. Where items can also shift to earlier pages, *overlap* re-reads
+        that many at each page boundary so that such a shift cannot hide one (see _job_overlap).
+
+        Progress is counted in items never seen before: a list that gives MAX_STALLED_PAGES full
+        pages in a row without one is not advancing (the server ignores `offset`, or the list
+        changes faster than it can be read), and :class:`PagingError` ends the read after the
+        pages already given, so that a caller knows it did not see the whole list.
         """
-        items: dict[object, Any] = {}
-        previous: list[object] | None = None
+        seen: set[Hashable] = set()
+        stalled = 0
         offset = 0
-        for _ in range(MAX_PAGES):
-            page = await fetch(offset)
-            keys = [key(item) for item in page.data]
-            if keys and keys == previous:
-                # The server ignores `offset`: the same page again would loop forever.
-                log.warning("pagination_repeated_page", offset=offset)
-                break
-            previous = keys
-            for item_key, item in zip(keys, page.data, strict=True):
-                if newest_first:
-                    items.setdefault(item_key, item)
+        step = PAGE_LIMIT - overlap
+        # Pages asked for ahead of the one being read: a list read one request after another
+        # costs a round trip a page (10,000 connections: 100 in a row, seconds before a run can
+        # start). A short page ends the list and the requests ahead of it are dropped.
+        ahead: deque[asyncio.Future[Page[T]]] = deque()
+        asked = 0
+        # One page first (most lists are one page), then one more ahead after each full one: a
+        # long list soon has `prefetch` pages in flight, and at most that many minus one are
+        # asked for past its end.
+        window = 1
+        try:
+            for _ in range(MAX_PAGES):
+                while len(ahead) < window:
+                    ahead.append(asyncio.ensure_future(fetch(asked)))
+                    asked += step
+                page = await ahead.popleft()
+                known = len(seen)
+                seen.update(map(key, page.data))
+                if page.data:
+                    yield page.data
+                if len(page.data) < PAGE_LIMIT:
+                    return
+                window = min(window + 1, max(1, prefetch))
+                if len(seen) > known:
+                    stalled = 0
                 else:
-                    items.pop(item_key, None)
-                    items[item_key] = item
-            if len(page.data) < PAGE_LIMIT:
-                break
-            offset += PAGE_LIMIT - overlap
-        return list(items.values())
+                    stalled += 1
+                    log.debug("pagination_repeated_page", what=what, offset=offset, stalled=stalled)
+                    if stalled >= MAX_STALLED_PAGES:
+                        raise PagingError(
+                            f"Airbyte's {what} list did not advance: {stalled} pages in a row up "
+                            f"to offset {offset} held only {what}s already read, so the server "
+                            "ignores `offset` or the list changes faster than it can be read; try "
+                            f"again, and if it keeps happening check that {self.api.base} is "
+                            "Airbyte's public API.",
+                            method="GET",
+                        )
+                offset += step
+            raise PagingError(
+                f"Airbyte's {what} list did not end after {MAX_PAGES} pages; check that "
+                f"{self.api.base} is Airbyte's public API.",
+                method="GET",
+            )
+        finally:
+            for request in ahead:
+                request.cancel()
+            if ahead:
+                # Collected, so that a request dropped mid-flight leaves no unretrieved error.
+                await asyncio.gather(*ahead, return_exceptions=True)
 
     async def _call(
         self,
@@ -425,3 +543,36 @@ class AirbyteClient:
             idempotent=idempotent,
             unclear=unclear,
         )
+
+
+def _job_key(job: Job) -> int:
+    return job.job_id
+
+
+def _connection_key(connection: Connection) -> str:
+    return connection.connection_id
+
+
+def _job_overlap(order_by: str | None, status: str | None, updated_at_end: datetime | None) -> int:
+    """How many jobs to re-read at each page boundary of a job list.
+
+    Newest first (``…|DESC``), a job only ever moves to the front (it was updated, or it is new),
+    and the jobs it passes move one place towards later pages: read twice, never skipped, so no
+    overlap is needed (it would cost a tenth more requests at every tick of a batched watch).
+    Oldest first, an updated job moves to the end and the jobs it leaves move towards earlier
+    pages; and a ``status`` or ``updatedAtEnd`` filter drops an updated job from the list, which
+    does the same. There a shift of up to the overlap cannot hide a job.
+    """
+    newest_first = (order_by or "").endswith("|DESC")
+    return 0 if newest_first and status is None and updated_at_end is None else JOB_PAGE_OVERLAP
+
+
+async def _latest(pages: AsyncIterator[tuple[T, ...]], key: Callable[[T], Hashable]) -> list[T]:
+    """Every item of a paged list once: the copy read last (never older), where it was read."""
+    items: dict[Hashable, T] = {}
+    async for page in pages:
+        for item in page:
+            item_key = key(item)
+            items.pop(item_key, None)
+            items[item_key] = item
+    return list(items.values())

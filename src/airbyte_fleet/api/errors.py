@@ -21,6 +21,7 @@ __all__ = [
     "ConflictError",
     "InactiveConnectionError",
     "NotFoundError",
+    "PagingError",
     "Problem",
     "RateLimitedError",
     "ServerError",
@@ -175,6 +176,12 @@ class RateLimitedError(AirbyteError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
+
+
+class PagingError(AirbyteError):
+    """A paged list could not be read to its end: pages kept bringing nothing new (the server
+    ignores ``offset``, or the list changes faster than it can be read). What was read before
+    has been given; the rest has not been seen."""
 
 
 class ServerError(AirbyteError):

@@ -30,11 +30,12 @@ from airbyte_fleet.cli.render import (
     print_result,
     print_runs,
     print_schedules,
+    write_result_file,
 )
 from airbyte_fleet.config import AirbyteSettings, load_settings
 from airbyte_fleet.engine.events import EventSink
 from airbyte_fleet.engine.options import Selection
-from airbyte_fleet.engine.result import RunResult
+from airbyte_fleet.engine.result import ResultBuilder
 from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.journal import (
     Journal,
@@ -54,7 +55,8 @@ from airbyte_fleet.resolve import (
 from airbyte_fleet.runner import RunSession, on_signals, open_client
 from airbyte_fleet.runner.replay import replay_result
 from airbyte_fleet.settings_file import FileConfig, load_file_config
-from airbyte_fleet.sinks import LogSink, ProgressSink, progress_wanted, result_json
+from airbyte_fleet.sinks import LogSink, ProgressSink, progress_wanted
+from airbyte_fleet.sinks.table import ResultSource
 
 __all__ = ["COMMANDS"]
 
@@ -175,24 +177,29 @@ def _on_signals(
 
 async def _follow(
     session: RunSession, args: argparse.Namespace, progress: ProgressSink | None
-) -> RunResult:
+) -> ResultBuilder:
     with live_progress(progress, args.log_format, args.log_level):
-        return await session.run()
+        await session.execute()
+    # Written out from the builder's records: no model of each sync is made (at 100,000 syncs,
+    # 100 MB).
+    return session.builder
 
 
-async def _report(result: RunResult, args: argparse.Namespace) -> int:
+async def _report(result: ResultSource, args: argparse.Namespace) -> int:
+    """Write the result (a :class:`ResultBuilder` writes it from its records, without making
+    the model of each sync) to ``--result-file`` and stdout; its exit code."""
     # Every error text in the result already passed the secret filter (ResultBuilder).
-    text = result_json(result)
     if args.result_file:
         try:
-            await anyio.Path(args.result_file).write_text(text)
+            # Off the event loop, as the run's signal handlers still need it.
+            await anyio.to_thread.run_sync(write_result_file, result, args.result_file)
         except OSError as exc:
             # The syncs ran; losing the file must not lose the result, which still goes to stdout.
             log.error("result_file_failed", path=args.result_file, error=str(exc))
-    print_result(result, args.output, text=text)
+    print_result(result, args.output)
     if result.outcome == "interrupted":
         return EXIT_INTERRUPTED
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return EXIT_OK if result.outcome == "succeeded" else EXIT_FAILED
 
 
 def _prepare_result_file(path: str | None) -> None:

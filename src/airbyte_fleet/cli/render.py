@@ -21,7 +21,8 @@ from airbyte_fleet.api import Connection
 from airbyte_fleet.engine.plan import Plan
 from airbyte_fleet.engine.result import RunResult
 from airbyte_fleet.journal import RunRecord
-from airbyte_fleet.sinks import ProgressSink, render_result_table, result_json
+from airbyte_fleet.sinks import ProgressSink, render_result_table
+from airbyte_fleet.sinks.table import ResultSource, write_result_json
 
 __all__ = [
     "Output",
@@ -32,6 +33,7 @@ __all__ = [
     "print_runs",
     "print_schedules",
     "stdout_console",
+    "write_result_file",
 ]
 
 Output = Literal["table", "json"]
@@ -147,13 +149,23 @@ def print_runs(runs: Sequence[RunRecord], output: Output) -> None:
     )
 
 
-def print_result(result: RunResult, output: Output, *, text: str | None = None) -> None:
-    """The result document (*text*, when the caller already has it) or its table."""
+def print_result(result: ResultSource, output: Output) -> None:
+    """The result document, written one sync at a time, or its table."""
     if output == "json":
-        sys.stdout.write(text if text is not None else result_json(result))
+        write_result_json(result, sys.stdout.write)
     else:
-        render_result_table(result, stdout_console())
+        render_result_table(
+            result if isinstance(result, RunResult) else result.result, stdout_console()
+        )
     sys.stdout.flush()
+
+
+def write_result_file(result: ResultSource, path: str) -> None:
+    """The result document in the file at *path* (``--result-file``), one sync at a time.
+    Raises :class:`OSError`."""
+    # UTF-8 whatever the locale: the document is JSON (RFC 8259), and names may be in any script.
+    with open(path, "w", encoding="utf-8") as file:
+        write_result_json(result, file.write)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ import contextlib
 import random
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,17 +70,21 @@ def follows_again(run_id: str, *, looks: bool = False) -> str:
     return f"{hint} {'looks for it and follows it' if looks else 'follows it again'}"
 
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class Sync:
-    """One connection's sync as the engine drives it."""
+    """One connection's sync as the engine drives it: a small record, not a task. It waits for its
+    concurrency slot in the feeder's queue and for its job in the watcher's table; a task exists for
+    it only while a step runs (a trigger, a cancel, a retry's pause). Identity, not value, is what
+    makes two of them equal: the concurrency limiter holds its slot on the record's behalf."""
 
     item: PlannedSync
     attempt: int = 0
     first_trigger: float | None = None
     status: str | None = None
-    unknown_logged: set[str] = field(default_factory=set)
+    # Statuses outside the spec already logged for this sync (None: none yet).
+    unknown_logged: set[str] | None = None
     # Jobs this run followed for the connection: the hook never hands one of them back.
-    seen: set[int] = field(default_factory=set)
+    seen: tuple[int, ...] = ()
     # What a stop that cuts the sync's task short must report (kept by EngineCore._emit): the
     # job it follows while that job is not known to have ended, or an intent whose trigger is
     # unanswered (a job may exist).
@@ -95,8 +99,10 @@ class Sync:
     started_elsewhere: bool = False
     # A SyncDetached said the job is left running: nothing more to report for it.
     left_running: bool = False
-    # The sync's task ended by itself (not cut short by an abort).
+    # The sync has ended by itself (not cut short by an abort).
     done: bool = False
+    # The job the watcher follows for it (None while no job is followed).
+    followed: Job | None = None
 
     @property
     def connection_id(self) -> str:
@@ -194,6 +200,24 @@ class EngineCore:
         """Emit a sync event. *job_id* names a job known only by its id (no fresh read of it)."""
         if self._letting_go:
             return
+        event = self._sync_event(kind, sync, job=job, job_id=job_id, **extra)
+        final = final_outcome(event)
+        if final is not None:
+            self._outcomes[sync.connection_id] = final
+        if event.job_id is not None:
+            self._with_job.add(sync.connection_id)
+        self._publish(event, best_effort=best_effort)
+
+    def _sync_event(
+        self,
+        kind: type[SyncEvent],
+        sync: Sync,
+        *,
+        job: Job | None = None,
+        job_id: int | None = None,
+        **extra: Any,
+    ) -> SyncEvent:
+        """The event, with the sync's state updated for it (what a cut-short stop reports)."""
         conn = sync.item
         if job is not None:
             sync.status = job.status
@@ -213,13 +237,8 @@ class EngineCore:
             bytes_synced=job.bytes_synced if job is not None else None,
             **extra,
         )
-        final = final_outcome(event)
-        if final is not None:
-            self._outcomes[conn.connection_id] = final
-        if job_id is not None:
-            self._with_job.add(conn.connection_id)
         self._track(sync, event, job)
-        self._publish(event, best_effort=best_effort)
+        return event
 
     @staticmethod
     def _track(sync: Sync, event: SyncEvent, job: Job | None) -> None:
@@ -247,19 +266,30 @@ class EngineCore:
         try:
             self.bus.emit(event, best_effort=best_effort)
         except Exception as exc:
-            self._store_failed(exc, event)
+            self._store_failed(exc, event.kind)
             if gate:
                 raise
 
-    def _store_failed(self, exc: Exception, event: Event) -> None:
+    def _publish_many(self, events: list[Event]) -> None:
+        """Several intents at once: the store records them together (one transaction, durable
+        before this returns) or refuses them all, and then none of their triggers is sent."""
+        if self.failure is not None:
+            raise self.failure
+        try:
+            self.bus.emit_many(events)
+        except Exception as exc:
+            self._store_failed(exc, events[0].kind)
+            raise
+
+    def _store_failed(self, exc: Exception, kind: str) -> None:
         if self.failure is not None:
             return
-        self.failure = StoreFailedError(self.run_id, event.kind, exc, self._on_interrupt)
+        self.failure = StoreFailedError(self.run_id, kind, exc, self._on_interrupt)
         self.failure.__cause__ = exc
         log.error(
             "store_failed",
             run_id=self.run_id,
-            event_kind=event.kind,
+            event_kind=kind,
             error=str(exc),
             action=self._on_interrupt,
         )

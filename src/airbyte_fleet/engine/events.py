@@ -8,7 +8,7 @@ metrics) subscribe to an :class:`EventBus`; the engine only calls :meth:`EventBu
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -269,5 +269,35 @@ class EventBus:
                     refused = refused or exc
                     continue
                 log.error("sink_failed", sink=repr(sink), error=repr(exc), event_kind=event.kind)
+        if refused is not None:
+            raise refused
+
+    def check(self) -> None:
+        """Raise what a critical sink could not do in the background (a store's batch that its
+        timer could not commit): the run may have nothing more to emit for a long while."""
+        for sink, is_critical in self._sinks:
+            check = getattr(sink, "check", None) if is_critical else None
+            if check is not None:
+                check()
+
+    def emit_many(self, events: Sequence[Event]) -> None:
+        """Several events at once, in order: a critical sink that can take a batch (a store's
+        ``append``) records them together, durable before this returns (one transaction for many
+        intents instead of one each); every other sink hears them one by one. A critical sink's
+        refusal is raised once every other sink has had them."""
+        refused: Exception | None = None
+        for sink, is_critical in self._sinks:
+            batch = getattr(sink, "append", None) if is_critical else None
+            try:
+                if batch is not None:
+                    batch(events)
+                else:
+                    for event in events:
+                        sink(event)
+            except Exception as exc:
+                if is_critical:
+                    refused = refused or exc
+                    continue
+                log.error("sink_failed", sink=repr(sink), error=repr(exc), event_kind="batch")
         if refused is not None:
             raise refused

@@ -4,12 +4,17 @@ hook first so that a job another run follows is never cancelled under it. A job 
 before this tool triggered anything (adopted from Airbyte's 409) is cancelled only with
 ``cancel_adopted``: it is not ours to stop.
 
-A stop cuts a status read in flight short (its retries too, while Airbyte is unreachable), so
-that the cancels go out at once, each sync's in parallel; the engine bounds the whole stop by the
-grace period.
+A stop takes every followed job out of the watcher at once (a status read in flight is left to
+finish unheard), so that the cancels go out at once, each sync's in parallel; the engine bounds
+the whole stop by the grace period.
 """
 
 from __future__ import annotations
+
+import functools
+import heapq
+
+import anyio
 
 from airbyte_fleet._caller import option
 from airbyte_fleet._logging import get_logger
@@ -30,35 +35,102 @@ log = get_logger("airbyte_fleet.engine")
 
 
 class FollowSteps(EngineCore):
-    async def _follow(self, sync: Sync, job: Job) -> Job | None:
+    """Following a job with no task of its own: the sync's record goes into the watcher's table
+    (and its deadline into a heap), the watcher calls :meth:`_on_news` with each new state, and a
+    step task is started only when something must be done: the job ended, its time ran out, the
+    run stopped, or the credentials keep being refused. That step is :meth:`_followed`, which the
+    engine continues (``Engine._after_follow``: the outcome, a retry)."""
+
+    _following: dict[str, Sync]
+    _deadlines: list[tuple[float, int, str, int]]
+    _deadline_seq: int
+    _deadline_woken: anyio.Event
+
+    def _start_step(self, sync: Sync, job: Job | None) -> None:
+        """Run :meth:`_followed` for *sync* in a task of the run (the engine's)."""
+        raise NotImplementedError
+
+    def _follow(self, sync: Sync, job: Job) -> None:
+        """Follow *job* until it ends, the sync's time runs out or the run stops."""
         sync.status = job.status
         self._note_unknown(sync, job)
-        # One scope for the whole wait, not one per poll: a stop cancels the read in flight (and
-        # its retries) at once, and the steps that cancel or detach the job run after it, outside.
-        with self._cut_on_stop():
-            while not job.is_terminal and not self.stopping:
-                remaining = self._sync_deadline(sync) - self._clock()
-                if remaining <= 0:
-                    break
-                fresh = await self._watcher.wait(
-                    job, remaining, workspace_id=sync.item.workspace_id
+        deadline = self._sync_deadline(sync)
+        if job.is_terminal or self.stopping or self._clock() >= deadline:
+            self._start_step(sync, job)
+            return
+        sync.followed = job
+        self._following[sync.connection_id] = sync
+        self._watcher.watch(
+            job, functools.partial(self._on_news, sync), workspace_id=sync.item.workspace_id
+        )
+        self._deadline_seq += 1
+        if not self._deadlines or deadline < self._deadlines[0][0]:
+            self._deadline_woken.set()
+        heapq.heappush(
+            self._deadlines, (deadline, self._deadline_seq, sync.connection_id, job.job_id)
+        )
+
+    def _unfollow(self, sync: Sync) -> Job | None:
+        job = sync.followed
+        sync.followed = None
+        if self._following.pop(sync.connection_id, None) is not None and job is not None:
+            self._watcher.unwatch(job.job_id)
+        return job
+
+    def _on_news(self, sync: Sync, fresh: Job | None) -> None:
+        """The watcher's call: a new state of the sync's job (None: a read failed)."""
+        job = sync.followed
+        if job is None:
+            return  # no longer followed: a stop or a timeout took it over
+        if fresh is None:
+            if self._watcher.consecutive_auth_failures >= MAX_AUTH_FAILURES:
+                self._unfollow(sync)
+                self._emit(
+                    SyncFailed,
+                    sync,
+                    job=job,
+                    outcome="error",
+                    error=f"Airbyte keeps refusing our credentials; job {job.job_id} may still be running",
                 )
-                if fresh is None:
-                    if self._watcher.consecutive_auth_failures >= MAX_AUTH_FAILURES:
-                        self._emit(
-                            SyncFailed,
-                            sync,
-                            job=job,
-                            outcome="error",
-                            error=f"Airbyte keeps refusing our credentials; job {job.job_id} may still be running",
-                        )
-                        return None
-                    continue
-                if fresh.status != job.status:
-                    self._emit(SyncStatusChanged, sync, job=fresh, old_status=job.status)
-                    self._note_unknown(sync, fresh)
-                job = fresh
-        if job.is_terminal:
+                self._start_step(sync, None)
+            return
+        if fresh.job_id != job.job_id:
+            return
+        if fresh.status != job.status:
+            self._emit(SyncStatusChanged, sync, job=fresh, old_status=job.status)
+            self._note_unknown(sync, fresh)
+        sync.followed = fresh
+        if fresh.is_terminal:
+            self._unfollow(sync)
+            self._start_step(sync, fresh)
+
+    def _stop_following(self) -> None:
+        """The run stops: every job followed gets its stop step (cancel or leave, by policy)."""
+        for sync in list(self._following.values()):
+            job = self._unfollow(sync)
+            self._start_step(sync, job)
+
+    async def _watch_deadlines(self) -> None:
+        """One timer for every sync followed: a sync whose time runs out leaves the watcher and
+        gets its timeout step (cancel by policy)."""
+        while True:
+            now = self._clock()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, _, connection_id, job_id = heapq.heappop(self._deadlines)
+                sync = self._following.get(connection_id)
+                if sync is None or sync.followed is None or sync.followed.job_id != job_id:
+                    continue  # stale: that job ended, or the sync follows another one now
+                job = self._unfollow(sync)
+                self._start_step(sync, job)
+            delay = self._deadlines[0][0] - now if self._deadlines else float("inf")
+            self._deadline_woken = anyio.Event()
+            with anyio.move_on_after(delay):
+                await self._deadline_woken.wait()
+
+    async def _followed(self, sync: Sync, job: Job | None) -> Job | None:
+        """What a followed job came to: the job if it ended by itself, None when the sync was
+        settled here (timed out, or stopped: cancelled or left running by policy)."""
+        if job is None or job.is_terminal:
             return job
         if self.stopping:
             await self._on_stop(sync, job)
@@ -67,7 +139,11 @@ class FollowSteps(EngineCore):
         return None
 
     def _note_unknown(self, sync: Sync, job: Job) -> None:
-        if not job.is_known_status and job.status not in sync.unknown_logged:
+        if job.is_known_status:
+            return
+        if sync.unknown_logged is None:
+            sync.unknown_logged = set()
+        if job.status not in sync.unknown_logged:
             sync.unknown_logged.add(job.status)
             log.warning(
                 "unknown_job_status",

@@ -1,19 +1,25 @@
 """Fan out: trigger every planned sync under a concurrency limit, follow each job to its end.
 
-Each connection gets one task. A task holds a slot of the capacity limiter from its trigger until its
-job ends (or, with ``wait=False``, until the trigger is answered), so the next connection is triggered
-the moment a slot frees. All the engine knows is the client, the plan, the options, an event bus and
-a trigger hook. This file is the run as a whole (start, stop, one task per sync, the end); getting a
-job is ``trigger.py``, following it ``follow.py``, the shared state ``_core.py``.
+A sync is a record, not a task (at 10,000 syncs, tasks were most of the memory). One feeder takes
+the syncs in plan order: each holds a slot of the capacity limiter from its trigger until its job
+ends (or, with ``wait=False``, until the trigger is answered), so the next connection is triggered the
+moment a slot frees. A sync has a task only while a step runs: its start (claim, journal the intent,
+``POST /jobs``; a bounded number at once, whose intents the journal records in one transaction), and
+after its job is followed (the outcome, a cancel, a retry's pause). In between, the watcher follows its
+job and one timer keeps every deadline. All the engine knows is the client, the plan, the options, an
+event bus and a trigger hook. This file is the run as a whole (start, feed, steps, stop, the end);
+getting a job is ``trigger.py``, following it ``follow.py``, the shared state ``_core.py``.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteClient, Job, JobStatus
@@ -46,7 +52,7 @@ from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.outcome import run_outcome, unsettled_outcome
 from airbyte_fleet.engine.plan import Plan
 from airbyte_fleet.engine.resume import ResumePoint
-from airbyte_fleet.engine.trigger import TriggerSteps
+from airbyte_fleet.engine.trigger import IntentBatch, TriggerSteps
 from airbyte_fleet.engine.watch import BatchedWatcher, JobWatcher, PerJobWatcher
 
 __all__ = ["Engine", "StopMode", "StoreFailedError", "new_run_id"]
@@ -55,6 +61,8 @@ log = get_logger("airbyte_fleet.engine")
 
 # With this many syncs or fewer, one GET per job costs no more than one list per workspace.
 AUTO_BATCH_ABOVE = 5
+# How often the store is asked whether its events that wait are still fine (see _watch_store).
+STORE_CHECK_S = 1.0
 # However late a run is resumed, Airbyte gets at least this long to answer for a sync's job: one
 # that outlived its timeout is read, then timed out and cancelled by policy, never dropped unread.
 RESUME_READ_WINDOW = 60.0
@@ -114,6 +122,19 @@ class Engine(TriggerSteps, FollowSteps):
         self._with_job: set[str] = set()
         self._resume: dict[str, ResumePoint] = {}
         self._syncs: dict[str, Sync] = {}
+        # Syncs followed by the watcher (no task of their own), and one heap of their deadlines.
+        self._following: dict[str, Sync] = {}
+        self._deadlines: list[tuple[float, int, str, int]] = []
+        self._deadline_seq = 0
+        self._deadline_woken = anyio.Event()
+        # The task group every step runs in, and how many syncs have not ended yet.
+        self._steps: TaskGroup | None = None
+        self._open = 0
+        self._all_ended = anyio.Event()
+        # Syncs starting at once (claim, intent, trigger): enough to keep the connection pool busy
+        # and to fill an intent batch, few enough that 10,000 syncs never mean 10,000 tasks.
+        self._start_slots = 2 * min(options.max_concurrency, max(1, client.max_connections))
+        self._intents: IntentBatch | None = None
         self.failure: StoreFailedError | None = None
         """Set when the store (the bus's critical sink) refused an event and the engine stopped
         the run because of it, by ``on_interrupt``; the run still settles and ``run()`` returns
@@ -215,6 +236,12 @@ class Engine(TriggerSteps, FollowSteps):
             if self._make_watcher is not None
             else self._choose_watcher(len(plan.runnable))
         )
+        todo = [
+            sync
+            for cid, sync in self._syncs.items()
+            if (point := self._resume.get(cid)) is None or point.state != "final"
+        ]
+        self._open = len(todo)
         try:
             async with anyio.create_task_group() as outer:
                 self._scope = outer.cancel_scope
@@ -222,19 +249,32 @@ class Engine(TriggerSteps, FollowSteps):
                     outer.cancel_scope.cancel()
                 outer.start_soon(self._watcher.run)
                 outer.start_soon(self._bound_the_stop)
-                async with anyio.create_task_group() as tg:
-                    for cid, sync in self._syncs.items():
-                        point = self._resume.get(cid)
-                        if point is None or point.state != "final":
-                            tg.start_soon(self._run_sync, sync)
+                outer.start_soon(self._watch_deadlines)
+                outer.start_soon(self._watch_store)
+                async with anyio.create_task_group() as steps:
+                    self._steps = steps
+                    steps.start_soon(self._feed, todo)
+                    if self._open:
+                        await self._all_ended.wait()
                 # Every sync has settled: the watcher has nothing left to watch.
                 outer.cancel_scope.cancel()
         finally:
+            self._steps = None
             with anyio.CancelScope(shield=True):
                 await self._hook.run_ended(self.run_id)
             if not self._letting_go:
                 self._report_cut_short()
                 self._finish(plan)
+
+    async def _watch_store(self) -> None:
+        """A store holds events back (all but intents, start and end) and commits them on a
+        timer; when that fails with nothing more to write (every job long), only asking tells."""
+        while self.failure is None:
+            await anyio.sleep(STORE_CHECK_S)
+            try:
+                self.bus.check()
+            except Exception as exc:
+                self._store_failed(exc, "its waiting events")
 
     def _report_cut_short(self) -> None:
         """Every sync whose task was cut short (an abort, the grace period) gets its last word:
@@ -307,32 +347,89 @@ class Engine(TriggerSteps, FollowSteps):
             ),
         )
 
-    async def _run_sync(self, sync: Sync) -> None:
-        acquired = False
-        try:
-            with anyio.move_on_after(self._until(self._run_deadline)):
-                await self._limiter.acquire()
+    def _begin_stop(self, mode: StopMode) -> None:
+        super()._begin_stop(mode)
+        # Jobs followed have no task to notice the stop: each gets its stop step now.
+        self._stop_following()
+
+    # ----------------------------------------------------------------- a sync's steps
+
+    async def _feed(self, todo: list[Sync]) -> None:
+        """Start the syncs in plan order, each once a concurrency slot is free for it."""
+        starting = anyio.Semaphore(self._start_slots)
+        for index, sync in enumerate(todo):
+            acquired = False
+            with self._cut_on_stop(), anyio.move_on_after(self._until(self._run_deadline)):
+                await self._limiter.acquire_on_behalf_of(sync)
                 acquired = True
-            try:
-                if acquired:
-                    await self._sync_loop(sync)
-                else:
-                    self._emit(
-                        SyncTimedOut,
-                        sync,
-                        error="the run deadline passed before this sync could be triggered",
-                    )
-            except Settled:
-                pass
-            except Exception as exc:  # a bug must not take every other sync down with it
-                log.exception("sync_crashed", connection_id=sync.connection_id)
-                self._emit(SyncFailed, sync, outcome="error", error=f"internal error: {exc!r}")
-            # Not reached when an abort cancels the task: then _report_cut_short speaks for it.
-            sync.done = True
+            if not acquired:
+                await self._never_started(todo[index:])
+                return
+            await starting.acquire()
+            self._spawn(self._begin, sync, starting)
+
+    async def _never_started(self, syncs: list[Sync]) -> None:
+        """The run stopped, or its deadline passed, before these syncs had a slot."""
+        for sync in syncs:
+            if self.stopping:
+                self._emit(
+                    SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted"
+                )
+            else:
+                self._emit(
+                    SyncTimedOut,
+                    sync,
+                    error="the run deadline passed before this sync could be triggered",
+                )
+            await self._end(sync, holds_slot=False)
+
+    def _spawn(self, step: Callable[..., Awaitable[None]], sync: Sync, *args: Any) -> None:
+        """Run one step of *sync* (``step(sync, *args)``) in a task of the run."""
+        assert self._steps is not None
+        self._steps.start_soon(self._guarded, step, sync, *args)
+
+    async def _guarded(self, step: Callable[..., Awaitable[None]], sync: Sync, *args: Any) -> None:
+        try:
+            await step(sync, *args)
+        except Settled:
+            await self._end(sync)
+        except Exception as exc:  # a bug must not take every other sync down with it
+            log.exception("sync_crashed", connection_id=sync.connection_id)
+            self._unfollow(sync)
+            self._emit(SyncFailed, sync, outcome="error", error=f"internal error: {exc!r}")
+            await self._end(sync)
+
+    async def _begin(self, sync: Sync, starting: anyio.Semaphore) -> None:
+        try:
+            job = await self._next_job(sync, await self._resume_job(sync))
         finally:
+            starting.release()
+        if job is None:
+            await self._end(sync)
+        else:
+            self._follow(sync, job)
+
+    def _start_step(self, sync: Sync, job: Job | None) -> None:
+        self._spawn(self._after_follow, sync, job)
+
+    def _spawn_writer(self, batch: IntentBatch) -> None:
+        assert self._steps is not None
+        self._steps.start_soon(self._write_intents, batch)
+
+    async def _end(self, sync: Sync, *, holds_slot: bool = True) -> None:
+        """The sync is over: give its slot to the next one (once, whatever called this)."""
+        if sync.done:
+            return
+        # Not reached when an abort cancels its step: then _report_cut_short speaks for it.
+        sync.done = True
+        try:
             await self._hook.released(self.run_id, sync.connection_id)
-            if acquired:
-                self._limiter.release()
+        finally:
+            if holds_slot:
+                self._limiter.release_on_behalf_of(sync)
+            self._open -= 1
+            if self._open <= 0:
+                self._all_ended.set()
 
     async def _claim(self, sync: Sync) -> Adopt | bool:
         claim = await super()._claim(sync)
@@ -340,48 +437,55 @@ class Engine(TriggerSteps, FollowSteps):
         sync.via_hook = isinstance(claim, Adopt)
         return claim
 
-    async def _sync_loop(self, sync: Sync) -> None:
-        job = await self._resume_job(sync)
-        while True:
+    async def _next_job(self, sync: Sync, job: Job | None) -> Job | None:
+        """The job to follow next (*job*, or a new one triggered), or None when the sync has
+        ended here (not triggered, skipped, failed, or triggered without waiting)."""
+        if job is None:
+            if self.stopping:
+                self._emit(
+                    SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted"
+                )
+                return None
+            sync.attempt += 1
+            job = await self._start_job(sync)
             if job is None:
-                if self.stopping:
-                    self._emit(
-                        SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted"
-                    )
-                    return
-                sync.attempt += 1
-                job = await self._start_job(sync)
-                if job is None:
-                    return
-                # Adopted from Airbyte's 409: a job this tool did not start (see cancel_adopted).
-                sync.started_elsewhere = sync.adopted and not sync.via_hook
-                if sync.first_trigger is None:
-                    # A job the hook handed over (no trigger sent) is timed from its adoption.
-                    sync.first_trigger = self._clock()
-            sync.seen.add(job.job_id)
-            await self._hook.following(self.run_id, sync.connection_id, job.job_id)
-            if not self.options.wait:
-                return
-            final = await self._follow(sync, job)
-            job = None
-            # Whatever comes next (a final event, a retry), this run no longer follows that job.
-            await self._hook.released(self.run_id, sync.connection_id)
-            if final is None:
-                return
-            if final.status == JobStatus.SUCCEEDED:
-                self._emit(SyncSucceeded, sync, job=final)
-                return
-            if final.status == JobStatus.CANCELLED:
-                self._emit(SyncCancelled, sync, job=final, error="the job was cancelled in Airbyte")
-                return
+                return None
+            # Adopted from Airbyte's 409: a job this tool did not start (see cancel_adopted).
+            sync.started_elsewhere = sync.adopted and not sync.via_hook
+            if sync.first_trigger is None:
+                # A job the hook handed over (no trigger sent) is timed from its adoption.
+                sync.first_trigger = self._clock()
+        sync.seen = (*sync.seen, job.job_id)
+        await self._hook.following(self.run_id, sync.connection_id, job.job_id)
+        if not self.options.wait:
+            return None
+        return job
+
+    async def _after_follow(self, sync: Sync, job: Job | None) -> None:
+        """The step after following: the outcome of the job, or a retry (then follow again)."""
+        final = await self._followed(sync, job)
+        # Whatever comes next (a final event, a retry), this run no longer follows that job.
+        await self._hook.released(self.run_id, sync.connection_id)
+        if final is None:
+            await self._end(sync)
+            return
+        if final.status == JobStatus.SUCCEEDED:
+            self._emit(SyncSucceeded, sync, job=final)
+        elif final.status == JobStatus.CANCELLED:
+            self._emit(SyncCancelled, sync, job=final, error="the job was cancelled in Airbyte")
+        else:
             error = f"Airbyte job {final.job_id} failed"
             if sync.attempt <= self.options.retries and not self.stopping:
                 wait = self._backoff(sync.attempt)
                 self._emit(SyncRetrying, sync, job=final, error=error, wait_s=wait)
                 await self._pause(wait)
-                continue
-            self._emit(SyncFailed, sync, job=final, error=error)
-            return
+                again = await self._next_job(sync, None)
+                if again is not None:
+                    self._follow(sync, again)
+                    return
+            else:
+                self._emit(SyncFailed, sync, job=final, error=error)
+        await self._end(sync)
 
     async def _resume_job(self, sync: Sync) -> Job | None:
         """The job an earlier process left this sync with, if any; never sends ``POST /jobs``.

@@ -5,10 +5,11 @@ a job is already running (Airbyte's 409, or another run of the hook's owner foll
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import anyio
+from anyio.lowlevel import checkpoint
 
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import (
@@ -31,6 +32,7 @@ from airbyte_fleet.engine._core import (
     now,
 )
 from airbyte_fleet.engine.events import (
+    Event,
     SyncAdopted,
     SyncFailed,
     SyncSkipped,
@@ -52,11 +54,68 @@ class _Tries:
     problem: str = ""
 
 
+@dataclass(eq=False)
+class IntentBatch:
+    """Intents waiting to be journaled together (group commit): every trigger that gets ready in
+    the same moment joins, one transaction records them all, then each trigger goes out."""
+
+    events: list[Event] = field(default_factory=list)
+    written: anyio.Event = field(default_factory=anyio.Event)
+    error: Exception | None = None
+
+
+# An intent batch is written at this size, or once no trigger joined it for this many turns of the
+# event loop (the feeder yields twice per sync it starts: at its slot, and at its start slot).
+MAX_INTENT_BATCH = 500
+QUIET_TURNS = 4
+
+
 class _WaitLonger(Exception):
     """No job came of a try, and the next one waits the sync-retry backoff (see ``_start_job``)."""
 
 
 class TriggerSteps(EngineCore):
+    _intents: IntentBatch | None
+
+    def _spawn_writer(self, batch: IntentBatch) -> None:
+        """Start :meth:`_write_intents` for *batch* in a task of the run (the engine's)."""
+        raise NotImplementedError
+
+    async def _journal_intent(self, sync: Sync) -> None:
+        """Journal the intent to trigger *sync*, durable before this returns (the write-ahead
+        promise), in one transaction with every other intent ready now. Raises what the store
+        raised: then the trigger must not be sent."""
+        event = self._sync_event(SyncTriggering, sync)
+        if self._letting_go:
+            return
+        batch = self._intents
+        if batch is None:
+            batch = self._intents = IntentBatch()
+            self._spawn_writer(batch)
+        batch.events.append(event)
+        if len(batch.events) >= MAX_INTENT_BATCH:
+            self._intents = None  # full: the next intent starts another batch
+        await batch.written.wait()
+        if batch.error is not None:
+            raise batch.error
+
+    async def _write_intents(self, batch: IntentBatch) -> None:
+        # Wait while intents keep joining (the feeder starts one sync per turn of the loop), then
+        # write them all: a few hundred intents cost one transaction and one fsync, not one each.
+        quiet = 0
+        while quiet < QUIET_TURNS and len(batch.events) < MAX_INTENT_BATCH:
+            joined = len(batch.events)
+            await checkpoint()
+            quiet = quiet + 1 if len(batch.events) == joined else 0
+        if self._intents is batch:
+            self._intents = None
+        try:
+            self._publish_many(batch.events)
+        except Exception as exc:
+            batch.error = exc
+        finally:
+            batch.written.set()
+
     async def _read_job_until_known(
         self, sync: Sync, job_id: int, *, why: str = "again after the restart"
     ) -> Job:
@@ -182,15 +241,17 @@ class TriggerSteps(EngineCore):
         if sync.first_trigger is None:
             sync.first_trigger = self._clock()
         try:
-            self._emit(SyncTriggering, sync)
+            await self._journal_intent(sync)
         except Exception as exc:
             # The journal could not record the intent: triggering now could not be undone
-            # safely after a crash, so do not trigger at all.
+            # safely after a crash, so do not trigger at all. The run stops for it (the store
+            # failed), so this sync is one the run was interrupted before: a resume runs it.
+            sync.triggering = False
             self._emit(
-                SyncFailed,
+                SyncSkipped,
                 sync,
-                outcome="error",
-                error=f"not triggered: the journal could not record it ({exc})",
+                reason=f"not triggered: the journal could not record it ({exc})",
+                cause="interrupted",
                 best_effort=True,
             )
             return None

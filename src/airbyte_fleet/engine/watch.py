@@ -1,26 +1,32 @@
-"""Following jobs until they change: how the engine learns about a job's status.
+"""Following jobs: how the engine learns that a job has changed, without a task per job.
 
-A watcher answers one question for a sync task: "has this job changed, within at most N seconds?".
+The engine hands a watcher each job it follows with :meth:`JobWatcher.watch` and a callback; the
+watcher's own loop (:meth:`JobWatcher.run`) reads Airbyte and calls back with every new state of the
+job (or with None when a read failed), until the engine calls :meth:`JobWatcher.unwatch`. Waiting
+costs one small record per job, not a task, a timer and a cancel scope: at 10,000 syncs in flight that
+was most of the engine's memory.
 
-- :class:`PerJobWatcher` asks Airbyte for each job every interval (jittered, so 500 syncs do not
-  poll in lock-step): N requests per tick.
+- :class:`PerJobWatcher` reads each job every interval (jittered, so 500 syncs do not poll in
+  lock-step), a bounded number at once: N requests per tick.
 - :class:`BatchedWatcher` asks once per workspace per tick for every job updated since the last
   tick (``GET /jobs?workspaceIds=W&updatedAtStart=T``): the request count follows the number of
-  workspaces and changes, not the number of syncs. Jobs it does not hear about for a while are
-  confirmed one by one, so a server that ignores a filter can slow a sync down but never hang it;
-  when that happens the workspace falls back to per-job polling, and says so. So does a workspace
-  whose list Airbyte refuses (a 4xx: at once) or keeps failing (a 5xx: after a few ticks).
+  workspaces and changes, not the number of syncs, so its ticks need no jitter and keep the beat.
+  Jobs it does not hear about for a while are confirmed one by one, so a server that ignores a filter
+  can slow a sync down but never hang it; when that happens the workspace falls back to per-job
+  polling, and says so. So does a workspace whose list Airbyte refuses (a 4xx: at once) or keeps
+  failing (a 5xx: after a few ticks).
 
 Transient errors are logged and watching goes on: a sync is never dropped because a status call
-failed.
+failed. Callbacks run in the watcher's loop and must not block.
 """
 
 from __future__ import annotations
 
+import heapq
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -29,9 +35,15 @@ import anyio
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteClient, AirbyteError, AuthError, Job, RateLimitedError
 
-__all__ = ["BatchedWatcher", "JobWatcher", "PerJobWatcher", "jittered"]
+__all__ = ["BatchedWatcher", "JobWatcher", "OnNews", "PerJobWatcher", "jittered"]
 
 log = get_logger("airbyte_fleet.watch")
+
+# Called with the job's new state, or None when reading it failed (the engine counts auth failures).
+OnNews = Callable[[Job | None], None]
+
+# Reads in flight at once for per-job polling (the connection pool bounds it too).
+PER_JOB_READS = 50
 
 
 def jittered(interval: float, rng: random.Random, spread: float = 0.2) -> float:
@@ -40,20 +52,31 @@ def jittered(interval: float, rng: random.Random, spread: float = 0.2) -> float:
 
 class JobWatcher(Protocol):
     async def run(self) -> None:
-        """Background work for the whole run (the engine starts it and cancels it at the end)."""
+        """The watcher's loop for the whole run (the engine starts it and cancels it at the end)."""
         ...
 
-    async def wait(self, job: Job, max_wait: float, *, workspace_id: str = "") -> Job | None:
-        """The job's latest state after waiting at most *max_wait* s; None if nothing new is known
-        (a failed poll, or the run is stopping)."""
+    def watch(self, job: Job, on_news: OnNews, *, workspace_id: str = "") -> None:
+        """Follow *job* until :meth:`unwatch`: *on_news* gets each new state of it."""
+        ...
+
+    def unwatch(self, job_id: int) -> None:
+        """Stop following the job (no more callbacks for it)."""
         ...
 
     @property
     def consecutive_auth_failures(self) -> int: ...
 
 
+@dataclass(slots=True)
+class _Due:
+    job: Job
+    on_news: OnNews
+    # When its next read is due: a heap entry with another time is stale.
+    due_at: float = 0.0
+
+
 class PerJobWatcher:
-    """One ``GET /jobs/{id}`` per job per interval."""
+    """One ``GET /jobs/{id}`` per job per interval, at most :data:`PER_JOB_READS` at once."""
 
     def __init__(
         self,
@@ -62,47 +85,110 @@ class PerJobWatcher:
         *,
         stop: anyio.Event,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._interval = interval
         self._stop = stop
         self._rng = rng or random.Random()
+        self._clock = clock
         self._auth_failures = 0
+        self._watches: dict[int, _Due] = {}
+        # (when, job id): the next read of each watched job; stale entries are skipped.
+        self._heap: list[tuple[float, int]] = []
+        self._woken = anyio.Event()
 
     @property
     def consecutive_auth_failures(self) -> int:
         return self._auth_failures
 
-    async def run(self) -> None:
-        return None
+    def watch(self, job: Job, on_news: OnNews, *, workspace_id: str = "") -> None:
+        watch = _Due(job, on_news)
+        self._watches[job.job_id] = watch
+        self._schedule(job.job_id, watch)
+        self._woken.set()
 
-    async def wait(self, job: Job, max_wait: float, *, workspace_id: str = "") -> Job | None:
-        with anyio.move_on_after(min(max_wait, jittered(self._interval, self._rng))):
-            await self._stop.wait()
-        if self._stop.is_set():
-            return None
+    def _schedule(self, job_id: int, watch: _Due) -> None:
+        watch.due_at = self._clock() + jittered(self._interval, self._rng)
+        if not self._heap or watch.due_at < self._heap[0][0]:
+            self._woken.set()  # the loop sleeps until the earliest read: this one is earlier
+        heapq.heappush(self._heap, (watch.due_at, job_id))
+
+    def unwatch(self, job_id: int) -> None:
+        self._watches.pop(job_id, None)
+
+    def watching(self, job_id: int) -> bool:
+        return job_id in self._watches
+
+    async def run(self) -> None:
+        slots = anyio.Semaphore(PER_JOB_READS)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._wake_on_stop)
+            while not self._stop.is_set():
+                for job_id in self._take_due():
+                    # A task per read in flight, never per job waiting: at most PER_JOB_READS.
+                    await slots.acquire()
+                    tg.start_soon(self._read, job_id, slots)
+                delay = self._heap[0][0] - self._clock() if self._heap else float("inf")
+                if delay <= 0:
+                    continue
+                self._woken = anyio.Event()
+                with anyio.move_on_after(delay):
+                    await self._woken.wait()
+            tg.cancel_scope.cancel()
+
+    async def _wake_on_stop(self) -> None:
+        await self._stop.wait()
+        self._woken.set()
+
+    def _take_due(self) -> list[int]:
+        now = self._clock()
+        due: list[int] = []
+        while self._heap and self._heap[0][0] <= now:
+            at, job_id = heapq.heappop(self._heap)
+            watch = self._watches.get(job_id)
+            if watch is not None and watch.due_at == at:
+                due.append(job_id)
+        return due
+
+    async def _read(self, job_id: int, slots: anyio.Semaphore) -> None:
         try:
-            fresh = await self._client.get_job(job.job_id)
+            await self._read_one(job_id)
+        finally:
+            slots.release()
+
+    async def _read_one(self, job_id: int) -> None:
+        fresh: Job | None
+        try:
+            fresh = await self._client.get_job(job_id)
         except AuthError as exc:
             self._auth_failures += 1
-            log.warning("poll_failed", job_id=job.job_id, error=exc.message)
-            return None
+            log.warning("poll_failed", job_id=job_id, error=exc.message)
+            fresh = None
         except AirbyteError as exc:
             # The client already retried; the job is still ours to follow, so keep polling.
-            log.warning("poll_failed", job_id=job.job_id, error=exc.message)
-            return None
-        self._auth_failures = 0
-        return fresh
+            log.warning("poll_failed", job_id=job_id, error=exc.message)
+            fresh = None
+        else:
+            self._auth_failures = 0
+        watch = self._watches.get(job_id)
+        if watch is None or self._stop.is_set():
+            return
+        self._schedule(job_id, watch)
+        if fresh is None:
+            watch.on_news(None)
+        elif fresh != watch.job:
+            watch.job = fresh
+            watch.on_news(fresh)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Watch:
     job: Job
+    on_news: OnNews
     workspace_id: str
     registered_at: datetime
     last_seen: float
-    deadline: float = float("inf")
-    changed: anyio.Event = field(default_factory=anyio.Event)
 
 
 MISSES_BEFORE_FALLBACK = 3
@@ -138,12 +224,11 @@ class BatchedWatcher:
         self._watches: dict[int, _Watch] = {}
         self._since: dict[str, datetime] = {}
         self._fallback: dict[str, str] = {}
-        self._per_job = PerJobWatcher(client, interval, stop=stop, rng=self._rng)
-        self._fresh = anyio.Event()
+        self._per_job = PerJobWatcher(client, interval, stop=stop, rng=self._rng, clock=clock)
+        self._fresh = False
         self._slowdown = 1.0
         self._misses: dict[str, int] = {}
         self._list_failures: dict[str, int] = {}
-        self._running = False
         self.ticks = 0
 
     @property
@@ -160,68 +245,43 @@ class BatchedWatcher:
         """Workspaces polled per job instead, and why."""
         return dict(self._fallback)
 
-    async def wait(self, job: Job, max_wait: float, *, workspace_id: str = "") -> Job | None:
+    def watch(self, job: Job, on_news: OnNews, *, workspace_id: str = "") -> None:
         if not workspace_id or workspace_id in self._fallback:
-            return await self._per_job.wait(job, max_wait)
-        watch = self._watches.get(job.job_id)
-        if watch is None:
-            watch = _Watch(job, workspace_id, self._client.server_now(), self._clock())
-            self._watches[job.job_id] = watch
-            self._fresh.set()
-        elif watch.job != job:
-            return self._deliver(watch)
-        watch.deadline = self._clock() + max_wait
-        if self._running:
-            # The run loop wakes us on a change, at the deadline (to the tick) or on stop: no
-            # timer and cancel scope per waiting sync, which is most of their cost at 10,000.
-            await watch.changed.wait()
-        else:
-            with anyio.move_on_after(max_wait):
-                await watch.changed.wait()
-        if workspace_id in self._fallback:
-            # From now on this job is polled on its own (see wait's first line).
-            self._watches.pop(job.job_id, None)
-            return watch.job if watch.job != job else None
-        if watch.job != job:
-            return self._deliver(watch)
-        watch.changed = anyio.Event()  # woken for its deadline, not for news
-        return None
+            self._per_job.watch(job, on_news)
+            return
+        self._watches[job.job_id] = _Watch(
+            job, on_news, workspace_id, self._client.server_now(), self._clock()
+        )
+        self._fresh = True
 
-    def _deliver(self, watch: _Watch) -> Job:
-        watch.changed = anyio.Event()
-        if watch.job.is_terminal:
-            self._watches.pop(watch.job.job_id, None)
-        return watch.job
+    def unwatch(self, job_id: int) -> None:
+        self._watches.pop(job_id, None)
+        self._per_job.unwatch(job_id)
 
     async def run(self) -> None:
-        self._running = True
-        try:
+        async with anyio.create_task_group() as tg:
+            # Jobs of workspaces that fell back (or had none to batch by) are read one by one.
+            tg.start_soon(self._per_job.run)
             while not self._stop.is_set():
-                delay = jittered(self._interval * self._slowdown, self._rng)
-                if self._fresh.is_set():
+                # On the beat: one list per workspace whatever the number of jobs, so nothing is
+                # gained by spreading ticks out, and a change waits at most one interval.
+                delay = self._interval * self._slowdown
+                if self._fresh:
                     # Jobs were just triggered: their first transitions come quickly.
                     delay = min(delay, max(1.0, self._interval / 4))
-                    self._fresh = anyio.Event()
+                    self._fresh = False
                 with anyio.move_on_after(delay):
                     await self._stop.wait()
                 if self._stop.is_set():
                     break
                 await self.tick()
-                now = self._clock()
-                for watch in self._watches.values():
-                    if watch.deadline <= now:
-                        watch.changed.set()
-        finally:
-            self._running = False
-            for watch in self._watches.values():
-                watch.changed.set()
+            tg.cancel_scope.cancel()
 
     async def tick(self) -> None:
         self.ticks += 1
         by_workspace: dict[str, list[_Watch]] = {}
         for watch in self._watches.values():
-            if watch.workspace_id not in self._fallback:
-                by_workspace.setdefault(watch.workspace_id, []).append(watch)
+            by_workspace.setdefault(watch.workspace_id, []).append(watch)
         limited = False
         async with anyio.create_task_group() as tg:
             for workspace_id, watches in by_workspace.items():
@@ -241,45 +301,47 @@ class BatchedWatcher:
         since = self._since.get(workspace_id)
         if since is None:
             since = min(w.registered_at for w in watches) - self._overlap
+        now = self._clock()
         try:
-            jobs = await self._client.list_jobs(
+            # Page by page: a list of 10,000 jobs is never held whole.
+            async for jobs in self._client.iter_job_pages(
                 # Newest first, not oldest first: a job updated while the pages are read moves
                 # to the front, which shifts the rest towards later pages (read twice, harmless)
                 # instead of towards earlier ones (skipped: measured at 10,000 syncs).
                 workspace_ids=[workspace_id],
                 updated_at_start=since,
                 order_by="updatedAt|DESC",
-            )
+            ):
+                for job in jobs:
+                    stamp = job.last_updated_at
+                    if stamp is not None and stamp < since - timedelta(seconds=1):
+                        self._fall_back(
+                            workspace_id, "the server ignores the updatedAtStart filter"
+                        )
+                    watch = self._watches.get(job.job_id)
+                    if watch is None:
+                        continue
+                    watch.last_seen = now
+                    if job != watch.job:
+                        watch.job = job
+                        watch.on_news(job)
         except RateLimitedError as exc:
             log.warning("batched_poll_failed", workspace_id=workspace_id, error=exc.message)
             return True
         except AirbyteError as exc:
+            # A read cut short (PagingError among others) leaves the window where it was: the
+            # next tick reads it again, so a change on an unread page waits one tick, not the
+            # confirm.
             self._list_failed(workspace_id, exc)
             return False
         self._list_failures.pop(workspace_id, None)
         self._since[workspace_id] = began - self._overlap
-        now = self._clock()
-        for job in jobs:
-            stamp = job.last_updated_at
-            if stamp is not None and stamp < since - timedelta(seconds=1):
-                self._fall_back(workspace_id, "the server ignores the updatedAtStart filter")
-            watch = self._watches.get(job.job_id)
-            if watch is None:
-                continue
-            watch.last_seen = now
-            if job != watch.job:
-                watch.job = job
-                watch.changed.set()
         return False
 
     async def _confirm_unseen(self) -> None:
         now = self._clock()
         unseen = sorted(
-            (
-                w
-                for w in self._watches.values()
-                if now - w.last_seen >= self._confirm_after and w.workspace_id not in self._fallback
-            ),
+            (w for w in self._watches.values() if now - w.last_seen >= self._confirm_after),
             key=lambda w: w.last_seen,
         )[: self._confirm_batch]
         for watch in unseen:
@@ -289,6 +351,8 @@ class BatchedWatcher:
                 log.warning("confirm_failed", job_id=watch.job.job_id, error=exc.message)
                 continue
             watch.last_seen = self._clock()
+            if self._watches.get(watch.job.job_id) is not watch:
+                continue  # unwatched (or moved to per-job polling) while we read it
             if fresh.status != watch.job.status:
                 # The list should have shown this change. Once may be a race with paging; again
                 # and again means this workspace's list cannot be trusted.
@@ -301,7 +365,7 @@ class BatchedWatcher:
                     )
             if fresh != watch.job:
                 watch.job = fresh
-                watch.changed.set()
+                watch.on_news(fresh)
 
     def _list_failed(self, workspace_id: str, exc: AirbyteError) -> None:
         """A list that is refused will be refused again: per-job polling at once. One that keeps
@@ -326,7 +390,8 @@ class BatchedWatcher:
             return
         self._fallback[workspace_id] = reason
         log.warning("batched_polling_fallback", workspace_id=workspace_id, reason=reason)
-        for watch in self._watches.values():
+        # From now on the workspace's jobs are read one by one.
+        for job_id, watch in list(self._watches.items()):
             if watch.workspace_id == workspace_id:
-                # Wake the waiter so that it carries on with per-job polling.
-                watch.changed.set()
+                del self._watches[job_id]
+                self._per_job.watch(watch.job, watch.on_news)

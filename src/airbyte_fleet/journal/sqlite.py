@@ -35,7 +35,9 @@ class Journal:
 
     *fsync* chooses what survives a power cut (every mode survives a killed process): ``"always"``
     every durable commit, ``"triggers"`` (default) every trigger intent and all before it,
-    ``"never"`` whatever the OS had written out.
+    ``"never"`` whatever the OS had written out. *batch_interval*: how long at most an event that
+    may wait for a later commit (``sync_triggered``, a status, an outcome: see ``writer.py``)
+    waits for one.
 
     *create* False: a reader's open, which never creates the state directory or the file (raises
     :class:`NoJournalError` when there is none) and is read-only where it cannot write.
@@ -126,6 +128,9 @@ class Journal:
 
     def flush(self) -> None:
         self._writer.flush()
+
+    def check(self) -> None:
+        self._writer.check()
 
     def close(self) -> None:
         if self._writer.closed:

@@ -4,13 +4,21 @@
 :class:`~airbyte_fleet.journal.Journal` is the SQLite one. Everything above the store speaks only
 of events in and :class:`RunRecord` / events out, never of SQL.
 
-What a store promises its writers: ``run_started``, ``sync_triggering``, ``sync_triggered``,
-``sync_adopted``, every final sync event and ``run_finished`` are durable before the call returns,
-so they survive the process being killed at any moment; a trigger the store cannot record raises,
-and the engine then does not send it. Status events (``sync_status_changed``, ``sync_retrying``)
-may be batched: a resumed run learns them again by asking Airbyte. An event that states again what
-the store holds (a resumer re-reporting a final outcome, a start or finish written twice) is not
-recorded twice.
+What a store promises its writers (the write-ahead promise: nothing is triggered that is not
+journaled): ``run_started``, every ``sync_triggering`` (the intent) and ``run_finished`` are durable
+before the call returns, so they survive the process being killed at any moment; a trigger the
+store cannot record raises, and the engine then does not send it. ``append`` makes a whole batch
+durable (one transaction for a few hundred intents) or raises. Every other sync event
+(``sync_triggered``, ``sync_adopted``, status changes, retries, final outcomes) may wait and be
+made durable with the next intent or ``run_finished``, by a timer (about a second), and always by
+``flush()`` and ``close()``; events are kept in the order they came. A crash can therefore lose a
+tail of those, and a resumer learns each again from Airbyte: a sync whose last durable event is
+its intent is an ``intent`` (:attr:`SyncRecord.state`), whose job the resumer looks for in the
+connection's jobs; a job in flight is read. A batched write that fails is kept and tried again,
+and the failure reaches the caller of the next write, ``flush()`` or ``run_finished``.
+
+An event that states again what the store holds (a resumer re-reporting a final outcome, a start
+or finish written twice) is not recorded twice.
 """
 
 from __future__ import annotations
@@ -81,8 +89,9 @@ class SyncRecord:
 
     @property
     def state(self) -> SyncState:
-        """``intent`` means a ``POST /jobs`` may have been sent whose answer was never recorded:
-        the resumer must look for that job in Airbyte, never trigger blindly."""
+        """``intent`` means a ``POST /jobs`` may have been sent whose answer was never recorded
+        (or was, in an event a crash lost before it was committed): the resumer must look for
+        that job in Airbyte, never trigger blindly."""
         if self.outcome is not None:
             return "final"
         if self.job_id is not None:
@@ -145,13 +154,17 @@ class RunStore(Protocol):
     damage: str | None
 
     def __call__(self, event: Event) -> None:
-        """Record one event (durable on return unless it is a status event, see above)."""
+        """Record one event (durable on return for a start, an intent or a finish; see above)."""
 
     def append(self, events: Iterable[Event]) -> None:
         """Record *events* together: all of them durable before this returns, or none."""
 
     def flush(self) -> None:
         """Make every batched event durable now."""
+
+    def check(self) -> None:
+        """Raise, at once and without waiting for the disk, why events that wait could not be
+        made durable in the background (None raised: they are fine, or none wait)."""
 
     def close(self) -> None:
         """Flush and let go of the store; safe to call twice."""

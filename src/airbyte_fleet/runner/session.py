@@ -179,6 +179,12 @@ class RunSession:
     async def run(self) -> RunResult:
         """Run to the end (or until let go) and return the result so far, also when the store
         failed and the run was stopped for it (:attr:`store_error`)."""
+        await self.execute()
+        return self.builder.result
+
+    async def execute(self) -> None:
+        """:meth:`run` without making the result's model: a caller that writes the result out
+        streams it from :attr:`builder` (one sync at a time, no model per sync)."""
         self.state = "running"
         log.info("run_executing", run_id=self.run_id, resumed=self.resume_points is not None)
         try:
@@ -190,7 +196,6 @@ class RunSession:
         finally:
             if not self._let_go:
                 self.state = "finished"
-        return self.builder.result
 
     @property
     def store_error(self) -> FleetError | None:

@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError, PydanticKnownError, from_json
 
+from airbyte_fleet._redact import redact
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.resolve import run_options_over
 from airbyte_fleet.service.errors import (
@@ -30,9 +31,10 @@ from airbyte_fleet.service.errors import (
 from airbyte_fleet.service.metrics import Metrics
 from airbyte_fleet.service.openapi import LAST_EVENT_ID_PATTERN, openapi_document
 from airbyte_fleet.service.readiness import Readiness
-from airbyte_fleet.service.responses import json_response
+from airbyte_fleet.service.responses import JSON_TYPE, json_response
 from airbyte_fleet.service.runs import RunNotFoundError, Worker
 from airbyte_fleet.service.sse import stream_events
+from airbyte_fleet.service.views import RunView
 
 __all__ = ["CONTEXT", "ROUTES", "ApiContext", "PageQuery", "RunRequest"]
 
@@ -211,13 +213,46 @@ async def list_runs(request: web.Request) -> web.Response:
     )
 
 
+# A streamed answer goes out in writes of about this size: one per sync would be a system call
+# (and a wait for the socket) per few hundred bytes.
+_WRITE_BYTES = 64 * 1024
+
+
+async def _status_response(
+    request: web.Request, view: RunView, status: int = 200
+) -> web.StreamResponse:
+    """*view*'s ``RunStatus``, the body written one sync at a time (a run of 10,000 syncs is
+    megabytes of JSON), through the same secret filter and encoding as :func:`json_response`."""
+    if view.result is None or request.method == "HEAD":
+        # Small, or no body at all (aiohttp leaves a HEAD's body out of a Response only).
+        return json_response(view.status(), status)
+    response = web.StreamResponse(status=status)
+    response.content_type = JSON_TYPE
+    response.charset = "utf-8"
+    await response.prepare(request)
+    pending: list[bytes] = []
+    size = 0
+    for piece in view.status_json():
+        # A secret lies inside one JSON string, and each piece holds whole values: filtering
+        # piece by piece masks what filtering the whole would.
+        data = redact(piece).encode("utf-8", "backslashreplace")
+        pending.append(data)
+        size += len(data)
+        if size >= _WRITE_BYTES:
+            await response.write(b"".join(pending))
+            pending, size = [], 0
+    await response.write(b"".join(pending))
+    await response.write_eof()
+    return response
+
+
 @ROUTES.get("/runs/{run_id}")
-async def get_run(request: web.Request) -> web.Response:
+async def get_run(request: web.Request) -> web.StreamResponse:
     run_id = request.match_info["run_id"]
     view = _context(request).worker.view(run_id)
     if view is None:
         raise RunNotFoundError(run_id)
-    return json_response(view.status())
+    return await _status_response(request, view)
 
 
 @ROUTES.get("/runs/{run_id}/events")
@@ -247,10 +282,10 @@ def _last_event_id(request: web.Request) -> int:
 
 
 @ROUTES.post("/runs/{run_id}/cancel")
-async def cancel_run(request: web.Request) -> web.Response:
+async def cancel_run(request: web.Request) -> web.StreamResponse:
     run_id = request.match_info["run_id"]
     worker = _context(request).worker
     worker.cancel(run_id)
     view = worker.view(run_id)
     assert view is not None
-    return json_response(view.status(), 202)
+    return await _status_response(request, view, 202)

@@ -3,6 +3,8 @@ journal, or what is left of a run that never started."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,6 +42,25 @@ class RunView:
             "error": self.error,
         }
 
+    def status_json(self) -> Iterator[str]:
+        """:meth:`status` as the API's compact JSON (``responses.dumps`` before its secret
+        filter), one sync at a time: a result of many syncs is never one dict or one text."""
+        if self.result is None:
+            yield _compact(self.status())
+            return
+        syncs = self.result.syncs
+        head = self.result.model_copy(update={"syncs": []})
+        text = _compact(RunView(self.run_id, self.state, head, error=self.error).status())
+        # Inside a JSON string every quote is escaped: this can only be the key.
+        before, key, after = text.partition('"syncs":[]')
+        if not key:
+            raise RuntimeError("the run's status has no list of syncs")
+        piece = before + '"syncs":['
+        for i, sync in enumerate(syncs):
+            yield piece + ("," if i else "") + _compact(sync.model_dump(mode="json"))
+            piece = ""
+        yield piece + "]" + after
+
     def list_item(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -53,21 +74,37 @@ class RunView:
         }
 
 
+def _compact(data: Any) -> str:
+    # What responses.dumps writes, before the secret filter the response applies.
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def session_view(session: RunSession) -> RunView:
-    snapshot = session.snapshot()
-    result = snapshot if session.state == "finished" else None
+    # The result is made only once the run is over: a listing or a poll of a running run reads
+    # no more than its start.
+    result = session.snapshot() if session.state == "finished" else None
+    started_at = result.started_at if result is not None else _started_at(session)
     failure = session.store_error
     return RunView(
         run_id=session.run_id,
         state=session.state,
         result=result,
-        started_at=snapshot.started_at if snapshot is not None else None,
+        started_at=started_at,
         finished_at=result.finished_at if result is not None else None,
         outcome=result.outcome if result is not None else None,
         total=len(session.plan.items),
         counts=dict(result.counts) if result is not None else {},
         error=failure.message if failure is not None and session.state == "finished" else None,
     )
+
+
+def _started_at(session: RunSession) -> datetime | None:
+    if not session.started:
+        return None
+    try:
+        return session.builder.started_at
+    except RuntimeError:
+        return None  # started, as far as the session knows, but nothing of it was heard yet
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from airbyte_fleet._redact import redact
 from airbyte_fleet.engine.outcome import OUTCOMES
-from airbyte_fleet.engine.result import RunResult, SyncResult
+from airbyte_fleet.engine.result import ResultBuilder, RunResult, SyncResult
 
-__all__ = ["render_result_table", "result_json"]
+__all__ = ["ResultSource", "render_result_table", "result_json", "write_result_json"]
+
+# A run's result as a model, or as the builder that holds it (which writes its JSON without
+# making the model of each sync).
+ResultSource = RunResult | ResultBuilder
 
 _OUTCOME_STYLE = {
     "succeeded": "green",
@@ -25,8 +31,16 @@ _RUN_STYLE = {"succeeded": "bold green", "running": "yellow"}
 
 
 def result_json(result: RunResult) -> str:
-    """The ``--output json`` document, the only thing a run writes to stdout."""
+    """The ``--output json`` document, the only thing a run writes to stdout, as one text (for a
+    small result; a run's own output goes through :func:`write_result_json`)."""
     return result.model_dump_json(indent=2) + "\n"
+
+
+def write_result_json(result: ResultSource, write: Callable[[str], object]) -> None:
+    """:func:`result_json`'s document, byte for byte, handed to *write* one sync at a time: the
+    whole document is never one text (8 million characters at 10,000 syncs)."""
+    for piece in result.iter_json():
+        write(piece)
 
 
 def format_duration(seconds: float | None) -> str:
