@@ -18,8 +18,8 @@ demo: setup
 	bash scripts/demo.sh
 
 lint: setup
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 typecheck: setup
 	$(BIN)/mypy
@@ -38,4 +38,4 @@ constraints:
 	bash scripts/constraints.sh $(PYTHON)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .airbyte-fleet src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .airbyte-fleet src/*.egg-info .recipes

@@ -54,13 +54,16 @@ def _airbyte_env(monkeypatch: pytest.MonkeyPatch, root: str) -> None:
 
 
 class _Triggered:
-    """A sink that says when *count* jobs exist, so a test can stop the run mid-flight."""
+    """A sink that says when *count* jobs exist, so a test can stop the run mid-flight. Sinks
+    are called on the run's own thread: the test's loop hears of it through call_soon_threadsafe.
+    """
 
     def __init__(self, count: int) -> None:
         self.count = count
         self.jobs: list[int] = []
         self.reached = anyio.Event()
         self.kinds: list[str] = []
+        self._loop = asyncio.get_running_loop()
 
     def __call__(self, event: Event) -> None:
         self.kinds.append(event.kind)
@@ -68,10 +71,28 @@ class _Triggered:
         if event.kind == "sync_triggered" and isinstance(job_id, int):
             self.jobs.append(job_id)
             if len(self.jobs) == self.count:
-                self.reached.set()
+                self._loop.call_soon_threadsafe(self.reached.set)
 
 
 # ----------------------------------------------------------------------------- results
+
+
+async def test_the_run_has_its_own_thread_and_loop(make_sim: SimFactory) -> None:
+    """Whatever the caller's loop does (a cancellation, an exception from a signal handler, a
+    blocked sink) reaches only the await, never a task of the run."""
+    import threading
+
+    _sim, root = await make_sim(connections=2, client_secret=SECRET)
+    seen: set[tuple[int, bool]] = set()
+
+    def where(event: Event) -> None:
+        seen.add((threading.get_ident(), event.kind == "run_started"))
+
+    await run_syncs(
+        {"all": True}, {"poll_interval": "20ms"}, settings=_settings(root), sinks=(where,)
+    )
+    assert {thread for thread, _ in seen} != {threading.get_ident()}
+    assert len({thread for thread, _ in seen}) == 1
 
 
 async def test_run_syncs_returns_one_result(make_sim: SimFactory) -> None:
@@ -188,6 +209,33 @@ async def test_wait_for_timeout_cancels_the_jobs_too(make_sim: SimFactory) -> No
     assert [j["status"] for j in sim.jobs] == ["cancelled"] * 4
 
 
+async def test_an_anyio_cancel_scope_around_run_syncs_cancels_the_jobs(
+    make_sim: SimFactory,
+) -> None:
+    """anyio cancels level-triggered (Prefect's flow timeouts do so): every await inside the
+    cancelled scope is cancelled again, and the stop must still finish its cancels."""
+    sim, root = await make_sim(connections=4, client_secret=SECRET, sync_seconds=(600, 600))
+    triggered = _Triggered(4)
+    scope = anyio.CancelScope()
+
+    async def caller() -> None:
+        with scope:
+            await run_syncs(
+                {"all": True},
+                {"poll_interval": "50ms"},
+                settings=_settings(root),
+                sinks=(triggered,),
+            )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller)
+        with anyio.fail_after(10):
+            await triggered.reached.wait()
+        scope.cancel()
+    assert scope.cancelled_caught
+    assert [j["status"] for j in sim.jobs] == ["cancelled"] * 4
+
+
 async def test_detach_leaves_the_jobs_running_and_says_so(make_sim: SimFactory) -> None:
     sim, root = await make_sim(connections=3, client_secret=SECRET, sync_seconds=(600, 600))
     triggered = _Triggered(3)
@@ -280,6 +328,57 @@ async def test_an_interrupt_in_blocking_cancels_the_jobs(
     assert "6 job(s) cancelled" in text
     assert "Traceback" not in text
     assert [j["status"] for j in sim.jobs] == ["cancelled"] * 6
+
+
+_ABANDONED_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, signal, sys
+    from airbyte_fleet import run_syncs
+
+    def host_interrupt(*_):
+        raise RuntimeError("the host stops the step")
+
+    # As Dagster stops an async step: an exception from a signal handler, raised wherever the
+    # loop happens to be (mostly its selector), after which the loop is left as it is.
+    signal.signal(signal.SIGUSR1, host_interrupt)
+
+    def announce(event):
+        if event.kind == "sync_triggered":
+            print(event.job_id, file=sys.stderr, flush=True)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(
+            run_syncs({"all": True}, {"poll_interval": "50ms", "grace": "10s"}, sinks=(announce,))
+        )
+    except RuntimeError as exc:
+        print("host:", exc, file=sys.stderr, flush=True)
+        sys.exit(3)
+    """
+)
+
+
+@pytest.mark.slow
+async def test_a_run_its_caller_abandons_is_stopped_before_the_program_exits(
+    make_sim: SimFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim, root = await make_sim(connections=4, client_secret=SECRET, sync_seconds=(600, 600))
+    _airbyte_env(monkeypatch, root)
+    process = await anyio.open_process(
+        [sys.executable, "-c", _ABANDONED_SCRIPT], env=dict(os.environ)
+    )
+    assert process.stderr is not None
+    seen = b""
+    with anyio.fail_after(20):
+        while seen.count(b"\n") < 4:
+            seen += await process.stderr.receive()
+    process.send_signal(signal.SIGUSR1)
+    with anyio.fail_after(20):
+        async for chunk in process.stderr:
+            seen += chunk
+        exit_code = await process.wait()
+    assert exit_code == 3, seen.decode()
+    assert [j["status"] for j in sim.jobs] == ["cancelled"] * 4
 
 
 # ----------------------------------------------------------------------------- settings

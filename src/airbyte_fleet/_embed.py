@@ -6,26 +6,21 @@ then the config file (``config=``, else ``AIRBYTE_FLEET_CONFIG``, else
 ``config/airbyte-fleet.toml`` if it exists), then the defaults; the Airbyte connection from
 ``settings=`` or the ``AIRBYTE_*`` variables over the file's ``[airbyte]``.
 
-:func:`run_syncs_blocking` runs the run on a thread of its own with its own event loop, and the
-calling thread only waits for it. That makes it work the same from a plain script, an Airflow
-task, or a thread that already runs an event loop (a Jupyter cell, an async Dagster asset, a
-Prefect async flow: those block their loop while they wait, so they should ``await run_syncs``
-instead), and it keeps every exception the caller's thread receives while waiting
-(``KeyboardInterrupt``, ``SystemExit``, an orchestrator's own from a signal handler) out of the
-event loop's machinery: the waiting code catches it, has the run stopped by its policy, and
-re-raises it.
+Both run the run on a thread of its own with its own event loop (:class:`RunThread`); the caller
+only waits for it, blocked or awaiting. So :func:`run_syncs_blocking` works the same from a plain
+script, an Airflow task or a thread that already runs an event loop (a Jupyter cell; it blocks that
+loop while it waits, so async code should ``await run_syncs``), and whatever the caller's thread
+receives while waiting (task cancellation, ``KeyboardInterrupt``, ``SystemExit``, an orchestrator's
+own exception from a signal handler) reaches only the waiting code, never a task of the run: the
+run is stopped by its policy, then the exception goes on. Settings are resolved on the caller's
+thread, so a :class:`ConfigError` is raised before any thread starts.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from airbyte_fleet._caller import calling_as
 from airbyte_fleet.config import AirbyteSettings, load_settings
@@ -40,7 +35,8 @@ from airbyte_fleet.resolve import (
     run_overrides_from_env,
 )
 from airbyte_fleet.runner import RunSession, open_client
-from airbyte_fleet.runner.cancellation import SETTLE_SECONDS, run_cancellable
+from airbyte_fleet.runner.background import RunThread
+from airbyte_fleet.runner.cancellation import run_cancellable
 from airbyte_fleet.settings_file import load_file_config
 from airbyte_fleet.sinks.log import LogSink
 
@@ -78,14 +74,26 @@ async def run_syncs(
     reached; nothing triggered).
     """
     with calling_as("python"):
-        chosen, opts, airbyte, named = _resolve(selection, options, settings, config, groups)
-        client = await open_client(airbyte)
-        async with client:
-            # The run's events as log records (through `logging`, like every library line).
-            session = await RunSession.planned(
-                client, chosen, opts, groups=named, run_id=run_id, sinks=(LogSink(), *sinks)
-            )
-            return await run_cancellable(session)
+        resolved = _resolve(selection, options, settings, config, groups)
+        return await RunThread(_run(*resolved, sinks, run_id), grace=resolved[1].grace).wait_async()
+
+
+async def _run(
+    selection: Selection,
+    options: RunOptions,
+    settings: AirbyteSettings,
+    groups: dict[str, Selection],
+    sinks: Sequence[EventSink],
+    run_id: str | None,
+) -> RunResult:
+    """The run itself, on its own thread and loop (RunThread)."""
+    client = await open_client(settings)
+    async with client:
+        # The run's events as log records (through `logging`, like every library line).
+        session = await RunSession.planned(
+            client, selection, options, groups=groups, run_id=run_id, sinks=(LogSink(), *sinks)
+        )
+        return await run_cancellable(session)
 
 
 def run_syncs_blocking(
@@ -105,18 +113,9 @@ def run_syncs_blocking(
     calling thread while it waits stops the run by ``options.on_interrupt``, then is re-raised;
     a second one stops waiting for cancels. The run's sinks are called on the run's own thread.
     """
-    runner = _Background(
-        run_syncs(
-            selection,
-            options,
-            settings=settings,
-            config=config,
-            groups=groups,
-            sinks=sinks,
-            run_id=run_id,
-        )
-    )
-    return runner.wait()
+    with calling_as("python"):
+        resolved = _resolve(selection, options, settings, config, groups)
+        return RunThread(_run(*resolved, sinks, run_id), grace=resolved[1].grace).wait()
 
 
 def _resolve(
@@ -149,67 +148,3 @@ def _resolve(
         airbyte,
         {**file_groups(file), **named},
     )
-
-
-class _Background:
-    """One coroutine on a thread of its own with its own event loop, waited for here."""
-
-    def __init__(self, coro: Any) -> None:
-        self._coro = coro
-        self._done = threading.Event()
-        self._started = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[Any] | None = None
-        self._result: RunResult | None = None
-        self._error: BaseException | None = None
-        # The caller's context (log context variables, for one) goes with the run.
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(
-            target=context.run, args=(self._main,), name="airbyte-fleet run", daemon=True
-        )
-
-    def _main(self) -> None:
-        try:
-            self._result = asyncio.run(self._enter())
-        except BaseException as exc:  # handed to the waiting thread, which raises it
-            self._error = exc
-        finally:
-            self._started.set()
-            self._done.set()
-
-    async def _enter(self) -> RunResult:
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
-        self._started.set()
-        result: RunResult = await self._coro
-        return result
-
-    def wait(self) -> RunResult:
-        self._thread.start()
-        try:
-            self._done.wait()
-        except BaseException as exc:
-            self._cancel()
-            try:
-                # The run bounds its own stop by its grace period.
-                self._done.wait()
-            except BaseException:
-                # Interrupted again: the run stops waiting for its cancels, and so do we.
-                self._cancel()
-                self._done.wait(SETTLE_SECONDS)
-            # What the stop did, said on the exception the caller sees.
-            for note in getattr(self._error, "__notes__", ()):
-                exc.add_note(note)
-            raise
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
-
-    def _cancel(self) -> None:
-        self._started.wait()
-        loop, task = self._loop, self._task
-        if loop is not None and task is not None and not loop.is_closed():
-            # The loop may close in between: the run is over then.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(task.cancel)

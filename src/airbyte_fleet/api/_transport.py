@@ -18,7 +18,7 @@ import functools
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -274,34 +274,61 @@ class Transport:
             idempotent=idempotent,
             unclear=unclear,
         )
+        once = functools.partial(self._answer, send, method, url, route, idempotent, unclear)
+        # The first try outside any retry policy: nearly every request succeeds at once, and a
+        # policy's state (stamina's context, tenacity's machinery) costs more than the request's
+        # own bookkeeping. Only a try that failed in a way worth retrying enters the policy, which
+        # counts it, logs it and waits before the next, exactly as if it had been made there.
+        try:
+            return await once()
+        except Exception as exc:
+            if retry_decision(exc, idempotent=idempotent) is False:
+                raise
+            failed: Exception | None = exc
         async for attempt in self.attempts(idempotent=idempotent, what=f"{method} {route}"):
             with attempt:
-                headers = await self.auth.headers(self)
-                answer = await send(headers=headers)
-                if answer.status == 401 and await self.auth.refresh_after_401(self, headers):
-                    self.stats.replays_after_401 += 1
-                    headers = await self.auth.headers(self)
-                    answer = await send(headers=headers)
-                if not 200 <= answer.status < 300:
-                    raise self.error(answer, method, url, route)
-                try:
-                    return json.loads(answer.body) if answer.body else None
-                except ValueError:
-                    if not idempotent:
-                        happened = f"Airbyte answered {method} {route} with a body that is not JSON"
-                        raise TriggerOutcomeUnknownError(
-                            f"{happened}; {unclear}.",
-                            happened=happened,
-                            status=answer.status,
-                            method=method,
-                        ) from None
-                    # A truncated or garbled body on a read is worth another try.
-                    raise ServerError(
-                        f"Airbyte answered {method} {route} with a body that is not JSON.",
-                        status=502,
-                        method=method,
-                    ) from None
+                if failed is not None:
+                    first, failed = failed, None
+                    raise first
+                return await once()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _answer(
+        self,
+        send: Callable[..., Awaitable[Answer]],
+        method: str,
+        url: str,
+        route: str,
+        idempotent: bool,
+        unclear: str,
+    ) -> Any:
+        """One authenticated try (a 401 replayed once with a fresh token): its JSON body, or the
+        error its answer means."""
+        headers = await self.auth.headers(self)
+        answer = await send(headers=headers)
+        if answer.status == 401 and await self.auth.refresh_after_401(self, headers):
+            self.stats.replays_after_401 += 1
+            headers = await self.auth.headers(self)
+            answer = await send(headers=headers)
+        if not 200 <= answer.status < 300:
+            raise self.error(answer, method, url, route)
+        try:
+            return json.loads(answer.body) if answer.body else None
+        except ValueError:
+            if not idempotent:
+                happened = f"Airbyte answered {method} {route} with a body that is not JSON"
+                raise TriggerOutcomeUnknownError(
+                    f"{happened}; {unclear}.",
+                    happened=happened,
+                    status=answer.status,
+                    method=method,
+                ) from None
+            # A truncated or garbled body on a read is worth another try.
+            raise ServerError(
+                f"Airbyte answered {method} {route} with a body that is not JSON.",
+                status=502,
+                method=method,
+            ) from None
 
     async def send(
         self,
