@@ -85,11 +85,13 @@ class SimSpec:
     sync_seconds: tuple[float, float]
     workspaces: int = 1
     seed: int = 1
+    # Another build's airbyte-fleet to run the simulator from (sim_load.py --simulator).
+    simulator: Path | None = None
 
     def argv(self) -> list[str]:
         low, high = self.sync_seconds
         return [
-            str(FLEET),
+            str(self.simulator or FLEET),
             "simulate",
             "--host",
             "127.0.0.1",
@@ -125,8 +127,12 @@ class SimProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self.root = ""
         self.cpu_s: float | None = None
+        self.max_rss_mb: float | None = None
+        self.start_s: float | None = None
 
-    def start(self, timeout: float = 60.0) -> str:
+    # Seeding 100,000 connections takes seconds (more on a busy machine).
+    def start(self, timeout: float = 180.0) -> str:
+        started = time.perf_counter()
         with self._out_path.open("wb") as out, self._err_path.open("wb") as err:
             self._proc = subprocess.Popen(
                 self.spec.argv(), stdout=out, stderr=err, env=clean_env(), start_new_session=True
@@ -137,6 +143,7 @@ class SimProcess:
             match = re.search(r"listening on (\S+)", text)
             if match:
                 self.root = match.group(1)
+                self.start_s = time.perf_counter() - started
                 return self.root
             if self._proc.poll() is not None:
                 break
@@ -150,9 +157,27 @@ class SimProcess:
     def api(self) -> str:
         return f"{self.root}/api/public/v1"
 
-    def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = _get_json(f"{self.root}/_simulator/stats")
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def stats(self, *, jobs: bool = True) -> dict[str, Any]:
+        """The simulator's counts; ``jobs=False`` leaves out every job's view (25 MB at 100,000
+        jobs; a simulator older than that flag sends them anyway)."""
+        query = "" if jobs else "?jobs=false"
+        result: dict[str, Any] = _get_json(f"{self.root}/_simulator/stats{query}")
         return result
+
+    def cpu_now(self) -> float:
+        """CPU seconds (user + system) the simulator has used so far, from /proc."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def rss_mb(self) -> tuple[float, float]:
+        """Resident memory now and at its peak (VmRSS, VmHWM), in MB."""
+        return proc_memory_mb(self.pid)
 
     def token(self) -> str:
         body = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
@@ -179,6 +204,7 @@ class SimProcess:
             _, status, usage = _wait4(proc.pid, timeout=15.0)
             proc.returncode = os.waitstatus_to_exitcode(status)
             self.cpu_s = usage.ru_utime + usage.ru_stime
+            self.max_rss_mb = usage.ru_maxrss / 1024  # KiB on Linux
         except TimeoutError:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -190,6 +216,16 @@ class SimProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def proc_memory_mb(pid: int) -> tuple[float, float]:
+    """A live process's resident memory now and at its peak (VmRSS, VmHWM), in MB."""
+    found = {"VmRSS": math.nan, "VmHWM": math.nan}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in found:
+            found[name] = int(value.split()[0]) / 1024  # kB
+    return found["VmRSS"], found["VmHWM"]
 
 
 def request_delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, int]:

@@ -59,7 +59,7 @@ ParamValue = str | int | bool | datetime | Sequence[str] | None
 
 PAGE_LIMIT = 100  # the API's maximum page size
 # Connection pages asked for at once: a list of connections hardly moves while it is read.
-CONNECTION_PAGES_AHEAD = 8
+CONNECTION_PAGES_AHEAD = 4
 JOB_PAGE_OVERLAP = 10  # see _job_overlap: some job lists move towards earlier pages while read
 # A page that brings nothing new is read past (see _pages); this many in a row means the list does
 # not advance: the server ignores `offset`, or the list changes faster than it can be read.

@@ -9,6 +9,7 @@ recorded for tests and the spec check. The control routes (``_control``) bypass 
 from __future__ import annotations
 
 import logging
+import time
 from email.utils import formatdate
 from typing import Any
 
@@ -97,6 +98,7 @@ async def _api(request: web.Request) -> web.StreamResponse:
         body=body,
     )
     dropped = False
+    cpu_started = time.process_time()
     try:
         response = await _process(state, request, call, route)
     except ProblemError as exc:
@@ -113,6 +115,13 @@ async def _api(request: web.Request) -> web.StreamResponse:
         # The server's own clock, as Airbyte's Date header would carry it: clients that filter by
         # time (updatedAtStart) calibrate against it, so it must agree with the job timestamps.
         response.headers["Date"] = formatdate(state.clock.now(), usegmt=True)
+    # One event loop: the process's CPU time across the handler is the handler's, except
+    # while a slow POST sleeps, when other requests' CPU is counted here too.
+    state.answered(
+        request.method, route, 0 if dropped else response.status, time.process_time() - cpu_started
+    )
+    if not state.record_exchanges:
+        return response
     state.record(
         Exchange(
             method=request.method,

@@ -293,6 +293,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "airbyte-fleet simula
         print(f"{prog}: {exc}; see '{prog} --help'.", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_serve(Simulator(options), args.host, args.port))
+        # Nothing in another process can read recorded exchanges; the counts stay in stats.
+        simulator = Simulator(options, record_exchanges=False)
+        return asyncio.run(_serve(simulator, args.host, args.port))
     except KeyboardInterrupt:  # pragma: no cover - signal arrived before handlers were set
         return 0

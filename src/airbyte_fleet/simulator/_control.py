@@ -38,7 +38,8 @@ def _control_error(status: int, message: str) -> web.Response:
 
 
 async def _stats(request: web.Request) -> web.Response:
-    return json_response(200, request.app[STATE_KEY].stats())
+    jobs = request.query.get("jobs", "true").lower() != "false"
+    return json_response(200, request.app[STATE_KEY].stats(jobs=jobs))
 
 
 async def _set_faults(request: web.Request) -> web.Response:

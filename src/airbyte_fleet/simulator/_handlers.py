@@ -362,6 +362,7 @@ async def list_jobs(state: SimState, call: Call) -> web.Response:
         updated_end=updated_end,
         order_by=order_field,
         descending=descending,
+        first=offset + limit,
     )
     # Only these filters survive into Airbyte's links (JobsResponseMapper); status and
     # dates are lost, which is why clients should compute offsets themselves.

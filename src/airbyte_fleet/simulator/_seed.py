@@ -8,7 +8,6 @@ and demos can rely on ids and names. Jobs are not seeded here: they come from re
 from __future__ import annotations
 
 import random
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +77,11 @@ _SCHEDULES: tuple[dict[str, str], ...] = (
 )
 
 
+# RFC 4122 variant (10xx) and version 4, as uuid.UUID(version=4) sets them.
+_UUID_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID_SET = (0x8000 << 48) | (4 << 76)
+
+
 @dataclass(frozen=True)
 class SeedData:
     """Public JSON views: ``WorkspaceResponse`` and ``ConnectionResponse`` objects, in order."""
@@ -87,12 +91,22 @@ class SeedData:
 
 
 def _uuid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    # What str(uuid.UUID(int=..., version=4)) gives, without building the object: a third of
+    # the time of seeding 100,000 connections went there.
+    value = rng.getrandbits(128)
+    value = (value & _UUID_CLEAR) | _UUID_SET
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def generate(options: SimulatorOptions) -> SeedData:
     """The workspaces and connections of ``options``; the last ``inactive_connections`` are
-    ``inactive``, and connections go round the workspaces in turn."""
+    ``inactive``, and connections go round the workspaces in turn.
+
+    Connections share their unchanging parts (tags, schedules, streams): 100,000 of them would
+    otherwise hold 2.5 KB of small dicts each. Only a connection's ``status`` is ever changed
+    in place.
+    """
     rng = random.Random(options.seed)
     workspaces: list[dict[str, Any]] = []
     tags: dict[str, list[dict[str, str]]] = {}
@@ -120,8 +134,9 @@ def generate(options: SimulatorOptions) -> SeedData:
             for name, color in _TAGS
         ]
     first_inactive = options.connections - options.inactive_connections
+    streams: dict[tuple[str, str, bool], dict[str, Any]] = {}
     connections = [
-        _connection(rng, index, workspaces, tags, inactive=index >= first_inactive)
+        _connection(rng, index, workspaces, tags, streams, inactive=index >= first_inactive)
         for index in range(options.connections)
     ]
     return SeedData(workspaces=workspaces, connections=connections)
@@ -132,6 +147,7 @@ def _connection(
     index: int,
     workspaces: list[dict[str, Any]],
     tags: dict[str, list[dict[str, str]]],
+    shared_streams: dict[tuple[str, str, bool], dict[str, Any]],
     *,
     inactive: bool,
 ) -> dict[str, Any]:
@@ -143,13 +159,17 @@ def _connection(
     streams: list[dict[str, Any]] = []
     for name in rng.sample(_STREAMS, rng.randint(1, 4)):
         mode = rng.choice(_SYNC_MODES)
-        stream: dict[str, Any] = {"name": name, "syncMode": mode}
-        if source in ("Postgres", "MySQL"):
-            stream["namespace"] = "public"
-        if mode.startswith("incremental"):
-            stream["cursorField"] = ["updated_at"]
-        if mode == "incremental_deduped_history":
-            stream["primaryKey"] = [["id"]]
+        key = (name, mode, source in ("Postgres", "MySQL"))
+        stream = shared_streams.get(key)
+        if stream is None:
+            stream = {"name": name, "syncMode": mode}
+            if key[2]:
+                stream["namespace"] = "public"
+            if mode.startswith("incremental"):
+                stream["cursorField"] = ["updated_at"]
+            if mode == "incremental_deduped_history":
+                stream["primaryKey"] = [["id"]]
+            shared_streams[key] = stream
         streams.append(stream)
     return {
         "connectionId": _uuid(rng),
@@ -158,10 +178,10 @@ def _connection(
         "destinationId": _uuid(rng),
         "workspaceId": workspace_id,
         "status": "inactive" if inactive else "active",
-        "schedule": dict(rng.choice(_SCHEDULES)),
+        "schedule": rng.choice(_SCHEDULES),
         "nonBreakingSchemaUpdatesBehavior": "ignore",
         "namespaceDefinition": "destination",
         "configurations": {"streams": streams},
         "createdAt": _CONNECTIONS_EPOCH + rng.randrange(180 * 86_400),
-        "tags": [dict(tag) for tag in chosen_tags],
+        "tags": chosen_tags,
     }

@@ -25,8 +25,19 @@ _SHUTDOWN_GRACE_SECONDS = 1.0
 class Simulator:
     """A local Airbyte public API. Use from the event loop that serves it (not thread-safe)."""
 
-    def __init__(self, options: SimulatorOptions | None = None, clock: Clock | None = None) -> None:
-        self._state = SimState(options or SimulatorOptions(), clock or RealClock())
+    def __init__(
+        self,
+        options: SimulatorOptions | None = None,
+        clock: Clock | None = None,
+        *,
+        record_exchanges: bool = True,
+    ) -> None:
+        """``record_exchanges=False`` keeps no ``exchanges`` (nor ``posts_for``): a simulator
+        steered from another process, which can read neither, serves 100,000 syncs without
+        holding every request and answer."""
+        self._state = SimState(
+            options or SimulatorOptions(), clock or RealClock(), record_exchanges=record_exchanges
+        )
         self._runner: web.AppRunner | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -92,7 +103,8 @@ class Simulator:
 
     @property
     def exchanges(self) -> list[Exchange]:
-        """Every recorded exchange in completion order (the live list)."""
+        """Every recorded exchange in completion order (the live list; stays empty when built
+        with ``record_exchanges=False``)."""
         return self._state.exchanges
 
     def count(self, method: str, route: str) -> int:

@@ -13,6 +13,7 @@ import heapq
 import itertools
 import math
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ._timeline import Job, Plan, attempt_timeline
@@ -41,8 +42,14 @@ class SlotScheduler:
     ``settle(now)`` applies every hand-over due up to ``now``; it is cheap when none is.
     """
 
-    def __init__(self, slots: int) -> None:
+    def __init__(
+        self,
+        slots: int,
+        on_events: Callable[[Job, Sequence[tuple[float, str]]], None] | None = None,
+    ) -> None:
+        """``on_events`` hears of every status change appended to a job's timeline."""
         self._slots = slots
+        self._on_events = on_events
         self._busy = 0
         self._seq = itertools.count()
         self._ready: list[tuple[float, int, _Slotted]] = []  # heap of pending jobs
@@ -92,7 +99,7 @@ class SlotScheduler:
                 elif self._busy < self._slots:
                     self._start(record, at)
                 else:
-                    record.job.events.append((at, "queued"))
+                    self._append(record.job, [(at, "queued")])
                     self._waiting.append(record)
 
     def _fill(self, at: float) -> None:
@@ -105,8 +112,13 @@ class SlotScheduler:
 
     def _start(self, record: _Slotted, at: float) -> None:
         events, spans = attempt_timeline(at, record.plan)
-        record.job.events.extend(events)
+        self._append(record.job, events)
         record.job.running_spans = spans
         record.slot_end = events[-1][0]
         self._busy += 1
         heapq.heappush(self._ends, (record.slot_end, record.seq, record))
+
+    def _append(self, job: Job, events: Sequence[tuple[float, str]]) -> None:
+        job.events.extend(events)
+        if self._on_events is not None:
+            self._on_events(job, events)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 from aiohttp import web
@@ -21,15 +21,24 @@ __all__ = ["STATE_KEY", "SimState"]
 
 
 class SimState:
-    def __init__(self, options: SimulatorOptions, clock: Clock) -> None:
+    def __init__(
+        self, options: SimulatorOptions, clock: Clock, *, record_exchanges: bool = True
+    ) -> None:
         self.options = options
         self.clock = clock
         self.world = World(options)
         self.faults: Faults = options.initial_faults()
         self.tokens = TokenStore(clock, options.token_ttl)
+        # Each exchange keeps its headers and bodies: about 2 KB a trigger and 25 KB a page of
+        # jobs, which a simulator serving 100,000 syncs to another process need not hold.
+        self.record_exchanges = record_exchanges
         self.exchanges: list[Exchange] = []
         self.request_counts: Counter[tuple[str, str]] = Counter()
+        self.handler_cpu: defaultdict[tuple[str, str], float] = defaultdict(float)
         self.token_requests = 0
+        # When the first trigger was answered (clock time): a benchmark measures a client's
+        # start-up to its first trigger from it, whatever the client logs.
+        self.first_job_answered_at: float | None = None
         # Faults draw from their own stream so enabling one does not change the world or jobs.
         self.fault_rng = random.Random(f"faults:{options.seed}")
         # A separate stream again, so adding malformed bodies left older fault sequences as
@@ -43,6 +52,18 @@ class SimState:
         # request Airbyte received (and the job it created is real).
         if route is not None:
             self.request_counts[(method, route)] += 1
+
+    def answered(self, method: str, route: str | None, status: int, cpu_s: float) -> None:
+        if route is None:
+            return
+        self.handler_cpu[(method, route)] += cpu_s
+        if (
+            self.first_job_answered_at is None
+            and method == "POST"
+            and route == "/jobs"
+            and status == 200
+        ):
+            self.first_job_answered_at = self.clock.now()
 
     def record(self, exchange: Exchange) -> None:
         self.exchanges.append(exchange)
@@ -75,14 +96,26 @@ class SimState:
     def script(self, connection_id: str, script: JobScript) -> int:
         return self.world.queue_script(connection_id, script)
 
-    def stats(self) -> dict[str, Any]:
-        return {
+    def stats(self, *, jobs: bool = True) -> dict[str, Any]:
+        """Counts for a harness in another process; ``jobs=False`` leaves out the job views
+        (100,000 of them are a 25 MB answer)."""
+        stats: dict[str, Any] = {
             "requests": {
                 f"{method} {route}": n for (method, route), n in sorted(self.request_counts.items())
             },
+            # CPU seconds spent in each route's handler (auth and faults included; the HTTP
+            # parsing and writing around it not).
+            "handler_cpu_s": {
+                f"{method} {route}": round(cpu, 6)
+                for (method, route), cpu in sorted(self.handler_cpu.items())
+            },
             "token_requests": self.token_requests,
-            "jobs": self.job_views(),
+            "jobs_created": self.world.job_count(),
+            "first_job_answered_at": self.first_job_answered_at,
         }
+        if jobs:
+            stats["jobs"] = self.job_views()
+        return stats
 
 
 def _same_uuid(value: str) -> str:

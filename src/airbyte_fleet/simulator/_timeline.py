@@ -112,7 +112,7 @@ def attempt_timeline(
     return events, spans
 
 
-@dataclass
+@dataclass(slots=True)
 class Job:
     """One job and its planned timeline (absolute clock times, in order).
 
