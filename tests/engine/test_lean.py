@@ -179,3 +179,32 @@ async def test_per_job_polling_reads_a_bounded_number_at_once(make_sim: SimFacto
         ).run(plan)
     assert builder.result.counts["succeeded"] == total
     assert 1 < most <= PER_JOB_READS
+
+
+async def test_few_jobs_are_read_when_per_job_polling_would_read_them(
+    make_sim: SimFactory,
+) -> None:
+    """With few jobs, a batched tick comes when per-job polling would read each (registration +
+    k intervals, and once soon after the trigger), those due within a short lag sharing it; with
+    many, the ticks keep a fixed beat."""
+    sim, root = await make_sim(connections=3, sync_seconds=(60, 60))
+    now = [100.0]
+    async with client_for(root) as client:
+        watcher = BatchedWatcher(client, 5.0, stop=anyio.Event(), clock=lambda: now[0])
+        jobs = [await client.create_job(c["connectionId"]) for c in sim.connections]
+        for offset, job in zip((0.0, 0.1, 0.2), jobs, strict=True):
+            now[0] = 100.0 + offset
+            watcher.watch(job, lambda _: None, workspace_id=sim.connections[0]["workspaceId"])
+        lag = 0.5
+        # First the quick read after the first trigger (5 s / 4), then each job's own interval.
+        assert watcher._next_tick() == pytest.approx(100.0 + 1.25 + lag)
+        watcher._served(101.75)
+        watcher._last_tick = 101.75
+        assert watcher._next_tick() == pytest.approx(105.0 + lag)
+        watcher._served(105.5)  # every job was due by then: one tick for the three
+        watcher._last_tick = 105.5
+        assert watcher._next_tick() == pytest.approx(110.0 + lag)
+        # Many jobs: the beat, whatever their times.
+        for n in range(300):
+            watcher._watches[10_000 + n] = watcher._watches[jobs[0].job_id]
+        assert watcher._next_tick() == pytest.approx(105.5 + 5.0)

@@ -189,10 +189,15 @@ class _Watch:
     workspace_id: str
     registered_at: datetime
     last_seen: float
+    # When per-job polling would read it next (its registration + k intervals), and its first,
+    # quick read (None once done): with few jobs, ticks follow these (see BatchedWatcher.run).
+    due: float = 0.0
+    quick: float | None = None
 
 
-# At most this many jobs watched since the last tick bring the next one forward (see run()).
-QUICK_TICK_MAX = 200
+# With at most this many jobs watched (a tick is then a page per workspace), ticks follow the
+# jobs' own polling times; with more, they keep a fixed beat (see BatchedWatcher.run).
+ALIGNED_MAX = 200
 MISSES_BEFORE_FALLBACK = 3
 # Ticks in a row whose list failed on the server's side (5xx, after the client's own retries).
 LIST_FAILURES_BEFORE_FALLBACK = 3
@@ -229,8 +234,10 @@ class BatchedWatcher:
         self._since: dict[str, datetime] = {}
         self._fallback: dict[str, str] = {}
         self._per_job = PerJobWatcher(client, interval, stop=stop, rng=self._rng, clock=clock)
-        # Jobs watched since the last tick.
-        self._fresh = 0
+        self._woken = anyio.Event()
+        self._last_tick = clock()
+        # How long a tick waits after the first job due for the others due just after it.
+        self._lag = min(0.5, interval / 10)
         self._slowdown = 1.0
         self._misses: dict[str, int] = {}
         self._list_failures: dict[str, int] = {}
@@ -254,10 +261,18 @@ class BatchedWatcher:
         if not workspace_id or workspace_id in self._fallback:
             self._per_job.watch(job, on_news)
             return
+        now = self._clock()
         self._watches[job.job_id] = _Watch(
-            job, on_news, workspace_id, self._client.server_now(), self._clock()
+            job,
+            on_news,
+            workspace_id,
+            self._client.server_now(),
+            now,
+            due=now + self._interval,
+            quick=now + max(1.0, self._interval / 4),
         )
-        self._fresh += 1
+        if len(self._watches) <= ALIGNED_MAX:
+            self._woken.set()  # the next tick may be due sooner than the loop planned
 
     def unwatch(self, job_id: int) -> None:
         self._watches.pop(job_id, None)
@@ -267,22 +282,52 @@ class BatchedWatcher:
         async with anyio.create_task_group() as tg:
             # Jobs of workspaces that fell back (or had none to batch by) are read one by one.
             tg.start_soon(self._per_job.run)
+            tg.start_soon(self._wake_on_stop)
             while not self._stop.is_set():
-                # On the beat: one list per workspace whatever the number of jobs, so nothing is
-                # gained by spreading ticks out, and a change waits at most one interval.
-                delay = self._interval * self._slowdown
-                if 0 < self._fresh <= QUICK_TICK_MAX:
-                    # A few jobs were just triggered: their first transitions come quickly, and
-                    # reading them soon costs a page. Thousands at once would cost dozens of pages
-                    # a quick tick, for transitions the tick on the beat reads anyway.
-                    delay = min(delay, max(1.0, self._interval / 4))
-                self._fresh = 0
-                with anyio.move_on_after(delay):
-                    await self._stop.wait()
-                if self._stop.is_set():
-                    break
+                at = self._next_tick()
+                delay = at - self._clock()
+                if delay > 0:
+                    self._woken = anyio.Event()
+                    with anyio.move_on_after(delay):
+                        await self._woken.wait()
+                    continue  # woken (a new job, the stop) or on time: look again
+                began = self._clock()
                 await self.tick()
+                self._last_tick = began
+                self._served(began)
             tg.cancel_scope.cancel()
+
+    async def _wake_on_stop(self) -> None:
+        await self._stop.wait()
+        self._woken.set()
+
+    def _next_tick(self) -> float:
+        """When the next tick is due.
+
+        Many jobs: on the beat, one list per workspace whatever their number, so nothing is gained
+        by spreading ticks out (and no jitter), and a change waits at most one interval. A few
+        (a tick is then a page per workspace): when per-job polling would read them, each at its
+        registration + k intervals, and once soon after it (its first transitions come quickly),
+        the jobs due within a short lag of the first sharing one tick. So batched polling sees a
+        job end no later than per-job polling would, at one request a tick instead of one a job.
+        """
+        beat = self._last_tick + self._interval * self._slowdown
+        if not self._watches:
+            return float("inf")  # nothing to list: a new job wakes the loop
+        if len(self._watches) > ALIGNED_MAX or self._slowdown > 1:
+            return beat
+        first = min(
+            min(w.due, w.quick) if w.quick is not None else w.due for w in self._watches.values()
+        )
+        return max(first + self._lag, self._last_tick + self._lag)
+
+    def _served(self, at: float) -> None:
+        """The jobs due by *at* were read: their next reads are an interval on."""
+        for watch in self._watches.values():
+            if watch.quick is not None and watch.quick <= at:
+                watch.quick = None
+            while watch.due <= at:
+                watch.due += self._interval
 
     async def tick(self) -> None:
         self.ticks += 1
