@@ -24,7 +24,6 @@ __all__ = [
     "Caller",
     "calling_as",
     "context_for",
-    "current",
     "option",
     "resume_hint",
     "selection_field",
@@ -61,10 +60,6 @@ def context_for(caller: Caller) -> contextvars.Context:
     context = contextvars.copy_context()
     context.run(_caller.set, caller)
     return context
-
-
-def current() -> Caller:
-    return _caller.get()
 
 
 def option(name: str, value: bool | str) -> str:

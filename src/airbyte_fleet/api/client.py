@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack
 
 from pydantic import SecretStr, ValidationError
 
@@ -85,6 +85,22 @@ def _param_items(params: Mapping[str, ParamValue]) -> list[tuple[str, str]]:
             # The spec's array parameters are form/explode: one key=value pair per element.
             items.extend((key, str(v)) for v in value)
     return items
+
+
+class JobFilters(TypedDict, total=False):
+    """The filters of ``GET /jobs`` (one name each, as the spec has them), shared by
+    :meth:`AirbyteClient.list_jobs_page`, :meth:`~AirbyteClient.iter_job_pages` and
+    :meth:`~AirbyteClient.list_jobs`."""
+
+    connection_id: str | None
+    workspace_ids: Sequence[str] | None
+    job_type: JobType | str | None
+    status: str | None
+    created_at_start: datetime | None
+    created_at_end: datetime | None
+    updated_at_start: datetime | None
+    updated_at_end: datetime | None
+    order_by: str | None
 
 
 class AirbyteClient:
@@ -261,49 +277,27 @@ class AirbyteClient:
         )
 
     async def list_jobs_page(
-        self,
-        *,
-        connection_id: str | None = None,
-        workspace_ids: Sequence[str] | None = None,
-        job_type: JobType | str | None = None,
-        status: str | None = None,
-        created_at_start: datetime | None = None,
-        created_at_end: datetime | None = None,
-        updated_at_start: datetime | None = None,
-        updated_at_end: datetime | None = None,
-        order_by: str | None = None,
-        limit: int = PAGE_LIMIT,
-        offset: int = 0,
+        self, *, limit: int = PAGE_LIMIT, offset: int = 0, **filters: Unpack[JobFilters]
     ) -> Page[Job]:
-        """One page of ``GET /jobs`` with every filter the spec has."""
+        """One page of ``GET /jobs`` with every filter the spec has (:class:`JobFilters`)."""
+        workspace_ids = filters.get("workspace_ids")
+        job_type = filters.get("job_type")
         params: dict[str, ParamValue] = {
-            "connectionId": connection_id,
+            "connectionId": filters.get("connection_id"),
             "workspaceIds": list(workspace_ids) if workspace_ids else None,
             "jobType": str(job_type) if job_type is not None else None,
-            "status": status,
-            "createdAtStart": created_at_start,
-            "createdAtEnd": created_at_end,
-            "updatedAtStart": updated_at_start,
-            "updatedAtEnd": updated_at_end,
-            "orderBy": order_by,
+            "status": filters.get("status"),
+            "createdAtStart": filters.get("created_at_start"),
+            "createdAtEnd": filters.get("created_at_end"),
+            "updatedAtStart": filters.get("updated_at_start"),
+            "updatedAtEnd": filters.get("updated_at_end"),
+            "orderBy": filters.get("order_by"),
             "limit": limit,
             "offset": offset,
         }
         return await self._page(Job.from_api, "job", "/jobs", params)
 
-    def iter_job_pages(
-        self,
-        *,
-        connection_id: str | None = None,
-        workspace_ids: Sequence[str] | None = None,
-        job_type: JobType | str | None = None,
-        status: str | None = None,
-        created_at_start: datetime | None = None,
-        created_at_end: datetime | None = None,
-        updated_at_start: datetime | None = None,
-        updated_at_end: datetime | None = None,
-        order_by: str | None = None,
-    ) -> AsyncIterator[tuple[Job, ...]]:
+    def iter_job_pages(self, **filters: Unpack[JobFilters]) -> AsyncIterator[tuple[Job, ...]]:
         """Every job of ``GET /jobs``, one page at a time (the filters are
         :meth:`list_jobs_page`'s): ``async for jobs in client.iter_job_pages(...)``.
 
@@ -314,23 +308,14 @@ class AirbyteClient:
         """
 
         async def page(offset: int) -> Page[Job]:
-            return await self.list_jobs_page(
-                connection_id=connection_id,
-                workspace_ids=workspace_ids,
-                job_type=job_type,
-                status=status,
-                created_at_start=created_at_start,
-                created_at_end=created_at_end,
-                updated_at_start=updated_at_start,
-                updated_at_end=updated_at_end,
-                order_by=order_by,
-                offset=offset,
-            )
+            return await self.list_jobs_page(offset=offset, **filters)
 
-        overlap = _job_overlap(order_by, status, updated_at_end)
+        overlap = _job_overlap(
+            filters.get("order_by"), filters.get("status"), filters.get("updated_at_end")
+        )
         return self._pages(page, key=_job_key, overlap=overlap, what="job")
 
-    async def list_jobs(self, **filters: Any) -> list[Job]:
+    async def list_jobs(self, **filters: Unpack[JobFilters]) -> list[Job]:
         """Every job of ``GET /jobs`` in one list, the latest copy of each (see
         :meth:`iter_job_pages`, which holds one page at a time)."""
         return await _latest(self.iter_job_pages(**filters), _job_key)

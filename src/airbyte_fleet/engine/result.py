@@ -187,16 +187,7 @@ class _Attempt:
     error: str | None = None
 
     def model(self) -> AttemptRecord:
-        return AttemptRecord.model_construct(
-            _ATTEMPT_FIELDS,
-            attempt=self.attempt,
-            job_id=self.job_id,
-            adopted=self.adopted,
-            status=self.status,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            error=self.error,
-        )
+        return AttemptRecord.model_construct(_ATTEMPT_FIELDS, **self.data())
 
     def data(self) -> dict[str, Any]:
         # In AttemptRecord's field order: the JSON document is the model's, key for key.
@@ -238,50 +229,35 @@ class _Sync:
         return (jobs,) if isinstance(jobs, _Attempt) else jobs
 
     def model(self) -> SyncResult:
-        history = self.history
-        return SyncResult.model_construct(
-            _SYNC_FIELDS,
-            connection_id=self.connection_id,
-            connection_name=self.connection_name,
-            workspace_id=self.workspace_id,
-            job_id=self.job_id,
-            job_type=self.job_type,
-            attempts=len(history),
-            outcome=self.outcome,
-            status=self.status,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            duration_s=self.duration_s,
-            rows_synced=self.rows_synced,
-            bytes_synced=self.bytes_synced,
-            error=self.error,
-            history=[a.model() for a in history],
-        )
+        fields = self._fields()
+        fields["history"] = [a.model() for a in self.history]
+        return SyncResult.model_construct(_SYNC_FIELDS, **fields)
 
     def json(self) -> bytes:
         """The sync's JSON at indent 2, as :class:`SyncResult` writes it (no model made: pydantic
         writes a dict's datetimes, floats and texts exactly as it writes the model's fields)."""
-        history = self.history
-        return to_json(
-            {
-                "connection_id": self.connection_id,
-                "connection_name": self.connection_name,
-                "workspace_id": self.workspace_id,
-                "job_id": self.job_id,
-                "job_type": self.job_type,
-                "attempts": len(history),
-                "outcome": self.outcome,
-                "status": self.status,
-                "started_at": self.started_at,
-                "finished_at": self.finished_at,
-                "duration_s": self.duration_s,
-                "rows_synced": self.rows_synced,
-                "bytes_synced": self.bytes_synced,
-                "error": self.error,
-                "history": [a.data() for a in history],
-            },
-            indent=2,
-        )
+        fields = self._fields()
+        fields["history"] = [a.data() for a in self.history]
+        return to_json(fields, indent=2)
+
+    def _fields(self) -> dict[str, Any]:
+        # In SyncResult's field order: the JSON document is the model's, key for key.
+        return {
+            "connection_id": self.connection_id,
+            "connection_name": self.connection_name,
+            "workspace_id": self.workspace_id,
+            "job_id": self.job_id,
+            "job_type": self.job_type,
+            "attempts": len(self.history),
+            "outcome": self.outcome,
+            "status": self.status,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_s": self.duration_s,
+            "rows_synced": self.rows_synced,
+            "bytes_synced": self.bytes_synced,
+            "error": self.error,
+        }
 
 
 @dataclass(slots=True)

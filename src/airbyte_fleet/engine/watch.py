@@ -117,9 +117,6 @@ class PerJobWatcher:
     def unwatch(self, job_id: int) -> None:
         self._watches.pop(job_id, None)
 
-    def watching(self, job_id: int) -> bool:
-        return job_id in self._watches
-
     async def run(self) -> None:
         slots = anyio.Semaphore(PER_JOB_READS)
         async with anyio.create_task_group() as tg:

@@ -108,7 +108,9 @@ class RunThread(Generic[T]):
             while not self._done.wait(WAKE_S):
                 pass
         except BaseException as exc:
-            self._interrupted(exc, self._settle)
+            self._cancel()
+            self._settle()
+            self._add_notes(exc)
             raise
         return self._outcome()
 
@@ -168,11 +170,6 @@ class RunThread(Generic[T]):
                     self._cancel()
 
     # ----------------------------------------------------------------- shared
-
-    def _interrupted(self, exc: BaseException, settle: Any) -> None:
-        self._cancel()
-        settle()
-        self._add_notes(exc)
 
     def _add_notes(self, exc: BaseException) -> None:
         """What the stop did (the run's note), said on the exception the caller sees."""
