@@ -18,6 +18,7 @@ from airbyte_fleet._logging import reset_logging
 from airbyte_fleet._redact import forget_secrets
 from airbyte_fleet.api import AirbyteClient, ClientCredentials, plan_url
 from airbyte_fleet.simulator import Simulator, SimulatorOptions
+from postgres import Databases, server_url
 from spec_files import SpecDirError, spec_source
 from spec_validation import get_validator
 
@@ -169,3 +170,18 @@ async def misbehaving_proxy(
     finally:
         await runner.cleanup()
         await session.close()
+
+
+@pytest.fixture(scope="session")
+def databases() -> Iterator[Databases]:
+    """Fresh PostgreSQL databases for this session (see tests/postgres.py), dropped at its end."""
+    made = Databases(server_url())
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def pg_url(databases: Databases) -> str:
+    """The URL of a new, empty PostgreSQL database (skipped, or failed under CI=true, without
+    a server)."""
+    return databases.new()
