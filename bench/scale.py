@@ -26,6 +26,12 @@ Prints Markdown tables and writes ``bench/out/scale.json`` (and ``scale.md``).
 ``--compare PATH`` also runs every case with another build's ``airbyte-fleet`` (say, a clone of
 the commit before a change, set up with ``make setup``), the two alternating case by case, so a
 before/after ratio comes from one run on one (noisy) machine.
+
+``--database-url URL`` runs every case with the PostgreSQL run store instead of the SQLite
+journal (``airbyte-fleet run --database-url URL``; every build run must offer the flag). Each run
+adds its rows to that database, so give each benchmark a fresh, empty one.
+
+    .venv/bin/python bench/scale.py --database-url postgresql://postgres@127.0.0.1:5432/fleet_scale
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -45,6 +52,7 @@ from _common import (
     OUT,
     SimProcess,
     SimSpec,
+    clean_env,
     fleet_env,
     fleet_poll_modes,
     fleet_result,
@@ -101,6 +109,7 @@ class Case:
     seed: int = 1
     fleet: Path = FLEET
     build: str = "this"
+    database_url: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -109,8 +118,13 @@ class Case:
         return SimSpec(size.syncs, size.sync_seconds, size.workspaces, self.seed)
 
     @property
+    def store(self) -> str:
+        return "postgresql" if self.database_url else "sqlite"
+
+    @property
     def label(self) -> str:
-        return f"{self.size.name} / {self.mode or 'default polling'} / {self.build}"
+        label = f"{self.size.name} / {self.mode or 'default polling'} / {self.build}"
+        return f"{label} / {self.store}" if self.database_url else label
 
 
 def _log_times(stderr: Path) -> tuple[float | None, float | None]:
@@ -160,6 +174,8 @@ def run_case(case: Case) -> dict[str, Any]:
         ]
         if case.mode:
             argv += ["--poll-mode", case.mode]
+        if case.database_url:
+            argv += ["--database-url", case.database_url]
         usage = run_measured(
             argv,
             env=fleet_env(sim),
@@ -182,6 +198,7 @@ def run_case(case: Case) -> dict[str, Any]:
         "case": size.name,
         "build": case.build,
         "poll_mode": case.mode,
+        "store": case.store,
         "connections": size.syncs,
         "workspaces": size.workspaces,
         "sync_seconds": list(size.sync_seconds),
@@ -331,6 +348,7 @@ def report(results: Sequence[Mapping[str, Any]]) -> str:
         "case",
         "build",
         "polling",
+        "store",
         "ok",
         "wall s",
         "in-run s",
@@ -348,6 +366,7 @@ def report(results: Sequence[Mapping[str, Any]]) -> str:
             f"{r['workspaces']} ws, poll {r['poll_interval_s']:g} s",
             r.get("build", "this"),
             r["poll_mode"] or "default",
+            r.get("store", "sqlite"),
             f"{r['succeeded']:,}",
             r["wall_s"],
             r["in_run_s"],
@@ -389,6 +408,18 @@ def report(results: Sequence[Mapping[str, Any]]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def offers_database_url(fleet: Path) -> bool:
+    """Whether *fleet*'s ``run --help`` lists ``--database-url``."""
+    help_text = subprocess.run(
+        [str(fleet), "run", "--help"],
+        capture_output=True,
+        text=True,
+        env=clean_env({"COLUMNS": "200"}),
+        check=False,
+    ).stdout
+    return "--database-url" in help_text
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -436,7 +467,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PATH",
         help="another build's airbyte-fleet executable, run case by case beside this one",
     )
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="run every case with the PostgreSQL run store at URL (a fresh, empty database); "
+        "default: the SQLite journal in each case's state directory",
+    )
     args = parser.parse_args(argv)
+    if args.database_url:
+        # Measured with SQLite, a build without the flag would only look like a PostgreSQL row.
+        for fleet in [FLEET, *([args.compare] if args.compare is not None else [])]:
+            if not offers_database_url(fleet):
+                print(
+                    f"{fleet} run does not offer --database-url; leave --database-url out, or "
+                    "compare with a build that has it",
+                    file=sys.stderr,
+                )
+                return 2
 
     offered = fleet_poll_modes()
     wanted = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -450,13 +497,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for n in args.sizes
     ]
-    cases = [Case(size, mode, args.seed) for size in sizes for mode in modes]
+    cases = [
+        Case(size, mode, args.seed, database_url=args.database_url or None)
+        for size in sizes
+        for mode in modes
+    ]
     if args.compare is not None:
         cases = [
             c
             for case in cases
             for c in (
-                Case(case.size, case.mode, case.seed, args.compare, "compared"),
+                Case(
+                    case.size,
+                    case.mode,
+                    case.seed,
+                    args.compare,
+                    "compared",
+                    database_url=case.database_url,
+                ),
                 case,
             )
         ]

@@ -65,7 +65,9 @@ class Databases:
         self.require()
         name = f"{self._prefix}_{next(self._numbers)}"
         with psycopg.connect(self.server, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+            )
         self._made.append(name)
         return _with_database(self.server, name)
 

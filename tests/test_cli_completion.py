@@ -71,8 +71,30 @@ def _bash_complete(line: str, tmp_path: Path) -> list[str]:
     [
         (
             "airbyte-fleet ",
-            ["connections", "run", "serve", "schedules", "runs", "simulate", "completion"],
+            [
+                "connections",
+                "run",
+                "serve",
+                "schedules",
+                "runs",
+                "migrate",
+                "simulate",
+                "completion",
+            ],
         ),
+        (
+            "airbyte-fleet migrate --",
+            [
+                "--database-url",
+                "--state-dir",
+                "--config",
+                "--output",
+                "--log-format",
+                "--log-level",
+                "--help",
+            ],
+        ),
+        ("airbyte-fleet run --lea", ["--lease"]),
         ("airbyte-fleet run --ret", ["--retries", "--retry-backoff"]),  # generated from RunOptions
         ("airbyte-fleet run --poll-mode ", ["auto", "batched", "per-job"]),
         ("airbyte-fleet --log-level ", ["debug", "info", "warning", "error"]),
@@ -115,7 +137,7 @@ def test_fish_completes_commands_and_flags_with_their_help(tmp_path: Path) -> No
     commands = complete("airbyte-fleet ")
     assert commands["run"] == "trigger syncs, follow each to its end, report once"
     assert set(commands) == {
-        "connections", "run", "serve", "schedules", "runs", "simulate", "completion"
+        "connections", "run", "serve", "schedules", "runs", "migrate", "simulate", "completion"
     }  # fmt: skip
     flags = complete("airbyte-fleet run --ret")
     assert set(flags) == {"--retries", "--retry-backoff"}

@@ -149,11 +149,21 @@ def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParse
 def test_every_parser_refuses_abbreviations() -> None:
     # The simulator's flags included: `airbyte-fleet simulate` hands over to its own parser.
     parsers = list(_parsers(build_parser(simulate_flags=True)))
-    assert len(parsers) == 9  # the top level, seven commands, `runs show`
+    assert len(parsers) == 10  # the top level, eight commands, `runs show`
     assert all(p.allow_abbrev is False for p in parsers)
 
 
 # ----------------------------------------------------------------------------- help text
+
+
+def test_the_store_flags_name_the_variables_the_settings_read() -> None:
+    # Spelt out in the parser so that `runs --help` loads no pydantic: held equal here.
+    from airbyte_fleet.cli import parser
+    from airbyte_fleet.config import DATABASE_URL_ENV, LEASE_ENV, StoreSettings
+
+    assert parser.DATABASE_URL_ENV == DATABASE_URL_ENV
+    assert parser.LEASE_ENV == LEASE_ENV
+    assert StoreSettings.model_fields["lease"].default == parser.DEFAULT_LEASE
 
 
 def test_every_command_and_flag_has_help() -> None:

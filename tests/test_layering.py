@@ -91,6 +91,26 @@ def _imports(where: str) -> set[str]:
                 "airbyte_fleet.sinks",
             ),
         ),
+        # Coordination keeps who runs what (leases, the queue, claims): no run logic, no HTTP, no
+        # screen; it reads the journal's schema (one database) and answers the engine's hook.
+        (
+            "coordination",
+            (
+                "airbyte_fleet.engine.run",
+                "airbyte_fleet.engine._core",
+                "airbyte_fleet.engine.trigger",
+                "airbyte_fleet.engine.follow",
+                "airbyte_fleet.engine.plan",
+                "airbyte_fleet.engine.watch",
+                "airbyte_fleet.engine.result",
+                "airbyte_fleet.api",
+                "airbyte_fleet.runner",
+                "airbyte_fleet.cli",
+                "airbyte_fleet.service",
+                "airbyte_fleet.sinks",
+                "aiohttp",
+            ),
+        ),
         # The run's home serves the CLI and the worker; it knows neither.
         ("runner", ("airbyte_fleet.cli", "airbyte_fleet.service", "aiohttp.web")),
         # Sinks render events; they do not run anything.

@@ -275,9 +275,9 @@ async def test_a_secret_echoed_by_airbyte_is_masked_in_every_record(
     async with misbehaving_proxy(root, rewrite, before=before) as proxied:
         result = await _run(monkeypatch, proxied)
     assert result.ok
-    retries = records.named("airbyte_retry")
-    assert len(retries) == 2  # the echo was logged, once per try
-    assert all("client_secret" in fields(r)["reason"] for r in retries)
+    # The echo was logged, once per try (a loaded machine may add a retry of its own).
+    retries = [r for r in records.named("airbyte_retry") if "client_secret" in fields(r)["reason"]]
+    assert len(retries) == 2
     assert all("***" in fields(r)["reason"] for r in retries)
     # A value the per-field masking does not look into (a list) is masked in the message too.
     get_logger("airbyte_fleet.test").warning("nested", values=[SECRET, {"s": SECRET}])

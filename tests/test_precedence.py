@@ -21,6 +21,7 @@ from airbyte_fleet.cli import main
 from airbyte_fleet.cli.commands import COMMANDS
 from airbyte_fleet.cli.parser import build_parser
 from airbyte_fleet.config import AirbyteSettings
+from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.service import ServeOptions, launch
 from airbyte_fleet.settings_file import load_file_config
 from conftest import SimFactory
@@ -386,3 +387,111 @@ def test_the_example_config_is_found_and_copied_as_is_changes_no_airbyte_setting
     assert config.path == Path("config/airbyte-fleet.toml")
     for key in ("base_url", "host", "client_id", "client_secret", "api_token", "auth_type"):
         assert key not in config.airbyte
+
+
+# ----------------------------------------------------------------------------- where runs are kept
+
+# (field, its variable, its flag, the file's TOML value, the variable's text, the flag's text,
+#  what the file, the variable and the flag each make of it)
+STORE_KEYS: list[tuple[str, str, str, str, str, str, tuple[Any, Any, Any]]] = [
+    (
+        "database_url",
+        "AIRBYTE_FLEET_DATABASE_URL",
+        "--database-url",
+        '"postgresql://fleet:FILEPW-1234@file-db/runs"',
+        "postgresql://fleet:ENVPW-1234@env-db/runs",
+        "postgres://fleet:FLAGPW-1234@flag-db/runs",
+        (
+            "postgresql://fleet:FILEPW-1234@file-db/runs",
+            "postgresql://fleet:ENVPW-1234@env-db/runs",
+            "postgres://fleet:FLAGPW-1234@flag-db/runs",
+        ),
+    ),
+    ("lease", "AIRBYTE_FLEET_LEASE", "--lease", '"1m"', "45s", "20s", (60.0, 45.0, 20.0)),
+]
+
+
+def _store_of(command: str, config: Path, flags: list[str], environ: dict[str, str]) -> Any:
+    """The store settings *command* resolves from its flags, *environ* and the file."""
+    from airbyte_fleet.cli.store import StorePlace
+
+    argv = [command, "--config", str(config), *flags]
+    if command == "serve":
+        args = build_parser().parse_args(argv)
+        options = ServeOptions.resolve(
+            environ=environ,
+            config=args.config,
+            database_url=args.database_url,
+            lease=args.lease,
+        )
+        return options.database_url, options.lease
+    args = build_parser().parse_args([*argv, "--all"] if command == "run" else argv)
+    place = StorePlace(args, load_file_config(args.config), environ=environ)
+    return place.url, place.settings.lease
+
+
+@pytest.mark.parametrize(
+    ("command", "key", "variable", "option", "in_file", "in_env", "in_flag", "expected"),
+    [
+        (command, *case)
+        for case in STORE_KEYS
+        # Every command that opens the store reads where it is; those running runs, the lease.
+        for command in ("run", "serve", "runs", "migrate")
+        if case[0] == "database_url" or command in ("run", "serve")
+    ],
+)
+def test_store_keys_are_flag_then_variable_then_file_then_default(
+    clean_env: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: str,
+    key: str,
+    variable: str,
+    option: str,
+    in_file: str,
+    in_env: str,
+    in_flag: str,
+    expected: tuple[Any, Any, Any],
+) -> None:
+    index = 0 if key == "database_url" else 1
+    default = (None, 30.0)[index]
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    config = tmp_path / "fleet.toml"
+    config.write_text(f"{key} = {in_file}\n\n[run]\nretries = 1\n")
+
+    assert _store_of(command, empty, [], {})[index] == default
+    assert _store_of(command, config, [], {})[index] == expected[0]
+    assert _store_of(command, config, [], {variable: "  "})[index] == expected[0]
+    assert _store_of(command, config, [], {variable: in_env})[index] == expected[1]
+    flags = [option, in_flag]
+    assert _store_of(command, config, flags, {variable: in_env})[index] == expected[2]
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "text", "fragment"),
+    [
+        (["--database-url", "mysql://u:BADPW-1234@h/x"], {}, "", "--database-url is invalid"),
+        ([], {"AIRBYTE_FLEET_DATABASE_URL": "mysql://u:BADPW-1234@h/x"}, "", "DATABASE_URL is"),
+        ([], {}, "database_url = 'sqlite:///BADPW-1234'\n", "Key database_url in"),
+        (["--database-url", " "], {}, "", "--database-url needs a postgresql:// URL"),
+        (["--lease", "0"], {}, "", "--lease is invalid (it should be greater than 0)"),
+        ([], {"AIRBYTE_FLEET_LEASE": "soon"}, "", "AIRBYTE_FLEET_LEASE='soon' is invalid"),
+    ],
+)
+def test_a_bad_store_setting_is_one_sentence_naming_where_it_came_from(
+    clean_env: pytest.MonkeyPatch,
+    tmp_path: Path,
+    flags: list[str],
+    environ: dict[str, str],
+    text: str,
+    fragment: str,
+) -> None:
+    config = tmp_path / "fleet.toml"
+    config.write_text(text)
+    for command in ("run", "serve"):
+        with pytest.raises(ConfigError) as caught:
+            _store_of(command, config, flags, environ)
+        message = caught.value.message
+        assert fragment in message, message
+        assert "BADPW-1234" not in message
+        assert "\n" not in message

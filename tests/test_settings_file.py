@@ -52,6 +52,9 @@ def test_example_file_uses_every_section_and_loads() -> None:
     # Copied as it is, the example names no Airbyte and no credentials: those come from the
     # environment (Paradime's variables), which it must never contradict.
     assert set(config.airbyte) == {"connect_timeout", "read_timeout", "max_connections"}
+    # Runs stay in the state directory unless a database is named (best in the environment).
+    assert config.database_url is None
+    assert config.lease == 30.0
     assert set(config.run) == set(RunOptions.model_fields)
     assert file_selection(config) == Selection(tags=["nightly"])
     assert set(config.groups) == {"finance", "warehouse", "month-end"}
@@ -76,6 +79,8 @@ def test_the_examples_commented_out_airbyte_keys_are_valid(tmp_path: Path) -> No
     config = load_file_config(_write(tmp_path, uncommented))
     assert config.airbyte["base_url"] == "http://localhost:8000"
     assert {"client_id", "client_secret", "auth_type", "use_server_auth"} <= set(config.airbyte)
+    assert config.database_url is not None
+    assert config.database_url.get_secret_value().startswith("postgresql://")
 
 
 def test_sections_are_parsed(tmp_path: Path) -> None:
@@ -266,8 +271,17 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 # Each case: the file's text, the key the message must name and another fragment it must have.
 ERROR_CASES: list[tuple[str, str, str]] = [
     ("[rnu]\nretries = 1\n", "[rnu]", "did you mean 'run'?"),
-    ("[webhooks]\nurl = 'x'\n", "[webhooks]", "use only [airbyte], [run], [selection]"),
-    ("verbose = true\n", "'verbose'", "use only [airbyte]"),
+    ("[webhooks]\nurl = 'x'\n", "[webhooks]", "(above every table), [airbyte], [run], [selection]"),
+    ("verbose = true\n", "'verbose'", "use only database_url, lease (above every table)"),
+    ("databse_url = 'x'\n", "'databse_url'", "did you mean 'database_url'?"),
+    ("database_url = 5\n", "Key database_url", "should be a valid string"),
+    ("database_url = 'mysql://u@h/db'\n", "Key database_url", "not a postgresql:// URL"),
+    ("[database_url]\nhost = 'x'\n", "[database_url]", "use only database_url"),
+    ("lease = '30 secs'\n", "lease='30 secs'", "is not a duration"),
+    ("lease = 0\n", "lease=0", "greater than 0"),
+    ("lease = true\n", "lease=True", "a duration is a number of seconds"),
+    ("[run]\nlease = '1m'\n", "'lease'", "move it to the top of the file, above every [table]"),
+    ("[airbyte]\ndatabase_url = 'x'\n", "'database_url'", "move it to the top of the file"),
     ("max_concurrency = 5\n", "'max_concurrency'", "move it under [run]"),
     ("base_url = 'http://x'\n", "'base_url'", "move it under [airbyte]"),
     ("run = 5\n", "'run'", "must be a table, not a number; write it as [run]"),
@@ -324,6 +338,32 @@ def test_secret_values_are_never_echoed(tmp_path: Path) -> None:
     message = _error(path)
     assert "client_secret" in message
     assert "12345" not in message
+
+
+def test_the_database_url_is_never_echoed(tmp_path: Path) -> None:
+    path = _write(tmp_path, "database_url = 'mysql://fleet:FILEPW-1234@db/runs'\n")
+    message = _error(path)
+    assert "database_url" in message
+    assert "FILEPW-1234" not in message
+    assert "mysql" not in message
+
+
+def test_the_store_keys_at_the_top_are_read(tmp_path: Path) -> None:
+    url = "postgresql://fleet:FILEPW-1234@db:5432/runs"
+    path = _write(tmp_path, f"database_url = '{url}'\nlease = '1m30s'\n\n[run]\nretries = 2\n")
+    config = load_file_config(path)
+    assert config.database_url is not None
+    assert config.database_url.get_secret_value() == url
+    assert config.lease == 90.0
+    assert config.run == {"retries": 2}
+    # The config as a whole may be shown (a repr in a log line, a test failure): never the URL.
+    assert "FILEPW-1234" not in repr(config)
+
+
+def test_a_blank_database_url_in_the_file_is_unset(tmp_path: Path) -> None:
+    config = load_file_config(_write(tmp_path, "database_url = '  '\n"))
+    assert config.database_url is None
+    assert config.lease is None
 
 
 def test_secrets_in_the_file_are_accepted(tmp_path: Path) -> None:

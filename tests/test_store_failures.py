@@ -235,24 +235,26 @@ async def test_a_lock_held_past_the_busy_timeout_stops_the_run_and_its_job_is_ca
     assert (kept.state, kept.job_id) == ("in_flight", job["jobId"])
 
 
-def _second_commit_end(wal: bytes) -> int:
-    """Where the WAL's second commit ends: the journal's schema, then the run's start. What follows
-    is the intents' commit (the journal groups a run's first intents in one)."""
+def _start_commit_end(wal: bytes) -> int:
+    """Where the WAL's commit that holds the run's start ends (before it: the schema, the lease
+    the run took); what follows is the intents' commit (the journal groups a run's first intents
+    in one)."""
     frame = 24 + struct.unpack_from(">I", wal, 8)[0]
+    started = wal.index(b"run_started")
     ends = [
         at + frame
         for at in range(32, len(wal) - frame + 1, frame)
         if struct.unpack_from(">I", wal, at + 4)[0]
     ]
-    return ends[1]
+    return next(end for end in ends if end > started)
 
 
 def _truncated(wal: bytes) -> bytes:
-    return wal[: _second_commit_end(wal) + 123]
+    return wal[: _start_commit_end(wal) + 123]
 
 
 def _written_over(wal: bytes) -> bytes:
-    at = _second_commit_end(wal)
+    at = _start_commit_end(wal)
     return wal[:at] + os.urandom(8192) + wal[at + 8192 :]
 
 

@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack, get_args
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict, Unpack, get_args
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet._messages import show
 from airbyte_fleet._redact import MIN_SECRET_LENGTH, register_secret
-from airbyte_fleet._validation import Loc, Place, Where, config_error, env_var, in_table
+from airbyte_fleet._validation import Loc, Place, Where, config_error, env_var, in_table, invalid
 from airbyte_fleet.api import (
     ApiUrl,
     Auth,
@@ -32,9 +42,19 @@ from airbyte_fleet.api import (
     UrlPlan,
     plan_url,
 )
+from airbyte_fleet.engine.options import Duration
 from airbyte_fleet.errors import ConfigError
 
-__all__ = ["AirbyteSettings", "AirbyteSettingsArgs", "load_settings", "register_env_secrets"]
+__all__ = [
+    "DATABASE_URL_ENV",
+    "LEASE_ENV",
+    "AirbyteSettings",
+    "AirbyteSettingsArgs",
+    "StoreSettings",
+    "load_settings",
+    "register_env_secrets",
+    "register_url_secrets",
+]
 
 AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
 _SECRET_FIELDS = ("client_secret", "api_token", "password")
@@ -405,3 +425,78 @@ def register_env_secrets(environ: Mapping[str, str]) -> None:
         # pydantic-settings reads these case-insensitively, so match the same way.
         if name.upper() in names:
             register_secret(value)
+
+
+# ----------------------------------------------------------------------------- the run store
+
+DATABASE_URL_ENV = "AIRBYTE_FLEET_DATABASE_URL"
+LEASE_ENV = "AIRBYTE_FLEET_LEASE"
+_URL_SCHEMES = ("postgresql", "postgres")
+_URL_FIX = (
+    "write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE, or leave it out to keep runs in "
+    "the SQLite journal of the state directory"
+)
+
+
+def register_url_secrets(url: str) -> None:
+    """Have :func:`~airbyte_fleet._redact.redact` mask the password a database URL carries (in
+    its user part or as ``?password=``) before anything can quote the URL."""
+    try:
+        parts = urlsplit(url.strip())
+        passwords = [parts.password, *parse_qs(parts.query).get("password", [])]
+    except ValueError:
+        # Not a URL at all (the check below says so); the whole text may be the secret.
+        passwords = [url.strip()]
+    for password in passwords:
+        if password and not register_secret(password):
+            log.warning(
+                "database_password_too_short",
+                message=f"The database password is shorter than {MIN_SECRET_LENGTH} characters, "
+                "too short to be masked in log lines and messages; use a longer one.",
+            )
+
+
+def _postgres_url(value: SecretStr | None) -> SecretStr | None:
+    if value is None:
+        return None
+    url = value.get_secret_value().strip()
+    if not url:
+        return None  # blank is unset, as for every variable
+    register_url_secrets(url)
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        scheme = ""
+    if scheme not in _URL_SCHEMES:
+        # Never quoted: the text may hold a password.
+        raise invalid("it is not a postgresql:// URL", _URL_FIX)
+    return SecretStr(url)
+
+
+class StoreSettings(BaseModel):
+    """Where runs are kept and how long a process's hold on a run lasts.
+
+    With no ``database_url`` the runs live in the SQLite journal of the state directory, which
+    several processes on one host share; with one, in PostgreSQL, which several hosts share. A
+    process running a run renews its lease on it; a lease not renewed for ``lease`` passes to
+    whoever asks next, so a crashed process's runs are carried on after at most that long.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # A secret type: no message, log line or repr shows it (its password, above all).
+    database_url: Annotated[SecretStr | None, AfterValidator(_postgres_url)] = Field(
+        default=None,
+        description="PostgreSQL shared by several workers (postgresql://USER:PASSWORD@HOST/DB)",
+    )
+    lease: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="how long a run stays held by a process that stopped renewing it "
+        "(crashed or cut off)",
+    )
+
+    @property
+    def url(self) -> str | None:
+        """The database URL as given (with its password: only for opening the database)."""
+        return None if self.database_url is None else self.database_url.get_secret_value()

@@ -29,7 +29,13 @@ from airbyte_fleet._validation import (
     parameter,
     validated,
 )
-from airbyte_fleet.config import register_env_secrets
+from airbyte_fleet.config import (
+    DATABASE_URL_ENV,
+    LEASE_ENV,
+    StoreSettings,
+    register_env_secrets,
+    register_url_secrets,
+)
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.settings_file import DEFAULT_CONFIG_PATH, NO_CONFIG_FIX, FileConfig
@@ -45,6 +51,7 @@ __all__ = [
     "run_options_over",
     "run_overrides_from_env",
     "selection_from_flags",
+    "store_settings",
 ]
 
 ENV_PREFIX = "AIRBYTE_FLEET_"
@@ -150,6 +157,48 @@ def selection_from_flags(**values: Any) -> Selection:
         return flag(SELECTION_FLAGS.get(str(loc[0]) if loc else "", "the selection"))
 
     return validated(Selection, values, where)
+
+
+def store_settings(
+    file: FileConfig,
+    environ: Mapping[str, str],
+    *,
+    database_url: str | None = None,
+    lease: Any = None,
+) -> StoreSettings:
+    """Where runs are kept and the lease: the flag (*database_url*, *lease*; ``None`` is not
+    given), else ``AIRBYTE_FLEET_DATABASE_URL`` / ``AIRBYTE_FLEET_LEASE``, else the file's
+    top-level ``database_url`` / ``lease``, else the SQLite journal and 30 s."""
+    if database_url is not None and not database_url.strip():
+        raise ConfigError(
+            "--database-url needs a postgresql:// URL; leave the flag out to keep runs in the "
+            "SQLite journal of the state directory."
+        )
+    flags = {"database_url": database_url, "lease": lease}
+    variables = {"database_url": DATABASE_URL_ENV, "lease": LEASE_ENV}
+    values: dict[str, Any] = {}
+    came_from: dict[str, Place] = {}
+    for key, name in variables.items():
+        raw = environ.get(name, "").strip()
+        if flags[key] is not None:
+            values[key] = flags[key]
+            came_from[key] = flag(f"--{key.replace('_', '-')}")
+        elif raw:
+            values[key] = raw
+            came_from[key] = env_var(name, secret=key == "database_url")
+        elif getattr(file, key) is not None:
+            values[key] = getattr(file, key)
+    if isinstance(values.get("database_url"), str):
+        # Before anything can quote it: a bad value is never shown, but a driver's error may be.
+        register_url_secrets(values["database_url"])
+    in_file = f" in {_file_name(file.path)}"
+
+    def where(loc: Loc) -> Place:
+        # The file's values were checked as it was read: only a flag or a variable is new here.
+        key = str(loc[0]) if loc else ""
+        return came_from.get(key) or Place(noun="Key", key=key, at=in_file, show_value=False)
+
+    return validated(StoreSettings, values, where)
 
 
 def argument(model: type[M], value: M | Mapping[str, Any] | None, name: str) -> M:

@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet._messages import (
@@ -29,8 +29,8 @@ from airbyte_fleet._messages import (
     fold_whitespace,
     spell_out_controls,
 )
-from airbyte_fleet._validation import check_fields, in_table
-from airbyte_fleet.config import AirbyteSettings
+from airbyte_fleet._validation import Loc, Place, check_fields, in_table
+from airbyte_fleet.config import AirbyteSettings, StoreSettings
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.plan import group_cycle
 from airbyte_fleet.errors import ConfigError
@@ -45,7 +45,14 @@ NO_CONFIG_FIX = f"pass --config PATH or set {CONFIG_ENV} to read one"
 log = get_logger("airbyte_fleet.config")
 
 _TABLES = ("airbyte", "run", "selection", "groups", "schedules")
-_TABLE_HINT = "[airbyte], [run], [selection], [groups.NAME] or [schedules.NAME]"
+# The keys above every table: where runs are kept, which every command that stores runs reads.
+_TOP_KEYS = tuple(StoreSettings.model_fields)
+_TABLE_HINT = (
+    f"{', '.join(_TOP_KEYS)} (above every table), [airbyte], [run], [selection], [groups.NAME] "
+    "or [schedules.NAME]"
+)
+# TOML puts a key written below a [table] line into that table: say where it belongs instead.
+_MOVE_UP = {key: "move it to the top of the file, above every [table] line" for key in _TOP_KEYS}
 # Group names travel through --group, whose values are split on commas: keep them plain.
 # A dot is left out too: [groups.a.b] is a nested table in TOML, not a group called "a.b".
 _GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -61,6 +68,9 @@ class FileConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    # The keys at the top, checked; the URL stays a secret, the lease is in seconds.
+    database_url: SecretStr | None = None
+    lease: float | None = None
     airbyte: dict[str, Any] = Field(default_factory=dict)
     run: dict[str, Any] = Field(default_factory=dict)
     selection: dict[str, Any] = Field(default_factory=dict)
@@ -149,11 +159,16 @@ def _read(path: Path, given_by: str) -> dict[str, Any]:
 def _parse(path: Path, doc: dict[str, Any]) -> FileConfig:
     file = spell_out_controls(path)
     _check_top_level(file, doc)
+    top = check_fields(
+        StoreSettings, {key: doc[key] for key in _TOP_KEYS if key in doc}, _at_the_top(file)
+    )
 
     airbyte = _table(file, doc, "airbyte")
-    check_fields(AirbyteSettings, airbyte, in_table(file, "[airbyte]", AirbyteSettings))
+    check_fields(
+        AirbyteSettings, airbyte, in_table(file, "[airbyte]", AirbyteSettings, fixes=_MOVE_UP)
+    )
     run = _table(file, doc, "run")
-    check_fields(RunOptions, run, in_table(file, "[run]", RunOptions))
+    check_fields(RunOptions, run, in_table(file, "[run]", RunOptions, fixes=_MOVE_UP))
 
     groups = _groups(file, doc)
     selection = _table(file, doc, "selection")
@@ -169,6 +184,8 @@ def _parse(path: Path, doc: dict[str, Any]) -> FileConfig:
         schedules[name] = body
 
     return FileConfig(
+        database_url=top.get("database_url"),
+        lease=top.get("lease"),
         airbyte=airbyte,
         run=run,
         selection=selection,
@@ -214,9 +231,17 @@ def _groups(file: str, doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return groups
 
 
+def _at_the_top(file: str) -> Callable[[Loc], Place]:
+    def where(loc: Loc) -> Place:
+        key = spell_out_controls(loc[0]) if loc else "the top of the file"
+        return Place(noun="Key", key=key, at=f" in {file}", show_value=key != "database_url")
+
+    return where
+
+
 def _check_top_level(file: str, doc: Mapping[str, Any]) -> None:
     for key, value in doc.items():
-        if key in _TABLES:
+        if key in _TABLES or (key in _TOP_KEYS and not isinstance(value, dict)):
             continue
         shown = spell_out_controls(key)
         for table, model in (("run", RunOptions), ("airbyte", AirbyteSettings)):
@@ -227,8 +252,9 @@ def _check_top_level(file: str, doc: Mapping[str, Any]) -> None:
                 )
         kind = "table" if isinstance(value, dict) else "key"
         named = f"[{shown}]" if kind == "table" else f"'{shown}'"
+        known = (*_TOP_KEYS, *_TABLES)
         raise ConfigError(
-            f"Unknown {kind} {named} in {file}{did_you_mean(key, _TABLES)}; use only {_TABLE_HINT}."
+            f"Unknown {kind} {named} in {file}{did_you_mean(key, known)}; use only {_TABLE_HINT}."
         )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
+from airbyte_fleet.engine._core import INTERRUPTED_BEFORE_TRIGGER
 from airbyte_fleet.engine.events import Event, EventBus
 from airbyte_fleet.engine.hooks import Adopt, Claim, ClaimError, Skip, Trigger
 from airbyte_fleet.engine.options import RunOptions, Selection
@@ -87,8 +88,8 @@ async def _run(root: str, hook: ScriptedHook, ids: list[str], **options: Any) ->
 
 
 async def test_the_hook_adopts_skips_refuses_and_grants(make_sim: SimFactory) -> None:
-    sim, root = await make_sim(connections=4, failure_rate=0, incomplete_rate=0)
-    adopt, skip, refuse, grant = _ids(sim)
+    sim, root = await make_sim(connections=3, failure_rate=0, incomplete_rate=0)
+    adopt, skip, grant = _ids(sim)
     for cid in (adopt, grant):
         sim.script(cid, JobScript(seconds=0.2))
     # A job another run of the hook's owner is following.
@@ -97,10 +98,9 @@ async def test_the_hook_adopts_skips_refuses_and_grants(make_sim: SimFactory) ->
         {
             adopt: Adopt(elsewhere, "run R1"),
             skip: Skip("run R2 owns it"),
-            refuse: ClaimError("the claim store cannot be reached; try again"),
         }
     )
-    result = await _run(root, hook, [adopt, skip, refuse, grant])
+    result = await _run(root, hook, [adopt, skip, grant])
     by_id = _by_id(result)
 
     assert by_id[adopt].outcome == "succeeded"
@@ -108,20 +108,43 @@ async def test_the_hook_adopts_skips_refuses_and_grants(make_sim: SimFactory) ->
     assert by_id[adopt].history[0].adopted
     assert by_id[skip].outcome == "skipped"
     assert by_id[skip].error == "run R2 owns it"
-    assert by_id[refuse].outcome == "error"
-    assert "claim store cannot be reached" in (by_id[refuse].error or "")
     assert by_id[grant].outcome == "succeeded"
-    # Only the granted connection reached Airbyte's trigger: adopt, skip and refuse sent nothing.
+    # Only the granted connection reached Airbyte's trigger: adopt and skip sent nothing.
     assert len(sim.posts_for(grant)) == 1
-    for cid in (adopt, skip, refuse):
+    for cid in (adopt, skip):
         assert sim.posts_for(cid) == []
     assert len(sim.jobs_for(adopt)) == 1
     # The hook heard which jobs the run followed, and that it let every connection go.
     following = {(c[1], c[2]) for c in hook.calls if c[0] == "following"}
     assert following == {(adopt, elsewhere), (grant, by_id[grant].job_id)}
     released = {c[1] for c in hook.calls if c[0] == "released"}
-    assert released == {adopt, skip, refuse, grant}
+    assert released == {adopt, skip, grant}
     assert hook.calls[-1] == ("run_ended",)
+
+
+async def test_a_claim_the_hook_cannot_make_stops_the_run_as_a_store_failure_would(
+    make_sim: SimFactory,
+) -> None:
+    """The hook's store is the run's (a database shared by workers): a claim it cannot record
+    stops the run by its interrupt policy, nothing more is triggered, and the syncs left are
+    skipped as interrupted, so that a resume triggers them."""
+    sim, root = await make_sim(connections=3, failure_rate=0, incomplete_rate=0)
+    running, refuse, after = _ids(sim)
+    sim.script(running, JobScript(seconds=30))
+    hook = ScriptedHook({refuse: ClaimError("the claim store cannot be reached; try again")})
+    result = await _run(root, hook, [running, refuse, after], max_concurrency=2)
+    by_id = _by_id(result)
+
+    assert result.outcome == "failed"
+    assert "claim on connection" in (result.error or "")
+    assert "claim store cannot be reached" in (result.error or "")
+    for cid in (refuse, after):
+        assert by_id[cid].outcome == "skipped"
+        assert by_id[cid].error == INTERRUPTED_BEFORE_TRIGGER
+        assert sim.posts_for(cid) == []
+    # Whether the first one went out before the refusal or not, no job is left running.
+    assert by_id[running].outcome in ("cancelled", "skipped")
+    assert all(j["status"] == "cancelled" for j in sim.jobs_for(running))
 
 
 @pytest.mark.parametrize(("policy", "outcome"), [("skip", "skipped"), ("fail", "error")])

@@ -26,7 +26,7 @@ from airbyte_fleet.engine.events import (
     SyncTriggering,
 )
 from airbyte_fleet.engine.result import ResultBuilder
-from airbyte_fleet.journal import FILE_NAME, Journal
+from airbyte_fleet.journal import FILE_NAME, RunStore
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 OPTIONS = {"job_type": "sync", "max_concurrency": 3, "retries": 1, "wait": True}
@@ -121,7 +121,7 @@ def crashed_run(run_id: str = "run-crash", start: datetime = T0) -> list[Event]:
     ]
 
 
-def journal_all(journal: Journal, events: Sequence[Event]) -> None:
+def journal_all(journal: RunStore, events: Sequence[Event]) -> None:
     for event in events:
         journal(event)
 

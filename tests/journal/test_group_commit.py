@@ -30,7 +30,8 @@ from airbyte_fleet.engine.events import (
 from airbyte_fleet.journal import Fsync, Journal, JournalError
 from airbyte_fleet.journal.writer import MAX_BATCH
 from airbyte_fleet.runner.resume import resume_plan
-from journal.stories import Story, insert_rows, write_lock_held
+from journal.backends import Backend
+from journal.stories import Story
 
 
 def _python(script: str, *args: str) -> list[str]:
@@ -41,9 +42,13 @@ def _python(script: str, *args: str) -> list[str]:
 
 READER = """
 import json, sys
-from airbyte_fleet.journal import Journal
+import os
+from airbyte_fleet.journal import Journal, PostgresStore
+def store(state, **options):
+    url = os.environ.get("FLEET_TEST_STORE_URL")
+    return PostgresStore(url, **options) if url else Journal(state, **options)
 
-with Journal(sys.argv[1], create=False) as journal:
+with store(sys.argv[1], create=False) as journal:
     record = journal.run(sys.argv[2])
     print(json.dumps({
         "kinds": [e.kind for _, e in journal.events(sys.argv[2])],
@@ -52,9 +57,13 @@ with Journal(sys.argv[1], create=False) as journal:
 """
 
 
-def _read_in_another_process(state: Path, run_id: str) -> dict[str, object]:
+def _read_in_another_process(backend: Backend, run_id: str) -> dict[str, object]:
     done = subprocess.run(
-        _python(READER, str(state), run_id), capture_output=True, timeout=60, check=False
+        _python(READER, str(backend.state_dir), run_id),
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env=backend.env(),
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     found: dict[str, object] = json.loads(done.stdout)
@@ -62,19 +71,19 @@ def _read_in_another_process(state: Path, run_id: str) -> dict[str, object]:
 
 
 def test_an_intent_batch_is_durable_for_another_process_when_append_returns(
-    tmp_path: Path,
+    backend: Backend,
 ) -> None:
     ids = [f"c{i:03d}" for i in range(300)]
     s = Story("r", ids)
-    with Journal(tmp_path, batch_interval=3600) as journal:
+    with backend.open(batch_interval=3600) as journal:
         journal(s.started())
         journal.append([s.sync(SyncTriggering, c) for c in ids[:100]])
         journal(s.sync(SyncTriggered, "c000", job_id=1, status="pending"))
-        seen = _read_in_another_process(tmp_path, "r")
+        seen = _read_in_another_process(backend, "r")
         # The job id waits: another process sees c000 as an intent still.
         assert seen["kinds"] == ["run_started", *["sync_triggering"] * 100]
         journal.append([s.sync(SyncTriggering, c) for c in ids[100:]])
-        seen = _read_in_another_process(tmp_path, "r")
+        seen = _read_in_another_process(backend, "r")
     # The second batch, and what waited before it, in the order written.
     assert seen["kinds"] == [
         "run_started",
@@ -97,7 +106,11 @@ from airbyte_fleet.engine.events import (
     PlannedSync, RunFinished, RunStarted, SyncStatusChanged, SyncSucceeded, SyncTriggered,
     SyncTriggering,
 )
-from airbyte_fleet.journal import Journal
+import os
+from airbyte_fleet.journal import Journal, PostgresStore
+def store(state, **options):
+    url = os.environ.get("FLEET_TEST_STORE_URL")
+    return PostgresStore(url, **options) if url else Journal(state, **options)
 from airbyte_fleet.journal.writer import MAX_BATCH
 
 state, how = sys.argv[1], sys.argv[2]
@@ -106,7 +119,7 @@ def base():
 def sync(cls, cid, **extra):
     return cls(**base(), connection_id=cid, **extra)
 
-journal = Journal(state, batch_interval=3600)
+journal = store(state, batch_interval=3600)
 planned = (PlannedSync("c1"), PlannedSync("c2"))
 journal(RunStarted(**base(), total=2, job_type="sync", max_concurrency=2, planned=planned))
 journal.append([sync(SyncTriggering, "c1"), sync(SyncTriggering, "c2")])
@@ -125,18 +138,22 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def _killed(state: Path, how: str) -> None:
+def _killed(backend: Backend, how: str) -> None:
     done = subprocess.run(
-        _python(KILLED, str(state), how), capture_output=True, timeout=60, check=False
+        _python(KILLED, str(backend.state_dir), how),
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env=backend.env(),
     )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
 
 
 def test_a_crash_after_an_intent_batch_leaves_its_syncs_as_intents_for_resume(
-    tmp_path: Path,
+    backend: Backend,
 ) -> None:
-    _killed(tmp_path, "nothing")
-    with Journal(tmp_path) as journal:
+    _killed(backend, "nothing")
+    with backend.open() as journal:
         assert journal.damage is None
         record = journal.run("killed")
         kinds = [e.kind for _, e in journal.events("killed")]
@@ -155,10 +172,10 @@ def test_a_crash_after_an_intent_batch_leaves_its_syncs_as_intents_for_resume(
 
 @pytest.mark.parametrize("how", ["flush", "run_finished", "max_batch"])
 def test_what_waited_is_durable_after_a_flush_a_finish_or_a_full_batch(
-    tmp_path: Path, how: str
+    backend: Backend, how: str
 ) -> None:
-    _killed(tmp_path, how)
-    with Journal(tmp_path) as journal:
+    _killed(backend, how)
+    with backend.open() as journal:
         record = journal.run("killed")
         kinds = [e.kind for _, e in journal.events("killed")]
     assert record is not None
@@ -185,11 +202,15 @@ from datetime import UTC, datetime
 from airbyte_fleet.engine.events import (
     PlannedSync, RunStarted, SyncSucceeded, SyncTriggered, SyncTriggering,
 )
-from airbyte_fleet.journal import Journal
+import os
+from airbyte_fleet.journal import Journal, PostgresStore
+def store(state, **options):
+    url = os.environ.get("FLEET_TEST_STORE_URL")
+    return PostgresStore(url, **options) if url else Journal(state, **options)
 
 def base():
     return {"run_id": "idle", "at": datetime.now(UTC), "elapsed_s": 0.0}
-journal = Journal(sys.argv[1], batch_interval=0.2)
+journal = store(sys.argv[1], batch_interval=0.2)
 journal(RunStarted(**base(), total=1, job_type="sync", max_concurrency=1,
                    planned=(PlannedSync("c1"),)))
 journal(SyncTriggering(**base(), connection_id="c1"))
@@ -200,16 +221,19 @@ sys.stdin.readline()  # idle until killed: only the timer can commit what waits
 """
 
 
-def test_the_timer_commits_what_waits_while_the_writer_idles(tmp_path: Path) -> None:
+def test_the_timer_commits_what_waits_while_the_writer_idles(backend: Backend) -> None:
     writer = subprocess.Popen(
-        _python(IDLE, str(tmp_path)), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        _python(IDLE, str(backend.state_dir)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=backend.env(),
     )
     try:
         assert writer.stdout is not None
         assert writer.stdout.readline() == b"written\n"
 
         def outcome() -> str | None:
-            with Journal(tmp_path) as reader:
+            with backend.open() as reader:
                 record = reader.run("idle")
             return record.syncs["c1"].outcome if record else None
 
@@ -221,7 +245,7 @@ def test_the_timer_commits_what_waits_while_the_writer_idles(tmp_path: Path) -> 
         writer.kill()
         writer.wait()
     assert writer.returncode == -signal.SIGKILL
-    with Journal(tmp_path) as journal:
+    with backend.open() as journal:
         kinds = [e.kind for _, e in journal.events("idle")]
     assert kinds == ["run_started", "sync_triggering", "sync_triggered", "sync_succeeded"]
 
@@ -314,13 +338,13 @@ def test_sequence_numbers_carry_on_across_a_process_killed_between_batches(
     assert {s.outcome for s in record.syncs.values()} == {"succeeded"}
 
 
-def test_rows_another_process_wrote_to_the_run_are_not_overwritten(tmp_path: Path) -> None:
+def test_rows_another_process_wrote_to_the_run_are_not_overwritten(backend: Backend) -> None:
     s = Story("r", ["c1", "c2"])
-    with Journal(tmp_path, batch_interval=3600) as journal:
+    with backend.open(batch_interval=3600) as journal:
         journal(s.started())
         journal(s.sync(SyncTriggering, "c1"))
         # Another writer (another process, another version) appends to the same run.
-        insert_rows(tmp_path, "r", (3, "sync_status_changed", "{}"), (4, "sync_from_later", "{}"))
+        backend.insert_rows("r", (3, "sync_status_changed", "{}"), (4, "sync_from_later", "{}"))
         journal(s.sync(SyncTriggered, "c1", job_id=1, status="running"))
         journal(s.sync(SyncTriggering, "c2"))
         rows = journal.events("r")
@@ -374,20 +398,20 @@ def test_a_commit_is_fsynced_when_it_holds_an_intent(tmp_path: Path, fsync: Fsyn
 # --------------------------------------------------------------------------- failures
 
 
-def test_a_full_batch_the_disk_refuses_raises_and_is_kept(tmp_path: Path) -> None:
+def test_a_full_batch_the_disk_refuses_raises_and_is_kept(backend: Backend) -> None:
     s = Story("r", ["c1"])
-    with Journal(tmp_path, busy_timeout=0.1, batch_interval=3600) as journal:
+    with backend.open(lock_timeout=0.1, batch_interval=3600) as journal:
         journal(s.started())
         journal(s.sync(SyncTriggering, "c1"))
         journal(s.sync(SyncTriggered, "c1", job_id=1, status="pending"))
-        with write_lock_held(tmp_path):
+        with backend.write_lock_held():
             for _ in range(MAX_BATCH - 2):
                 journal(s.sync(SyncStatusChanged, "c1", job_id=1, status="running"))
             # The batch is full and cannot be committed: the event that filled it says so.
-            with pytest.raises(JournalError, match="locked"):
+            with pytest.raises(JournalError, match="lock"):
                 journal(s.sync(SyncSucceeded, "c1", job_id=1, status="succeeded"))
             # ... and so does every later one while the disk refuses (each tries again).
-            with pytest.raises(JournalError, match="locked"):
+            with pytest.raises(JournalError, match="lock"):
                 journal(s.sync(SyncStatusChanged, "c1", job_id=1, status="succeeded"))
         journal.flush()
         kinds = [e.kind for _, e in journal.events("r")]
@@ -404,13 +428,13 @@ def test_a_full_batch_the_disk_refuses_raises_and_is_kept(tmp_path: Path) -> Non
     assert record.syncs["c1"].outcome == "succeeded"
 
 
-def test_a_run_finished_the_disk_refuses_raises(tmp_path: Path) -> None:
+def test_a_run_finished_the_disk_refuses_raises(backend: Backend) -> None:
     s = Story("r", ["c1"])
-    with Journal(tmp_path, busy_timeout=0.1, batch_interval=3600) as journal:
+    with backend.open(lock_timeout=0.1, batch_interval=3600) as journal:
         journal(s.started())
         journal(s.sync(SyncTriggering, "c1"))
         journal(s.sync(SyncSucceeded, "c1", job_id=1, status="succeeded"))
-        with write_lock_held(tmp_path), pytest.raises(JournalError, match="locked"):
+        with backend.write_lock_held(), pytest.raises(JournalError, match="lock"):
             journal(s.finished("succeeded"))
         # Not written behind the caller's back; what waited before it still is.
         journal.flush()
@@ -419,17 +443,17 @@ def test_a_run_finished_the_disk_refuses_raises(tmp_path: Path) -> None:
     assert kinds == ["run_started", "sync_triggering", "sync_succeeded"]
 
 
-def test_a_resumed_run_is_told_its_final_outcomes_once(tmp_path: Path) -> None:
+def test_a_resumed_run_is_told_its_final_outcomes_once(backend: Backend) -> None:
     """The check a fresh run skips still holds for a run another instance started: a resumer
     reporting an outcome the journal has is not recorded twice."""
     s = Story("r", ["c1"])
     succeeded = s.sync(SyncSucceeded, "c1", job_id=1, status="succeeded")
-    with Journal(tmp_path) as first:
+    with backend.open() as first:
         first(s.started())
         first(s.sync(SyncTriggering, "c1"))
         first(s.sync(SyncTriggered, "c1", job_id=1, status="running"))
         first(succeeded)
-    with Journal(tmp_path) as resumer:
+    with backend.open() as resumer:
         resumer(s.started(resumed=True))
         resumer(succeeded)
         kinds = [e.kind for _, e in resumer.events("r")]
@@ -443,11 +467,11 @@ def test_a_resumed_run_is_told_its_final_outcomes_once(tmp_path: Path) -> None:
 
 
 def test_a_run_started_afresh_is_not_confused_with_one_resumed_in_the_same_instance(
-    tmp_path: Path,
+    backend: Backend,
 ) -> None:
     s = Story("r", ["c1"])
     succeeded = s.sync(SyncSucceeded, "c1", job_id=1, status="succeeded")
-    with Journal(tmp_path) as journal:
+    with backend.open() as journal:
         journal(s.started())
         journal(s.sync(SyncTriggering, "c1"))
         journal(succeeded)

@@ -34,6 +34,7 @@ from airbyte_fleet.engine.events import (
 from airbyte_fleet.journal import FILE_NAME, SCHEMA_VERSION, Journal, JournalError
 from airbyte_fleet.journal.writer import MAX_BATCH
 from airbyte_fleet.runner.replay import replay_result
+from journal.backends import Backend
 from journal.stories import (
     OPTIONS,
     SELECTION,
@@ -41,11 +42,8 @@ from journal.stories import (
     Story,
     crashed_run,
     finished_run,
-    insert_rows,
     journal_all,
     live,
-    stored_rows,
-    write_lock_held,
 )
 
 # --------------------------------------------------------------------------- opening
@@ -73,8 +71,8 @@ def test_refuses_a_journal_from_a_newer_version(tmp_path: Path) -> None:
         Journal(tmp_path)
 
 
-def test_a_closed_journal_refuses_events(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
+def test_a_closed_journal_refuses_events(backend: Backend) -> None:
+    journal = backend.open()
     journal.close()
     journal.close()
     with pytest.raises(JournalError, match="closed"):
@@ -84,8 +82,8 @@ def test_a_closed_journal_refuses_events(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- records
 
 
-def test_finished_run_record(tmp_path: Path) -> None:
-    with Journal(tmp_path) as journal:
+def test_finished_run_record(backend: Backend) -> None:
+    with backend.open() as journal:
         events = finished_run()
         journal_all(journal, events)
         record = journal.run("run-a")
@@ -118,9 +116,9 @@ def test_finished_run_record(tmp_path: Path) -> None:
     assert record.total == 4
 
 
-def test_crash_leaves_each_state_readable(tmp_path: Path) -> None:
+def test_crash_leaves_each_state_readable(backend: Backend) -> None:
     events = crashed_run()
-    with Journal(tmp_path) as journal:
+    with backend.open() as journal:
         journal_all(journal, events)
         record = journal.run("run-crash")
     assert record is not None
@@ -151,18 +149,18 @@ def test_crash_leaves_each_state_readable(tmp_path: Path) -> None:
     assert record.counts["pending"] == 4
 
 
-def test_repeated_intents_of_one_attempt_keep_the_first_time(tmp_path: Path) -> None:
+def test_repeated_intents_of_one_attempt_keep_the_first_time(backend: Backend) -> None:
     s = Story("r", ["c1"])
     first = s.sync(SyncTriggering, "c1")
-    with Journal(tmp_path) as journal:
+    with backend.open() as journal:
         journal_all(journal, [s.started(), first, s.sync(SyncTriggering, "c1")])
         record = journal.run("r")
     assert record is not None
     assert record.syncs["c1"].intent_at == first.at
 
 
-def test_unfinished_runs_and_last_run_id(tmp_path: Path) -> None:
-    with Journal(tmp_path) as journal:
+def test_unfinished_runs_and_last_run_id(backend: Backend) -> None:
+    with backend.open() as journal:
         assert journal.last_run_id() is None
         assert journal.unfinished_runs() == []
         journal_all(journal, crashed_run("old-crash", start=T0))
@@ -175,8 +173,8 @@ def test_unfinished_runs_and_last_run_id(tmp_path: Path) -> None:
         assert journal.last_run_id() == "new-crash"
 
 
-def test_runs_lists_newest_first_with_counts_and_pages(tmp_path: Path) -> None:
-    with Journal(tmp_path) as journal:
+def test_runs_lists_newest_first_with_counts_and_pages(backend: Backend) -> None:
+    with backend.open() as journal:
         for i in range(5):
             journal_all(journal, finished_run(f"run-{i}")[:1])  # just started
         journal_all(journal, crashed_run("crash", start=T0 + timedelta(days=1)))
@@ -209,9 +207,9 @@ def test_runs_lists_newest_first_with_counts_and_pages(tmp_path: Path) -> None:
     assert crash.as_dict()["started_at"] == (T0 + timedelta(days=1, seconds=0.5)).isoformat()
 
 
-def test_a_sync_without_its_run_started_is_still_listed(tmp_path: Path) -> None:
+def test_a_sync_without_its_run_started_is_still_listed(backend: Backend) -> None:
     s = Story("late", ["c1"])
-    with Journal(tmp_path) as journal:
+    with backend.open() as journal:
         journal(s.sync(SyncTriggered, "c1", job_id=9))
         [summary] = journal.runs()
         record = journal.run("late")
@@ -224,9 +222,9 @@ def test_a_sync_without_its_run_started_is_still_listed(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- events and replay
 
 
-def test_events_in_order_with_after_and_limit(tmp_path: Path) -> None:
+def test_events_in_order_with_after_and_limit(backend: Backend) -> None:
     events = finished_run()
-    with Journal(tmp_path) as journal:
+    with backend.open() as journal:
         journal_all(journal, events)
         journal_all(journal, crashed_run())  # another run: its own sequence
         stored = journal.events("run-a")
@@ -241,7 +239,7 @@ def test_events_in_order_with_after_and_limit(tmp_path: Path) -> None:
     assert [seq for seq, _ in tail] == [len(events)]
     assert other[0][0] == 1
     # Stored as JSON with the kind first; unknown values are left out, as Event.to_dict does.
-    rows = stored_rows(tmp_path, "run-a")
+    rows = backend.stored_rows("run-a")
     assert rows[0]["event"] == "run_started"
     assert rows[0]["planned"][0] == {
         "connection_id": "c1",
@@ -256,9 +254,9 @@ def test_events_in_order_with_after_and_limit(tmp_path: Path) -> None:
     assert rows[2]["job_id"] == 101
 
 
-def test_replay_result_equals_the_live_result(tmp_path: Path) -> None:
+def test_replay_result_equals_the_live_result(backend: Backend) -> None:
     events = finished_run()
-    with Journal(tmp_path) as journal:
+    with backend.open() as journal:
         journal_all(journal, events)
         rebuilt = replay_result(journal, "run-a")
         assert replay_result(journal, "nope") is None
@@ -268,8 +266,8 @@ def test_replay_result_equals_the_live_result(tmp_path: Path) -> None:
     assert rebuilt.model_dump(mode="json") == built.model_dump(mode="json")
 
 
-def test_replay_result_of_a_crashed_run_lists_every_sync(tmp_path: Path) -> None:
-    with Journal(tmp_path) as journal:
+def test_replay_result_of_a_crashed_run_lists_every_sync(backend: Backend) -> None:
+    with backend.open() as journal:
         journal_all(journal, crashed_run())
         result = replay_result(journal, "run-crash")
     assert result is not None
@@ -281,12 +279,12 @@ def test_replay_result_of_a_crashed_run_lists_every_sync(tmp_path: Path) -> None
     assert result.counts["pending"] == 4
 
 
-def test_replayed_finals_starts_and_finishes_change_nothing(tmp_path: Path) -> None:
+def test_replayed_finals_starts_and_finishes_change_nothing(backend: Backend) -> None:
     events = finished_run()
     final = SyncSucceeded | SyncFailed | SyncSkipped
     settled = [e for e in events if isinstance(e, final | RunStarted | RunFinished)]
     assert len(settled) == 6
-    with Journal(tmp_path) as journal:
+    with backend.open() as journal:
         journal_all(journal, events)
         before_events, before_run = journal.events("run-a"), journal.run("run-a")
         journal_all(journal, settled)
@@ -305,7 +303,7 @@ def test_replayed_finals_starts_and_finishes_change_nothing(tmp_path: Path) -> N
     assert record.syncs["c1"].outcome == "cancelled"
 
 
-def test_a_resumed_run_keeps_what_the_first_process_wrote(tmp_path: Path) -> None:
+def test_a_resumed_run_keeps_what_the_first_process_wrote(backend: Backend) -> None:
     first = crashed_run()
     resume = Story("run-crash", ["c1", "c2", "c3", "c4", "c5", "c6"], start=T0 + timedelta(hours=1))
     second: list[Event] = [
@@ -315,7 +313,7 @@ def test_a_resumed_run_keeps_what_the_first_process_wrote(tmp_path: Path) -> Non
         *resume.lifecycle("c4", 204),
         resume.sync(SyncSucceeded, "c2", job_id=202, status="succeeded"),
     ]
-    with Journal(tmp_path) as journal:
+    with backend.open() as journal:
         journal_all(journal, first)
         journal_all(journal, second)
         mid = journal.run("run-crash")
@@ -360,14 +358,14 @@ def test_a_resumed_run_keeps_what_the_first_process_wrote(tmp_path: Path) -> Non
 # --------------------------------------------------------------------------- durability
 
 
-def test_durable_events_are_visible_to_another_instance_without_close(tmp_path: Path) -> None:
+def test_durable_events_are_visible_to_another_instance_without_close(backend: Backend) -> None:
     s = Story("r", ["c1", "c2", "c3"])
-    writer = Journal(tmp_path, batch_interval=60)
+    writer = backend.open(batch_interval=60)
     writer(s.started())
     writer.append([s.sync(SyncTriggering, "c1"), s.sync(SyncTriggering, "c2")])
     writer(s.sync(SyncTriggered, "c1", job_id=1, status="pending"))
     writer(s.sync(SyncStatusChanged, "c1", job_id=1, status="running", old_status="pending"))
-    with Journal(tmp_path) as reader:
+    with backend.open() as reader:
         record = reader.run("r")
         assert record is not None
         # The intents are durable; the job id waits for the next commit (a resumer would look
@@ -393,12 +391,12 @@ def test_durable_events_are_visible_to_another_instance_without_close(tmp_path: 
     writer.close()
 
 
-def test_batched_events_are_committed_by_the_timer(tmp_path: Path) -> None:
+def test_batched_events_are_committed_by_the_timer(backend: Backend) -> None:
     s = Story("r", ["c1"])
-    writer = Journal(tmp_path, batch_interval=0.2)
+    writer = backend.open(batch_interval=0.2)
     writer(s.started())
     writer(s.sync(SyncStatusChanged, "c1", job_id=1, status="running"))
-    with Journal(tmp_path) as reader:
+    with backend.open() as reader:
         assert len(reader.events("r")) == 1
         deadline = time.monotonic() + 5
         while len(reader.events("r")) < 2 and time.monotonic() < deadline:
@@ -407,21 +405,21 @@ def test_batched_events_are_committed_by_the_timer(tmp_path: Path) -> None:
     writer.close()
 
 
-def test_a_reader_on_the_writing_instance_sees_batched_events(tmp_path: Path) -> None:
+def test_a_reader_on_the_writing_instance_sees_batched_events(backend: Backend) -> None:
     s = Story("r", ["c1"])
-    with Journal(tmp_path, batch_interval=60) as journal:
+    with backend.open(batch_interval=60) as journal:
         journal(s.started())
         journal(s.sync(SyncStatusChanged, "c1", job_id=1, status="running"))
         assert len(journal.events("r")) == 2
 
 
-def test_a_refused_write_raises_and_keeps_the_batch(tmp_path: Path) -> None:
+def test_a_refused_write_raises_and_keeps_the_batch(backend: Backend) -> None:
     s = Story("r", ["c1"])
-    with Journal(tmp_path, busy_timeout=0.1, batch_interval=60) as journal:
+    with backend.open(lock_timeout=0.1, batch_interval=60) as journal:
         journal(s.started())
         journal(s.sync(SyncStatusChanged, "c1", job_id=1, status="running"))
         # Another process holds the write lock for longer than we are willing to wait.
-        with write_lock_held(tmp_path), pytest.raises(JournalError, match="locked"):
+        with backend.write_lock_held(), pytest.raises(JournalError, match="lock"):
             journal(s.sync(SyncTriggering, "c1"))
         # The caller was told; the refused event is not written behind its back, the batch is.
         journal(s.sync(SyncSucceeded, "c1", job_id=1, status="succeeded"))
@@ -429,22 +427,22 @@ def test_a_refused_write_raises_and_keeps_the_batch(tmp_path: Path) -> None:
     assert kinds == ["run_started", "sync_status_changed", "sync_succeeded"]
 
 
-def test_append_writes_a_batch_as_a_whole_or_not_at_all(tmp_path: Path) -> None:
+def test_append_writes_a_batch_as_a_whole_or_not_at_all(backend: Backend) -> None:
     s = Story("r", ["c1", "c2", "c3"])
     intents = [s.sync(SyncTriggering, c) for c in ("c1", "c2", "c3")]
-    with Journal(tmp_path, busy_timeout=0.1, batch_interval=60) as journal:
+    with backend.open(lock_timeout=0.1, batch_interval=60) as journal:
         journal(s.started())
         journal(s.sync(SyncStatusChanged, "c1", job_id=1, status="running"))
-        with write_lock_held(tmp_path), pytest.raises(JournalError, match="locked"):
+        with backend.write_lock_held(), pytest.raises(JournalError, match="lock"):
             journal.append(intents)
-        with Journal(tmp_path) as reader:
+        with backend.open() as reader:
             assert [e.kind for _, e in reader.events("r")] == ["run_started"]
         journal.append([])  # nothing to write: the batched status event still waits
-        with Journal(tmp_path) as reader:
+        with backend.open() as reader:
             assert len(reader.events("r")) == 1
         journal.append(intents)
         # Durable on return, for another process too, with the batch written before it.
-        with Journal(tmp_path) as reader:
+        with backend.open() as reader:
             stored = [e for _, e in reader.events("r")]
             record = reader.run("r")
     assert [e.kind for e in stored] == [
@@ -459,13 +457,12 @@ def test_append_writes_a_batch_as_a_whole_or_not_at_all(tmp_path: Path) -> None:
     )
 
 
-def test_readers_skip_unknown_kinds_and_unreadable_rows_with_one_warning(tmp_path: Path) -> None:
+def test_readers_skip_unknown_kinds_and_unreadable_rows_with_one_warning(backend: Backend) -> None:
     events = finished_run()
-    with Journal(tmp_path) as journal:
+    with backend.open() as journal:
         journal_all(journal, events[:5])
         journal.flush()
-        insert_rows(
-            tmp_path,
+        backend.insert_rows(
             "run-a",
             (6, "sync_from_the_future", '{"event":"sync_from_the_future","run_id":"run-a"}'),
             (7, "sync_triggered", '{"event":"sync_triggered","run_id":'),
@@ -493,11 +490,15 @@ from datetime import UTC, datetime
 from airbyte_fleet.engine.events import (
     PlannedSync, RunStarted, SyncStatusChanged, SyncTriggered, SyncTriggering,
 )
-from airbyte_fleet.journal import Journal
+import os
+from airbyte_fleet.journal import Journal, PostgresStore
+def store(state, **options):
+    url = os.environ.get("FLEET_TEST_STORE_URL")
+    return PostgresStore(url, **options) if url else Journal(state, **options)
 
 now = datetime.now(UTC)
 base = {"run_id": "killed", "at": now, "elapsed_s": 0.0}
-journal = Journal(sys.argv[1], batch_interval=60)
+journal = store(sys.argv[1], batch_interval=60)
 planned = (PlannedSync("c1"), PlannedSync("c2"), PlannedSync("c3"))
 journal(RunStarted(**base, total=3, job_type="sync", max_concurrency=2, planned=planned))
 journal(SyncTriggering(**base, connection_id="c1"))
@@ -508,15 +509,16 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def test_a_process_killed_with_sigkill_loses_no_durable_event(tmp_path: Path) -> None:
+def test_a_process_killed_with_sigkill_loses_no_durable_event(backend: Backend) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(KILLED), str(tmp_path)],
+        [sys.executable, "-c", textwrap.dedent(KILLED), str(backend.state_dir)],
         capture_output=True,
         timeout=60,
         check=False,
+        env=backend.env(),
     )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
-    with Journal(tmp_path) as journal:
+    with backend.open() as journal:
         assert journal.unfinished_runs() == ["killed"]
         assert journal.last_run_id() == "killed"
         record = journal.run("killed")
@@ -535,12 +537,16 @@ WRITER = """
 import sys
 from datetime import UTC, datetime
 from airbyte_fleet.engine.events import PlannedSync, RunFinished, RunStarted, SyncTriggered
-from airbyte_fleet.journal import Journal
+import os
+from airbyte_fleet.journal import Journal, PostgresStore
+def store(state, **options):
+    url = os.environ.get("FLEET_TEST_STORE_URL")
+    return PostgresStore(url, **options) if url else Journal(state, **options)
 
 run_id, n = sys.argv[2], int(sys.argv[3])
 def base():
     return {"run_id": run_id, "at": datetime.now(UTC), "elapsed_s": 0.0}
-with Journal(sys.argv[1]) as journal:
+with store(sys.argv[1]) as journal:
     planned = tuple(PlannedSync(f"c{i}") for i in range(n))
     journal(RunStarted(**base(), total=n, job_type="sync", max_concurrency=n, planned=planned))
     for i in range(n):
@@ -549,28 +555,29 @@ with Journal(sys.argv[1]) as journal:
 """
 
 
-def test_two_processes_share_one_state_dir(tmp_path: Path) -> None:
-    Journal(tmp_path).close()  # both writers then find the schema in place
+def test_two_processes_share_one_state_dir(backend: Backend) -> None:
+    backend.open().close()  # both writers then find the schema in place
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(WRITER), str(tmp_path), run_id, "400"],
+            [sys.executable, "-c", textwrap.dedent(WRITER), str(backend.state_dir), run_id, "400"],
             stderr=subprocess.PIPE,
+            env=backend.env(),
         )
         for run_id in ("left", "right")
     ]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()[-2000:]
-    with Journal(tmp_path) as journal:
+    with backend.open() as journal:
         summaries = {r.run_id: r for r in journal.runs()}
         for run_id in ("left", "right"):
             assert summaries[run_id].outcome == "succeeded"
             assert len(journal.events(run_id)) == 402
 
 
-def test_threads_share_one_instance(tmp_path: Path) -> None:
+def test_threads_share_one_instance(backend: Backend) -> None:
     stories = [Story(f"t{i}", [f"c{j}" for j in range(50)]) for i in range(4)]
-    with Journal(tmp_path, batch_interval=0.01) as journal:
+    with backend.open(batch_interval=0.01) as journal:
 
         def write(story: Story) -> None:
             journal(story.started())

@@ -215,7 +215,7 @@ async def test_a_run_the_state_dir_cannot_record_is_refused_with_503(
         def disk_full(entry: object) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(running.worker.ledger, "add", disk_full)
+        monkeypatch.setattr(running.worker.coordinator, "submit", disk_full)
         with capture_logs() as logs:
             answer = await api.call("POST", "/runs", body={"selection": {"all": True}})
         assert answer.status == 503

@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 
 from airbyte_fleet.service.openapi import openapi_document
 from airbyte_fleet.service.readiness import NOT_CHECKED_YET, Readiness
-from airbyte_fleet.service.schedules import ScheduleState
+from airbyte_fleet.service.schedules import ScheduleState, StoredState
 from airbyte_fleet.settings_file import FileConfig
 from airbyte_fleet.simulator import JobScript
 from conftest import SimFactory, client_for, misbehaving_proxy
@@ -225,14 +225,16 @@ async def test_metrics_show_when_each_schedule_last_succeeded(
             "broken": {"cron": "* * * * *", "connections": [bad]},
         },
     )
-    async with worker(root, tmp_path, file=file) as (_, api):
+    async with worker(root, tmp_path, file=file) as (running, api):
 
         async def both_finished() -> bool:
             runs = (await api.call("GET", "/runs")).body["runs"]
             return len(runs) == 2 and all(r["state"] == "finished" for r in runs)
 
         await until(both_finished, within=15)
-        run_ids = ScheduleState.read(tmp_path / ScheduleState.FILE_NAME).run_ids
+        # The file an older version kept was brought into the store at start, then removed.
+        assert not (tmp_path / ScheduleState.FILE_NAME).exists()
+        run_ids = StoredState(running.worker.coordinator).read().run_ids
         fine = (await api.call("GET", f"/runs/{run_ids['fine']}")).body["result"]
         broken = (await api.call("GET", f"/runs/{run_ids['broken']}")).body["result"]
         assert (fine["outcome"], broken["outcome"]) == ("succeeded", "failed")

@@ -3,11 +3,14 @@ run on without a second ``POST /jobs`` for anything already triggered."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from airbyte_fleet.journal import Journal
+from airbyte_fleet.journal import FILE_NAME, Journal
 from airbyte_fleet.simulator import JobScript, Simulator
 from conftest import SimFactory
 
@@ -114,15 +117,22 @@ async def test_runs_the_worker_did_not_start_are_left_alone(
     run_id = await api.submit({"connections": [cid]})
     await until(lambda: bool(sim.posts_for(cid)))
     await first.crash()
-    # As if another process (a crashed `airbyte-fleet run`) owned it: no ledger entry.
-    (tmp_path / "service" / "runs" / f"{run_id}.json").unlink()
+    # As if another process (a crashed `airbyte-fleet run`) owned it: not in the worker's queue.
+    with _database(tmp_path) as db:
+        db.execute("DELETE FROM worker_runs WHERE run_id = ?", (run_id,))
 
     async with worker(root, tmp_path) as (_, api):
         status = await api.call("GET", f"/runs/{run_id}")
-        assert status.body == {"run_id": run_id, "state": "running", "result": None, "error": None}
+        assert status.body == {
+            "run_id": run_id,
+            "state": "running",
+            "result": None,
+            "error": None,
+            "owner": None,
+        }
         refused = await api.call("POST", f"/runs/{run_id}/cancel")
         assert refused.status == 409
-        assert "not run by this worker" in refused.body["error"]
+        assert "not run by a worker" in refused.body["error"]
     with Journal(tmp_path) as journal:
         assert journal.unfinished_runs() == [run_id]
 
@@ -153,10 +163,10 @@ async def test_a_damaged_ledger_entry_does_not_stop_the_worker_nor_vanish(
     assert (runs / f"{lost}.bad").exists()
 
 
-async def test_runs_whose_ledger_entries_are_damaged_are_carried_on_from_the_journal(
+async def test_runs_whose_queue_entries_are_damaged_are_carried_on_from_the_journal(
     make_sim: SimFactory, tmp_path: Path
 ) -> None:
-    """A running run and a queued one, and the worker dies; both ledger entries are then damaged.
+    """A running run and a queued one, and the worker dies; both queue entries are then damaged.
     The next worker carries the running run on from the journal (no second job), and lists the
     queued one, which never started, as failed with why, instead of answering 404."""
     sim, root = await make_sim(connections=3)
@@ -168,10 +178,8 @@ async def test_runs_whose_ledger_entries_are_damaged_are_carried_on_from_the_jou
     queued = await api.submit({"connections": [c_conn]})
     await until(lambda: bool(sim.posts_for(a_conn)))
     await first.crash()
-    runs = tmp_path / "service" / "runs"
-    for run_id in (running, queued):
-        entry = runs / f"{run_id}.json"
-        entry.write_bytes(entry.read_bytes()[:40])
+    with _database(tmp_path) as db:
+        db.execute("UPDATE worker_runs SET entry = substr(entry, 1, 40)")
 
     async with worker(root, tmp_path, max_runs=1) as (_, api):
         result = await api.finished(running)
@@ -186,7 +194,16 @@ async def test_runs_whose_ledger_entries_are_damaged_are_carried_on_from_the_jou
     assert shown.status == 200
     assert (listed[queued]["state"], listed[queued]["outcome"]) == ("finished", "failed")
     assert "never started" in shown.body["error"]
-    # The carried-on run's entry was rebuilt, then settled: nothing of it is left.
-    assert not (runs / f"{running}.json").exists()
-    assert not (runs / f"{running}.bad").exists()
-    assert (runs / f"{queued}.bad").exists()
+    # The carried-on run was settled; the lost one stays queued, for the next start to list.
+    with _database(tmp_path) as db:
+        left = [row[0] for row in db.execute("SELECT run_id FROM worker_runs")]
+    assert left == [queued]
+
+
+@contextlib.contextmanager
+def _database(state_dir: Path) -> Iterator[sqlite3.Connection]:
+    db = sqlite3.connect(state_dir / FILE_NAME, isolation_level=None)
+    try:
+        yield db
+    finally:
+        db.close()

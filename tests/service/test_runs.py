@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from airbyte_fleet.journal import Journal
+from airbyte_fleet.journal import FILE_NAME, Journal
 from airbyte_fleet.service import ServeOptions, serve
 from airbyte_fleet.settings_file import FileConfig
 from airbyte_fleet.simulator import JobScript, Simulator
@@ -83,7 +84,13 @@ async def test_runs_over_the_cap_wait_in_the_queue(make_sim: SimFactory, tmp_pat
         a = await api.submit({"connections": [first]})
         b = await api.submit({"connections": [second]})
         status = await api.call("GET", f"/runs/{b}")
-        assert status.body == {"run_id": b, "state": "queued", "result": None, "error": None}
+        assert status.body == {
+            "run_id": b,
+            "state": "queued",
+            "result": None,
+            "error": None,
+            "owner": None,
+        }
         listed = await api.call("GET", "/runs")
         assert [(r["run_id"], r["state"]) for r in listed.body["runs"]] == [
             (b, "queued"),
@@ -236,7 +243,9 @@ async def test_shutdown_with_cancel_cancels_jobs_and_ends_runs(
         assert record is not None
         assert record.outcome == "interrupted"
         assert journal.unfinished_runs() == []
-    assert list((tmp_path / "service" / "runs").iterdir()) == []
+    # Settled: nothing of it is left in the worker's queue.
+    with sqlite3.connect(tmp_path / FILE_NAME) as db:
+        assert db.execute("SELECT run_id FROM worker_runs").fetchall() == []
 
 
 async def test_shutdown_with_detach_leaves_jobs_running_for_the_next_worker(

@@ -325,7 +325,7 @@ class World:
         self.sleeps.append(seconds)
         self.now += timedelta(seconds=seconds)
 
-    async def submit(self, schedule: Schedule) -> str | None:
+    async def submit(self, schedule: Schedule, tick: datetime) -> str | None:
         if self.on_submit is not None:
             self.on_submit(schedule)
         run_id = f"run-{len(self.submitted) + 1}"
@@ -548,7 +548,7 @@ async def test_declined_or_failing_submits_are_logged_and_the_loop_goes_on(
     world = World(_utc(2026, 1, 1, 1))
     answers: list[Any] = [None, RuntimeError("service is shutting down")]
 
-    async def submit(schedule: Schedule) -> str | None:
+    async def submit(schedule: Schedule, tick: datetime) -> str | None:
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer

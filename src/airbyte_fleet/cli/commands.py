@@ -1,5 +1,6 @@
-"""The five commands, each a thin caller: read the flags, hand the work to its home
-(:mod:`airbyte_fleet.runner` for a run, the journal for past runs, the worker for ``serve``), print.
+"""The commands, each a thin caller: read the flags, hand the work to its home
+(:mod:`airbyte_fleet.runner` for a run, the store for past runs and ``migrate``, the worker for
+``serve``), print. Which store, and a run's lease on its run, are :mod:`airbyte_fleet.cli.store`.
 
 Everything a user can get wrong is checked before the network is touched, and a run checks
 everything it can before it triggers anything (exit 2 or 3, nothing sent).
@@ -9,17 +10,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from airbyte_fleet._defaults import DEFAULT_STATE_DIR
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.cli.exit import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_JOURNAL, EXIT_OK, fail
 from airbyte_fleet.cli.parser import run_option_flags
@@ -32,18 +33,21 @@ from airbyte_fleet.cli.render import (
     print_schedules,
     write_result_file,
 )
+from airbyte_fleet.cli.store import RunHold, StorePlace, holding
 from airbyte_fleet.config import AirbyteSettings, load_settings
 from airbyte_fleet.engine.events import EventSink
 from airbyte_fleet.engine.options import Selection
 from airbyte_fleet.engine.result import ResultBuilder
+from airbyte_fleet.engine.run import new_run_id
 from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.journal import (
-    Journal,
     JournalDamagedError,
-    JournalError,
     NoJournalError,
     RunRecord,
+    RunStore,
+    store_location,
 )
+from airbyte_fleet.journal import migrate as migrate_store
 from airbyte_fleet.resolve import (
     file_groups,
     file_selection,
@@ -105,6 +109,8 @@ async def _run(
     progress: ProgressSink | None,
     signals: contextlib.ExitStack,
 ) -> int:
+    place = StorePlace(args, file)
+    hold: RunHold | None = None  # none for a dry run, which stores nothing
     async with contextlib.AsyncExitStack() as stack:
         if args.resume:
             if not _selection(args, FileConfig()).empty:
@@ -112,13 +118,17 @@ async def _run(
                     "--resume carries on the run's own selection; leave out --connection, "
                     "--name, --tag, --workspace, --group and --all."
                 )
-            journal = stack.enter_context(_open_journal(args, create=False, wanted=args.resume))
-            with _reading(args):
-                record = _resume_target(journal, args.resume)
+            journal = stack.enter_context(place.open(create=False, wanted=args.resume))
+            with place.reading():
+                run_id = _resume_target(journal, args.resume).run_id
+            # A process that still holds the run (or held it until it died) has it first.
+            hold = await stack.enter_async_context(holding(place, journal, run_id, wait=True))
+            with place.reading():
+                record = _resume_target(journal, run_id)
             options = merge_run_options(record.options, overrides)
             client = await stack.enter_async_context(await open_client(settings))
-            log.info("resuming", run_id=record.run_id, state_dir=str(_state_dir(args)))
-            with _reading(args):
+            log.info("resuming", run_id=record.run_id, state_dir=str(place.state_dir))
+            with place.reading():
                 session = RunSession.resumed(
                     client,
                     journal,
@@ -136,7 +146,10 @@ async def _run(
                     "Nothing selected; pass --connection ID, --name GLOB, --tag NAME, "
                     "--workspace ID, --group NAME or --all."
                 )
-            store = None if args.dry_run else stack.enter_context(_open_journal(args))
+            run_id = new_run_id()
+            store = None if args.dry_run else stack.enter_context(place.open())
+            if store is not None:
+                hold = await stack.enter_async_context(holding(place, store, run_id, wait=False))
             client = await stack.enter_async_context(await open_client(settings))
             session = await RunSession.planned(
                 client,
@@ -144,13 +157,27 @@ async def _run(
                 options,
                 groups=file_groups(file),
                 store=store,
+                run_id=run_id,
                 sinks=sinks,
             )
             if args.dry_run:
                 print_plan(session.plan, args.output)
                 return EXIT_OK
+        if hold is not None:
+            hold.attach(session)
+            if hold.lost:
+                # Lost while planning (the store out of reach for a whole lease time).
+                return fail(
+                    EXIT_JOURNAL,
+                    f"Run {session.run_id} lost its lease before it began (the store could not "
+                    "be reached in time, or another process took the run); nothing was "
+                    "triggered here, try again once the store answers.",
+                )
         signals.enter_context(_on_signals(session, args))
         result = await _follow(session, args, progress)
+    if hold is not None and (hold.lost or session.taken_over):
+        # The run is another process's now: its result is that process's to report.
+        return fail(EXIT_JOURNAL, hold.lost_sentence)
     code = await _report(result, args)
     if session.store_error is not None:
         # The result (every sync, the error) is printed: the exit code and one line say why.
@@ -238,46 +265,7 @@ def _selection(args: argparse.Namespace, file: FileConfig) -> Selection:
 # ----------------------------------------------------------------------------- the journal
 
 
-def _state_dir(args: argparse.Namespace) -> Path:
-    return Path(args.state_dir or os.environ.get("AIRBYTE_FLEET_STATE_DIR") or DEFAULT_STATE_DIR)
-
-
-def _open_journal(
-    args: argparse.Namespace, *, create: bool = True, wanted: str | None = None
-) -> Journal:
-    """The journal in the state directory. *create* False (reading): never create one; with
-    *wanted*, no journal means no such run, else :class:`NoJournalError` for the caller."""
-    path = _state_dir(args)
-    try:
-        return Journal(path, create=create)
-    except NoJournalError:
-        if wanted is None:
-            raise
-        raise ConfigError(f"There is no run '{wanted}': no runs yet in {path}.") from None
-    except JournalDamagedError as exc:
-        raise ConfigError(str(exc)) from None
-    except (OSError, sqlite3.Error) as exc:
-        raise ConfigError(
-            f"Cannot use the state directory '{path}' ({exc}); pass --state-dir with a writable "
-            "folder."
-        ) from None
-
-
-@contextlib.contextmanager
-def _reading(args: argparse.Namespace) -> Iterator[None]:
-    """A journal that cannot be read is one sentence and exit 2, never a traceback."""
-    try:
-        yield
-    except JournalDamagedError as exc:
-        raise ConfigError(str(exc)) from None
-    except JournalError as exc:
-        raise ConfigError(
-            f"Cannot read the journal in '{_state_dir(args)}' ({exc}); try again, or pass "
-            "--state-dir with another folder."
-        ) from None
-
-
-def _run_id(journal: Journal, wanted: str) -> str | None:
+def _run_id(journal: RunStore, wanted: str) -> str | None:
     return journal.last_run_id() if wanted == "last" else wanted
 
 
@@ -287,7 +275,7 @@ def _no_such_run(wanted: str) -> ConfigError:
     )
 
 
-def _resume_target(journal: Journal, wanted: str) -> RunRecord:
+def _resume_target(journal: RunStore, wanted: str) -> RunRecord:
     run_id = _run_id(journal, wanted)
     record = journal.run(run_id) if run_id else None
     if record is None:
@@ -305,15 +293,16 @@ def _resume_target(journal: Journal, wanted: str) -> RunRecord:
 async def runs(args: argparse.Namespace) -> int:
     # Reading never creates state: no journal means no runs yet.
     showing = args.runs_command == "show"
+    place = StorePlace(args, load_file_config(args.config))
     try:
-        journal = _open_journal(args, create=False, wanted=args.run_id if showing else None)
+        journal = place.open(create=False, wanted=args.run_id if showing else None)
     except NoJournalError:
         if args.output == "json":
             print_runs([], args.output)
         else:
-            print(f"no runs yet in {_state_dir(args)}")
+            print(f"no runs yet in {place.shown}")
         return EXIT_OK
-    with journal, _reading(args):
+    with journal, place.reading():
         if showing:
             run_id = _run_id(journal, args.run_id)
             result = replay_result(journal, run_id) if run_id else None
@@ -323,6 +312,24 @@ async def runs(args: argparse.Namespace) -> int:
             return EXIT_OK
         records = journal.runs(limit=args.limit)
     print_runs(records, args.output)
+    return EXIT_OK
+
+
+async def migrate(args: argparse.Namespace) -> int:
+    place = StorePlace(args, load_file_config(args.config))
+    try:
+        before, after = await anyio.to_thread.run_sync(
+            lambda: migrate_store(database_url=place.url, state_dir=place.state_dir)
+        )
+    except JournalDamagedError as exc:
+        raise ConfigError(str(exc)) from None
+    except (OSError, sqlite3.Error) as exc:
+        raise place.cannot_use(exc) from None
+    if args.output == "json":
+        shown = store_location(place.url, place.state_dir)
+        print(json.dumps({"store": shown, "version": after, "was": before}))
+    else:
+        print(f"schema at version {after} (was {before})")
     return EXIT_OK
 
 
@@ -343,23 +350,31 @@ async def serve(args: argparse.Namespace) -> int:
     # Imported here: the worker's HTTP stack is not needed by any other command.
     from airbyte_fleet.service import ServeOptions
     from airbyte_fleet.service import serve as run_worker
+    from airbyte_fleet.service.options import check_bind
 
-    options = ServeOptions.resolve(
-        host=args.host,
-        port=args.port,
-        config=args.config,
-        state_dir=args.state_dir,
-        max_runs=args.max_runs,
-        on_shutdown=args.on_shutdown,
-        grace=args.grace,
-    )
-    return await run_worker(options)
+    given: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "config": args.config,
+        "state_dir": args.state_dir,
+        "max_runs": args.max_runs,
+        "on_shutdown": args.on_shutdown,
+        "grace": args.grace,
+        "database_url": args.database_url,
+        "lease": args.lease,
+    }
+    # An open or weak API is refused before anything else is read: its one sentence is all
+    # stderr shows. The bind and the token never come from the file.
+    check_bind(ServeOptions.resolve(file=FileConfig(), **given))
+    file = load_file_config(args.config)
+    return await run_worker(ServeOptions.resolve(file=file, **given), file=file)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "connections": connections,
     "run": run,
     "runs": runs,
+    "migrate": migrate,
     "schedules": schedules,
     "serve": serve,
 }

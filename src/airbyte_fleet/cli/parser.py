@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMMAND_HELP",
+    "DATABASE_URL_ENV",
+    "DEFAULT_LEASE",
+    "LEASE_ENV",
     "LOG_ENV",
     "build_parser",
     "parse",
@@ -44,6 +47,7 @@ COMMAND_HELP: dict[str, str] = {
     "serve": "the long-running worker: HTTP API, schedules, metrics",
     "schedules": "the config file's schedules and next fire times",
     "runs": "past runs from the journal, or one run's result",
+    "migrate": "bring the run store's tables up to date (SQLite or PostgreSQL)",
     "simulate": "run a local, spec-faithful Airbyte (see 'airbyte-fleet simulate --help')",
     "completion": "print a shell completion script for bash, zsh or fish",
 }
@@ -202,11 +206,12 @@ def _output(parser: argparse.ArgumentParser | argparse._ArgumentGroup, **kw: Any
     parser.add_argument("--output", choices=("table", "json"), **kw)
 
 
-def _config(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+def _config(parser: argparse.ArgumentParser | argparse._ArgumentGroup, **kw: Any) -> None:
     parser.add_argument(
         "--config",
         metavar="PATH",
         help="TOML file (AIRBYTE_FLEET_CONFIG, default: config/airbyte-fleet.toml)",
+        **kw,
     )
 
 
@@ -214,6 +219,36 @@ def _state_dir_help() -> str:
     from airbyte_fleet._defaults import DEFAULT_STATE_DIR
 
     return f"where the run journal lives (AIRBYTE_FLEET_STATE_DIR, default: {DEFAULT_STATE_DIR})"
+
+
+# Spelt out, not imported from airbyte_fleet.config: `runs --help` must not load pydantic to
+# print them (tests/test_cli_parser.py holds them equal).
+DATABASE_URL_ENV = "AIRBYTE_FLEET_DATABASE_URL"
+LEASE_ENV = "AIRBYTE_FLEET_LEASE"
+DEFAULT_LEASE = 30.0
+
+
+def _database_url(parser: argparse.ArgumentParser | argparse._ArgumentGroup, **kw: Any) -> None:
+    # No default is ever shown: a URL may carry a password.
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="PostgreSQL that several workers share, postgresql://USER:PASSWORD@HOST/DB "
+        f"({DATABASE_URL_ENV} or database_url in the config file; default: the SQLite journal "
+        "in the state directory)",
+        **kw,
+    )
+
+
+def _lease(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--lease",
+        type=_duration,
+        metavar="DURATION",
+        help="how long a run stays held by a process that stopped renewing it (crashed or cut "
+        f"off) before another may carry it on ({LEASE_ENV} or lease in the config file; "
+        f"default: {_duration_text(DEFAULT_LEASE)})",
+    )
 
 
 # ----------------------------------------------------------------------------- commands
@@ -278,6 +313,8 @@ def _add_run(commands: _Commands) -> None:
         help="carry on an interrupted run ('last' for the newest) without triggering twice",
     )
     how.add_argument("--state-dir", metavar="DIR", help=_state_dir_help())
+    _database_url(how)
+    _lease(how)
     out = run.add_argument_group("output")
     _output(out)
     out.add_argument("--result-file", metavar="PATH", help="also write the JSON result here")
@@ -312,6 +349,8 @@ def _add_serve(commands: _Commands) -> None:
     srv.add_argument(
         "--grace", type=_duration, default=None, metavar="DURATION", help=text("grace")
     )
+    _database_url(srv)
+    _lease(srv)
     _add_logging(srv)
 
 
@@ -344,6 +383,8 @@ def _add_runs(commands: _Commands) -> None:
         "one run's result.",
     )
     runs.add_argument("--state-dir", metavar="DIR", help=state_dir)
+    _database_url(runs)
+    _config(runs)
     runs.add_argument(
         "--limit",
         type=_positive,
@@ -364,8 +405,26 @@ def _add_runs(commands: _Commands) -> None:
     show = runs_sub.add_parser("show", description="Print one run's result from the journal.")
     show.add_argument("run_id", metavar="RUN_ID", help="a run id, or 'last' for the newest")
     show.add_argument("--state-dir", metavar="DIR", default=argparse.SUPPRESS, help=state_dir)
+    _database_url(show, default=argparse.SUPPRESS)
+    _config(show, default=argparse.SUPPRESS)
     _output(show, default=argparse.SUPPRESS)
     _add_logging(show)
+
+
+def _add_migrate(commands: _Commands) -> None:
+    mig = commands.add_parser(
+        "migrate",
+        help=COMMAND_HELP["migrate"],
+        description="Create the run store's tables, or bring them to this version's schema, and "
+        "say at which version they are. Every command that writes runs does this as it opens the "
+        "store; run it on its own before starting several workers of a new version at once. "
+        "Exit 0: done; 2: the store cannot be opened or is newer than this version.",
+    )
+    _database_url(mig)
+    mig.add_argument("--state-dir", metavar="DIR", help=_state_dir_help())
+    _config(mig)
+    _output(mig, help="stdout: a line for people (default) or JSON and nothing else")
+    _add_logging(mig)
 
 
 def _add_completion(commands: _Commands) -> None:
@@ -404,6 +463,7 @@ _BUILDERS: dict[str, Callable[[_Commands], None]] = {
     "serve": _add_serve,
     "schedules": _add_schedules,
     "runs": _add_runs,
+    "migrate": _add_migrate,
     "completion": _add_completion,
 }
 

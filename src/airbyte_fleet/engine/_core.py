@@ -23,6 +23,7 @@ from airbyte_fleet.engine.events import (
     Event,
     EventBus,
     PlannedSync,
+    RunTakenOverError,
     StoreFailedError,
     SyncAdopted,
     SyncDetached,
@@ -284,13 +285,19 @@ class EngineCore:
     def _store_failed(self, exc: Exception, kind: str) -> None:
         if self.failure is not None:
             return
-        self.failure = StoreFailedError(self.run_id, kind, exc, self._on_interrupt)
+        taken_over = isinstance(exc, RunTakenOverError)
+        action: StopMode = "detach" if taken_over else self._on_interrupt
+        self.failure = StoreFailedError(self.run_id, kind, exc, action)
         self.failure.__cause__ = exc
         log.error(
-            "store_failed",
-            run_id=self.run_id,
-            event_kind=kind,
-            error=str(exc),
-            action=self._on_interrupt,
+            "store_failed", run_id=self.run_id, event_kind=kind, error=str(exc), action=action
         )
-        self._begin_stop(self._on_interrupt)
+        if taken_over:
+            # The jobs and the record are the new holder's: cancelling or reporting anything
+            # more would fight it.
+            self.let_go()
+        else:
+            self._begin_stop(action)
+
+    def let_go(self) -> None:
+        raise NotImplementedError

@@ -24,6 +24,7 @@ __all__ = [
     "PlannedSync",
     "RunFinished",
     "RunStarted",
+    "RunTakenOverError",
     "StoreFailedError",
     "SyncAdopted",
     "SyncCancelled",
@@ -236,6 +237,12 @@ class StoreFailedError(FleetError):
             f"result shows for each; fix the state directory (disk space, permissions, a lock "
             f"held by another process), then resume it with 'airbyte-fleet run --resume {run_id}'"
         )
+
+
+class RunTakenOverError(FleetError):
+    """The store says another process holds the run now (its lease passed on while this one
+    was not looking): this process must stop at once without touching the run's jobs or its
+    record, which are the new holder's. A store's fence raises it (a subclass of it)."""
 
 
 class EventBus:

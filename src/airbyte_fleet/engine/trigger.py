@@ -149,7 +149,12 @@ class TriggerSteps(EngineCore):
                     self.run_id, sync.connection_id, seen=frozenset(sync.seen)
                 )
             except ClaimError as exc:
-                self._emit(SyncFailed, sync, outcome="error", error=f"not triggered: {exc.message}")
+                # The hook's store is the run's store (or beside it): a claim it cannot record
+                # stops the run as a journal write would, and a resume triggers this sync.
+                self._store_failed(exc, f"a claim on connection {sync.connection_id}")
+                self._emit(
+                    SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted"
+                )
                 return False
             finally:
                 self._stoppable.discard(scope)

@@ -1,20 +1,19 @@
-"""Reading the SQLite journal: run listings, one run with its syncs, and a run's events.
+"""Reading the store: run listings, one run with its syncs, and a run's events.
 
-Each function takes an open connection; :class:`~airbyte_fleet.journal.Journal` holds its lock
-around the call.
+Each function takes an open connection and its database's dialect; the store holds its lock around
+the call.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Any
 
 from airbyte_fleet.engine.events import Event, PlannedSync
 from airbyte_fleet.engine.outcome import OUTCOMES, unsettled_outcome
 from airbyte_fleet.journal.codec import EventDecodeError, decode_event
+from airbyte_fleet.journal.dialect import Conn, Dialect
 from airbyte_fleet.journal.schema import parse_ts
 from airbyte_fleet.journal.store import RunRecord, SyncRecord
 
@@ -67,7 +66,7 @@ def _record(row: tuple[Any, ...], *, total: int, **more: Any) -> RunRecord:
     try:
         return RunRecord(
             run_id=run_id,
-            started_at=datetime.fromisoformat(started),
+            started_at=_required(parse_ts(started)),
             finished_at=parse_ts(finished),
             outcome=outcome if finished is not None else "running",
             job_type=job_type,
@@ -84,6 +83,12 @@ def _record(row: tuple[Any, ...], *, total: int, **more: Any) -> RunRecord:
         raise ValueError(f"run {run_id} holds a value this version cannot read: {exc}") from None
 
 
+def _required(value: Any) -> Any:
+    if value is None:
+        raise ValueError("a run without a start time")
+    return value
+
+
 def _object(text: str | None) -> dict[str, Any] | None:
     if not text:
         return None
@@ -93,17 +98,19 @@ def _object(text: str | None) -> dict[str, Any] | None:
     return value
 
 
-def runs(conn: sqlite3.Connection, *, limit: int, offset: int) -> list[RunRecord]:
+def runs(conn: Conn, d: Dialect, *, limit: int, offset: int) -> list[RunRecord]:
     """Runs newest first (by first start), without their syncs; ``counts`` come from the syncs."""
     # One read transaction, so the runs and their counts come from the same moment.
-    conn.execute("BEGIN")
+    conn.execute(d.begin_read)
     try:
         rows = conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY started_at DESC, rowid DESC "
-            "LIMIT ? OFFSET ?",
+            d.sql(
+                f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY started_at DESC, rowid DESC "
+                "LIMIT ? OFFSET ?"
+            ),
             (limit, offset),
         ).fetchall()
-        counted = _counts(conn, [(r[0], r[2] is not None, bool(r[5])) for r in rows])
+        counted = _counts(conn, d, [(r[0], r[2] is not None, bool(r[5])) for r in rows])
     finally:
         conn.execute("COMMIT")
     out: list[RunRecord] = []
@@ -114,7 +121,7 @@ def runs(conn: sqlite3.Connection, *, limit: int, offset: int) -> list[RunRecord
 
 
 def _counts(
-    conn: sqlite3.Connection, runs: Iterable[tuple[str, bool, bool]]
+    conn: Conn, d: Dialect, runs: Iterable[tuple[str, bool, bool]]
 ) -> dict[str, tuple[dict[str, int], int]]:
     wanted = {run_id: (finished, wait) for run_id, finished, wait in runs}
     out = {run_id: (_zeroed(), 0) for run_id in wanted}
@@ -122,8 +129,11 @@ def _counts(
         return out
     marks = ",".join("?" * len(wanted))
     rows = conn.execute(
-        "SELECT run_id, outcome, job_id IS NOT NULL, COUNT(*) FROM syncs "
-        f"WHERE run_id IN ({marks}) GROUP BY 1, 2, 3",
+        # Not cached: the number of marks changes with the page.
+        d.translate(
+            "SELECT run_id, outcome, job_id IS NOT NULL, COUNT(*) FROM syncs "
+            f"WHERE run_id IN ({marks}) GROUP BY 1, 2, 3"
+        ),
         list(wanted),
     ).fetchall()
     for run_id, outcome, has_job, n in rows:
@@ -135,27 +145,29 @@ def _counts(
     return out
 
 
-def last_run_id(conn: sqlite3.Connection) -> str | None:
+def last_run_id(conn: Conn, d: Dialect) -> str | None:
     query = "SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1"
-    row = conn.execute(query).fetchone()
+    row = conn.execute(d.sql(query)).fetchone()
     return None if row is None else str(row[0])
 
 
-def unfinished_runs(conn: sqlite3.Connection) -> list[str]:
+def unfinished_runs(conn: Conn, d: Dialect) -> list[str]:
     query = "SELECT run_id FROM runs WHERE finished_at IS NULL ORDER BY started_at, rowid"
-    return [str(r[0]) for r in conn.execute(query).fetchall()]
+    return [str(r[0]) for r in conn.execute(d.sql(query)).fetchall()]
 
 
-def run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
+def run(conn: Conn, d: Dialect, run_id: str) -> RunRecord | None:
     # One read transaction, so the run and its syncs come from the same moment.
-    conn.execute("BEGIN")
+    conn.execute(d.begin_read)
     try:
         row = conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            d.sql(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"), (run_id,)
         ).fetchone()
         syncs = conn.execute(
-            f"SELECT position, {_SYNC_COLUMNS} FROM syncs WHERE run_id = ? "
-            "ORDER BY position IS NULL, position, connection_id",
+            d.sql(
+                f"SELECT position, {_SYNC_COLUMNS} FROM syncs WHERE run_id = ? "
+                "ORDER BY position IS NULL, position, connection_id"
+            ),
             (run_id,),
         ).fetchall()
     finally:
@@ -207,15 +219,21 @@ def _sync_record(values: list[Any]) -> SyncRecord:
 
 
 def events(
-    conn: sqlite3.Connection, run_id: str, *, after: int, limit: int | None, on_skip: OnSkip
+    conn: Conn,
+    d: Dialect,
+    run_id: str,
+    *,
+    after: int,
+    limit: int | None,
+    on_skip: OnSkip,
 ) -> list[tuple[int, Event]]:
     out: list[tuple[int, Event]] = []
+    query = d.sql(
+        "SELECT seq, kind, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+    )
     while limit is None or len(out) < limit:
         want = -1 if limit is None else limit - len(out)
-        rows = conn.execute(
-            "SELECT seq, kind, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (run_id, after, want),
-        ).fetchall()
+        rows = conn.execute(query, (run_id, after, d.no_limit if want < 0 else want)).fetchall()
         for seq, kind, data in rows:
             after = seq
             try:

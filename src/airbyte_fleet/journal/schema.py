@@ -1,5 +1,9 @@
 """The SQLite journal's tables, how a file is opened, and how an older file is brought up to date.
 
+Version 3 adds the tables that processes sharing the file coordinate through (leases, the worker's
+accepted runs, schedule fires and state, connection claims): :data:`COORDINATION_TABLES`, the same
+for PostgreSQL (``pg_schema.py``) but for the type of a time.
+
 Each run is keyed by its run id, each sync by ``(run_id, connection_id)``, and every event is
 appended with a per-run sequence number. Timestamps in columns are UTC ISO text with microseconds,
 so the text sorts like the instant it names.
@@ -9,12 +13,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
+from airbyte_fleet.journal.dialect import utc_text
 from airbyte_fleet.journal.store import JournalDamagedError, JournalError
 
 __all__ = [
+    "COORDINATION_TABLES",
     "FILE_NAME",
     "SCHEMA_VERSION",
     "connect",
@@ -84,19 +90,57 @@ WHERE outcome = 'skipped'
   AND substr(error, 1, {len(_V1_INTERRUPTED)}) = '{_V1_INTERRUPTED}';
 """
 
+# Where several processes meet (coordination/ reads and writes them; the store only reads
+# run_leases, to fence a run). {ts} is the type of a time: SQLite keeps UTC ISO text (utc_text),
+# PostgreSQL a timestamptz compared with now(). A claim row is live only while its run holds a live
+# lease; stale rows are ignored and anyone may delete them.
+COORDINATION_TABLES = """
+CREATE TABLE run_leases (
+    run_id      TEXT PRIMARY KEY,
+    owner       TEXT NOT NULL,
+    lease_until {ts} NOT NULL,
+    acquired_at {ts} NOT NULL
+);
+CREATE TABLE worker_runs (
+    run_id           TEXT PRIMARY KEY,
+    submitted_at     {ts} NOT NULL,
+    submitted_by     TEXT,
+    entry            TEXT NOT NULL,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX worker_runs_by_submission ON worker_runs (submitted_at, run_id);
+CREATE TABLE schedule_fires (
+    schedule TEXT NOT NULL,
+    tick     {ts} NOT NULL,
+    run_id   TEXT NOT NULL,
+    fired_at {ts} NOT NULL,
+    PRIMARY KEY (schedule, tick)
+);
+CREATE TABLE schedule_state (
+    schedule TEXT PRIMARY KEY,
+    state    TEXT NOT NULL
+);
+CREATE TABLE connection_claims (
+    connection_id TEXT NOT NULL,
+    run_id        TEXT NOT NULL,
+    job_id        BIGINT,
+    triggering    BOOLEAN NOT NULL DEFAULT FALSE,
+    PRIMARY KEY (connection_id, run_id)
+);
+"""
+_V3 = COORDINATION_TABLES.format(ts="TEXT")
+
 # Index i holds the script that takes a journal from version i to i + 1; a new file runs them all,
 # so a fresh journal and an upgraded one are the same.
-_MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+_MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
-def utc_text(value: datetime) -> str:
-    aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return aware.isoformat(timespec="microseconds")
-
-
-def parse_ts(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
+def parse_ts(value: str | datetime | None) -> datetime | None:
+    """A time as a column holds it (SQLite: text; PostgreSQL: already a datetime)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
 
 
 def damaged_sentence(path: Path, what: object) -> str:
@@ -187,6 +231,20 @@ def _open(path: Path, busy_timeout: float, mode: str) -> sqlite3.Connection:
     # rows by key, which a small cache serves as well.
     conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     return conn
+
+
+def file_version(path: Path) -> int:
+    """The schema version of the journal at *path*, 0 when there is none; read-only."""
+    if not path.is_file():
+        return 0
+    try:
+        conn = _open(path, 10.0, "ro")
+        try:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise journal_error(path, "read", exc) from exc
 
 
 def _check_version(conn: sqlite3.Connection, path: Path) -> None:

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Self
 
 from airbyte_fleet._logging import get_logger
-from airbyte_fleet.engine.events import Event
-from airbyte_fleet.journal import queries
-from airbyte_fleet.journal.codec import EventDecodeError, UnknownEventKind
+from airbyte_fleet.journal.base import StoreBase
 from airbyte_fleet.journal.damage import Leftover, find_damage, leftover
+from airbyte_fleet.journal.dialect import SQLITE, Conn
 from airbyte_fleet.journal.schema import FILE_NAME, connect, damaged_sentence, journal_error
-from airbyte_fleet.journal.store import JournalDamagedError, JournalError, NoJournalError, RunRecord
+from airbyte_fleet.journal.store import JournalDamagedError, JournalError, NoJournalError
 from airbyte_fleet.journal.writer import Fsync, Writer
 
 __all__ = ["Journal"]
@@ -27,7 +23,39 @@ _OPEN: dict[Path, int] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-class Journal:
+class _Link:
+    """The writer's SQLite file: one connection for good, fsynced by ``PRAGMA synchronous``."""
+
+    dialect = SQLITE
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, fsync: Fsync) -> None:
+        self.conn = conn
+        self.where = f"the journal at {path}"
+        self._synchronous = ""
+        self._set_synchronous("FULL" if fsync == "always" else "NORMAL")
+
+    def connection(self) -> sqlite3.Connection:
+        return self.conn
+
+    def _set_synchronous(self, mode: str) -> None:
+        if mode != self._synchronous:
+            self.conn.execute(f"PRAGMA synchronous={mode}")
+            self._synchronous = mode
+
+    def begin(self, conn: Conn, *, durable: bool) -> None:
+        # Outside the transaction: SQLite takes the setting for the commits that follow.
+        self._set_synchronous("FULL" if durable else "NORMAL")
+        conn.execute("BEGIN IMMEDIATE")
+
+    def abandon(self, conn: Conn) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Journal(StoreBase):
     """A :class:`~airbyte_fleet.journal.RunStore` backed by SQLite (stdlib ``sqlite3``).
 
     Calls are serialised by a lock, so one instance may serve the event loop and a reader thread.
@@ -80,21 +108,22 @@ class Journal:
             _OPEN[key] = _OPEN.get(key, 0) + 1
         self._key = key
         try:
-            self._writer = Writer(
-                conn,
-                threading.RLock(),
-                path=self.path,
-                fsync=fsync,
-                batch_interval=batch_interval,
-            )
+            link = _Link(conn, self.path, fsync=fsync)
+            self._start(Writer(link, threading.RLock(), fsync=fsync, batch_interval=batch_interval))
         except BaseException:
             conn.close()
             self._forget()
             raise
-        # Stored events this instance skipped and already warned about: a follower polling the
-        # tail of a run would otherwise repeat the warning at every poll.
-        self._skips_told: set[tuple[str, int]] = set()
-        self._flush_failing = False
+
+    def _closed(self) -> None:
+        self._forget()
+
+    def _read_failed(self, exc: Exception) -> JournalError:
+        assert isinstance(exc, sqlite3.Error)
+        return journal_error(self.path, "read", exc)
+
+    def _unreadable(self, exc: ValueError | TypeError) -> JournalError:
+        return JournalDamagedError(damaged_sentence(self.path, exc))
 
     def _forget(self) -> None:
         with _OPEN_LOCK:
@@ -117,89 +146,3 @@ class Journal:
             "journal cannot account for before triggering it",
         )
         return damage
-
-    # ----------------------------------------------------------------- writing
-
-    def __call__(self, event: Event) -> None:
-        self._writer.write(event)
-
-    def append(self, events: Iterable[Event]) -> None:
-        self._writer.append(events)
-
-    def flush(self) -> None:
-        self._writer.flush()
-
-    def check(self) -> None:
-        self._writer.check()
-
-    def close(self) -> None:
-        if self._writer.closed:
-            return
-        try:
-            self._writer.close()
-        finally:
-            self._forget()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    # ----------------------------------------------------------------- reading
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        with self._writer.lock:
-            self._writer.check_open()
-            # A reader on this instance sees what it was told, batched or not; but a disk that
-            # refuses the batch must not take the reads down with it.
-            try:
-                self._writer.flush()
-            except JournalError as exc:
-                if not self._flush_failing:
-                    log.warning("journal_flush_failed", error=str(exc), note="reading on")
-                self._flush_failing = True
-            else:
-                self._flush_failing = False
-            try:
-                yield self._writer.conn
-            except JournalError:
-                raise
-            except sqlite3.Error as exc:
-                raise journal_error(self.path, "read", exc) from exc
-            except (ValueError, TypeError) as exc:
-                # A stored value that is not what this version wrote (bad JSON, a timestamp
-                # that is not one): the file was changed behind the journal's back.
-                raise JournalDamagedError(damaged_sentence(self.path, exc)) from exc
-
-    def runs(self, *, limit: int = 20, offset: int = 0) -> list[RunRecord]:
-        with self._reading() as conn:
-            return queries.runs(conn, limit=limit, offset=offset)
-
-    def run(self, run_id: str) -> RunRecord | None:
-        with self._reading() as conn:
-            return queries.run(conn, run_id)
-
-    def last_run_id(self) -> str | None:
-        with self._reading() as conn:
-            return queries.last_run_id(conn)
-
-    def unfinished_runs(self) -> list[str]:
-        with self._reading() as conn:
-            return queries.unfinished_runs(conn)
-
-    def events(
-        self, run_id: str, *, after: int = 0, limit: int | None = None
-    ) -> list[tuple[int, Event]]:
-        def skipped(seq: int, kind: str, why: EventDecodeError) -> None:
-            if (run_id, seq) in self._skips_told:
-                return
-            self._skips_told.add((run_id, seq))
-            if isinstance(why, UnknownEventKind):
-                log.warning("journal_event_kind_unknown", run_id=run_id, seq=seq, kind=kind)
-            else:
-                log.warning("journal_event_unreadable", run_id=run_id, seq=seq, error=str(why))
-
-        with self._reading() as conn:
-            return queries.events(conn, run_id, after=after, limit=limit, on_skip=skipped)

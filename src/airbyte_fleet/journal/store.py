@@ -1,7 +1,8 @@
 """The run store: what the runner, the CLI and the worker may ask of wherever runs are kept.
 
-:class:`RunStore` is the seam a second backend (PostgreSQL, shared by several workers) implements;
-:class:`~airbyte_fleet.journal.Journal` is the SQLite one. Everything above the store speaks only
+:class:`RunStore` is the seam both backends implement: :class:`~airbyte_fleet.journal.Journal`
+(SQLite, one file in the state dir) and :class:`~airbyte_fleet.journal.PostgresStore` (one
+database shared by several processes and machines). Everything above the store speaks only
 of events in and :class:`RunRecord` / events out, never of SQL.
 
 What a store promises its writers (the write-ahead promise: nothing is triggered that is not
@@ -17,6 +18,11 @@ its intent is an ``intent`` (:attr:`SyncRecord.state`), whose job the resumer lo
 connection's jobs; a job in flight is read. A batched write that fails is kept and tried again,
 and the failure reaches the caller of the next write, ``flush()`` or ``run_finished``.
 
+A run may be *fenced* (:meth:`RunStore.fence`) to the process that holds its lease: from then
+on nothing of it is written unless, in the same transaction, the lease is still that process's;
+otherwise the write raises :class:`LeaseLostError` and the process must stop the run (another one
+carries it on).
+
 An event that states again what the store holds (a resumer re-reporting a final outcome, a start
 or finish written twice) is not recorded twice.
 """
@@ -29,13 +35,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, Self
 
-from airbyte_fleet.engine.events import Event, PlannedSync
+from airbyte_fleet.engine.events import Event, PlannedSync, RunTakenOverError
 from airbyte_fleet.engine.outcome import SkipCause
 from airbyte_fleet.engine.resume import SyncState
 
 __all__ = [
     "JournalDamagedError",
     "JournalError",
+    "LeaseLostError",
     "NoJournalError",
     "RunRecord",
     "RunStore",
@@ -59,6 +66,16 @@ class JournalDamagedError(JournalError):
 
 class NoJournalError(JournalError):
     """There is no journal where one was to be read (and reading never creates one)."""
+
+
+class LeaseLostError(JournalError, RunTakenOverError):
+    """A fenced run's lease is not this process's any more: nothing of the write was recorded,
+    and nothing more of the run will be. ``run_id`` names the run. The engine lets such a run go
+    (a :class:`~airbyte_fleet.engine.events.RunTakenOverError`): its jobs are the new holder's."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} is now held by another process; this one stops")
+        self.run_id = run_id
 
 
 @dataclass(frozen=True)
@@ -161,6 +178,11 @@ class RunStore(Protocol):
 
     def flush(self) -> None:
         """Make every batched event durable now."""
+
+    def fence(self, run_id: str, owner: str | None) -> None:
+        """From now on write *run_id*'s events only in a transaction that finds *owner* holding
+        the run's live lease (``run_leases``); else write none of it and raise
+        :class:`LeaseLostError`, then and for every later event of the run. None: no fence."""
 
     def check(self) -> None:
         """Raise, at once and without waiting for the disk, why events that wait could not be

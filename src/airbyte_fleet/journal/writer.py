@@ -1,5 +1,6 @@
-"""The SQLite journal's write path: each event into the events table and the run's and sync's rows,
-many events to a transaction (group commit).
+"""The store's write path: each event into the events table and the run's and sync's rows, many
+events to a transaction (group commit). One code for both databases: what differs is the
+:class:`Link` (the connection and how a transaction begins) and its ``dialect.py``.
 
 When an event is durable: ``run_started``, every ``sync_triggering`` (the intent: nothing is
 triggered that is not journaled) and ``run_finished`` are committed before the call returns, and
@@ -16,6 +17,15 @@ By default (``fsync="triggers"``) only a commit holding a ``sync_triggering`` is
 record is what stops a resumer from sending a second ``POST /jobs``, and the fsync also makes every
 earlier commit durable (WAL frames reach the disk in order). What a power cut can still take away
 is the tail after the last trigger (a job id, a final outcome), learnt again the same way.
+(PostgreSQL: the other commits are made with ``synchronous_commit`` off, which a crash of the
+server, never of this process, can take back the same way.)
+
+A fenced run (:meth:`Writer.fence`: its holder's lease in ``run_leases``) is only written while
+the lease is this process's: every transaction holding one of its events first reads the lease
+row, and writes nothing when the lease has passed to another process or expired. The run's
+waiting events are then dropped (a process that lost its run must not write into it), and each
+later event of the run raises :class:`~airbyte_fleet.journal.LeaseLostError`; other runs' events
+are written on.
 
 Each run's sequence numbers are counted in memory, read from the file once per run and process;
 another process writing to the same run (which a run's single owner never does) only costs a
@@ -26,12 +36,11 @@ not finished is only ever told news, so its final events skip that check.
 
 from __future__ import annotations
 
-import sqlite3
+import operator
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal, NamedTuple, Protocol
 
 import pydantic_core
 
@@ -50,10 +59,10 @@ from airbyte_fleet.engine.events import (
 )
 from airbyte_fleet.engine.outcome import final_outcome
 from airbyte_fleet.journal.codec import encode_event
-from airbyte_fleet.journal.schema import utc_text
-from airbyte_fleet.journal.store import JournalError
+from airbyte_fleet.journal.dialect import Conn, Dialect
+from airbyte_fleet.journal.store import JournalError, LeaseLostError
 
-__all__ = ["MAX_BATCH", "MAX_PENDING", "Fsync", "Writer"]
+__all__ = ["MAX_BATCH", "MAX_PENDING", "Fsync", "Link", "Writer"]
 
 log = get_logger("airbyte_fleet.journal")
 
@@ -78,6 +87,11 @@ MAX_BATCH = 500
 MAX_PENDING = 50_000
 
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, kind, connection_id, data) VALUES (?, ?, ?, ?, ?)"
+# The same rows as arrays (Dialect.arrays): their seqs differ, so one statement holds them all.
+_INSERT_EVENTS = """
+INSERT INTO events (run_id, seq, kind, connection_id, data)
+SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[])
+"""
 
 _LAST_SEQ = "SELECT MAX(seq) FROM events WHERE run_id = ?"
 
@@ -91,7 +105,7 @@ ON CONFLICT (run_id) DO UPDATE SET
     starts = runs.starts + 1,
     finished_at = NULL,
     outcome = NULL,
-    interrupted = 0,
+    interrupted = FALSE,
     reported_counts = NULL,
     job_type = excluded.job_type,
     wait = excluded.wait,
@@ -100,9 +114,7 @@ ON CONFLICT (run_id) DO UPDATE SET
     selection = COALESCE(runs.selection, excluded.selection)
 """
 
-_PLANNED = """
-INSERT INTO syncs (run_id, connection_id, connection_name, workspace_id, position)
-VALUES (?, ?, ?, ?, ?)
+_PLANNED_CONFLICT = """
 ON CONFLICT (run_id, connection_id) DO UPDATE SET
     connection_name = CASE WHEN excluded.connection_name <> '' THEN excluded.connection_name
                            ELSE syncs.connection_name END,
@@ -110,10 +122,18 @@ ON CONFLICT (run_id, connection_id) DO UPDATE SET
                         ELSE syncs.workspace_id END,
     position = COALESCE(syncs.position, excluded.position)
 """
+_PLANNED = f"""
+INSERT INTO syncs (run_id, connection_id, connection_name, workspace_id, position)
+VALUES (?, ?, ?, ?, ?){_PLANNED_CONFLICT}"""
+# As arrays (Dialect.arrays), for parts in which no connection comes twice (_parts): an upsert
+# statement may not change one row twice.
+_PLANNED_ARRAYS = f"""
+INSERT INTO syncs (run_id, connection_id, connection_name, workspace_id, position)
+SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::integer[]){_PLANNED_CONFLICT}"""
 
 _RUN_TOTAL = """
-UPDATE runs SET total = MAX(?2, (SELECT COUNT(*) FROM syncs WHERE run_id = ?1
-                                 AND position IS NOT NULL))
+UPDATE runs SET total = GREATEST(?2, (SELECT COUNT(*) FROM syncs WHERE run_id = ?1
+                                      AND position IS NOT NULL))
 WHERE run_id = ?1
 """
 
@@ -128,7 +148,7 @@ ON CONFLICT (run_id) DO UPDATE SET
 """
 
 _RUN_PLACEHOLDER = """
-INSERT OR IGNORE INTO runs (run_id, started_at, job_type) VALUES (?, ?, ?)
+INSERT INTO runs (run_id, started_at, job_type) VALUES (?, ?, ?) ON CONFLICT DO NOTHING
 """
 
 # What each sync event does to its row: the values a brand-new row would get (``new.*``, in the
@@ -152,6 +172,16 @@ _SYNC_COLUMNS = (
     "rows_synced",
     "bytes_synced",
 )
+# PostgreSQL's type of the columns that are not text, for rows sent as arrays (Dialect.arrays).
+_SYNC_TYPES = {
+    "attempt": "integer",
+    "job_id": "bigint",
+    "intent_at": "timestamptz",
+    "triggered_at": "timestamptz",
+    "finished_at": "timestamptz",
+    "rows_synced": "bigint",
+    "bytes_synced": "bigint",
+}
 _SYNC_COMMON = """
     connection_name = CASE WHEN new.connection_name <> '' THEN new.connection_name
                            ELSE syncs.connection_name END,
@@ -187,19 +217,39 @@ _SYNC_SET = {
 }
 
 
-def _sync_statements(extra: str) -> tuple[str, str]:
-    """The UPDATE and the upsert that apply *extra* (and the common part) to a sync's row."""
+class _SyncSql(NamedTuple):
+    """The statements of one group of sync events (see _SYNC_SET)."""
+
+    # Applies the group's change to a row; takes what *takes* keeps of _Transaction._sync's values.
+    update: str
+    takes: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+    # The same for a row that may be missing; takes them all.
+    upsert: str
+    # *update* over arrays (Dialect.arrays), one per value *takes* keeps, for rows of distinct
+    # syncs only: UPDATE ... FROM applies a single one of a target's source rows, no saying which.
+    update_arrays: str
+
+
+def _sync_statements(extra: str) -> _SyncSql:
+    """The statements that apply *extra* (and the common part) to a sync's row."""
     sets = _SYNC_COMMON + extra
+    # The UPDATE binds only the values it names: PostgreSQL cannot type a parameter it never sees.
+    used = [i for i, column in enumerate(_SYNC_COLUMNS) if i < 2 or f"new.{column}" in sets]
     update = sets
-    for number, column in enumerate(_SYNC_COLUMNS, start=1):
-        update = update.replace(f"new.{column}", f"?{number}")
+    for number, i in enumerate(used, start=1):
+        update = update.replace(f"new.{_SYNC_COLUMNS[i]}", f"?{number}")
     upsert = sets.replace("new.", "excluded.")
     columns = ", ".join(_SYNC_COLUMNS)
     marks = ", ".join("?" * len(_SYNC_COLUMNS))
-    return (
+    names = [_SYNC_COLUMNS[i] for i in used]
+    arrays = ", ".join(f"?::{_SYNC_TYPES.get(name, 'text')}[]" for name in names)
+    return _SyncSql(
         f"UPDATE syncs SET{update}\nWHERE run_id = ?1 AND connection_id = ?2",
+        operator.itemgetter(*used),
         f"INSERT INTO syncs ({columns})\nVALUES ({marks})\n"
         f"ON CONFLICT (run_id, connection_id) DO UPDATE SET{upsert}",
+        f"UPDATE syncs SET{sets}\nFROM unnest({arrays}) AS new({', '.join(names)})\n"
+        "WHERE syncs.run_id = new.run_id AND syncs.connection_id = new.connection_id",
     )
 
 
@@ -213,29 +263,77 @@ def _json(value: Any) -> str | None:
     return pydantic_core.to_json(value, fallback=str).decode()
 
 
+def _columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
+    """*rows* (at least one) as one list per column: the arrays a statement over arrays takes."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _parts(rows: Sequence[tuple[Any, ...]]) -> Iterator[Sequence[tuple[Any, ...]]]:
+    """*rows* (a sync's run and connection first) cut in order into consecutive parts in which no
+    sync comes twice. One statement over arrays applies a part: its rows touch distinct sync rows,
+    so their order within it does not matter, and the parts keep each sync's events in order."""
+    start = 0
+    seen: set[tuple[Any, Any]] = set()
+    for i, row in enumerate(rows):
+        key = (row[0], row[1])
+        if key in seen:
+            yield rows[start:i]
+            start = i
+            seen = set()
+        seen.add(key)
+    if start < len(rows):
+        yield rows[start:]
+
+
 def _waits(event: Event) -> bool:
     """Whether *event* may wait for a later commit (see the module's doc)."""
     return isinstance(event, SyncEvent) and event.kind != TRIGGERING
 
 
+class Link(Protocol):
+    """The writer's way to its database: the connection (made again after one broke, for a server
+    that went away), how a write transaction begins, and the dialect of both."""
+
+    dialect: Dialect
+    # How messages name the store ("the journal at PATH"); never carries a password.
+    where: str
+
+    def connection(self) -> Conn: ...
+
+    def begin(self, conn: Conn, *, durable: bool) -> None:
+        """Start a write transaction; *durable*: its commit must reach the disk (see above)."""
+
+    def abandon(self, conn: Conn) -> None:
+        """Undo what a failed transaction began (a connection that cannot is dropped)."""
+
+    def close(self) -> None: ...
+
+
+class _Lost(Exception):
+    """Inside a transaction: fenced runs whose lease is not this process's any more."""
+
+    def __init__(self, runs: set[str]) -> None:
+        super().__init__(", ".join(sorted(runs)))
+        self.runs = runs
+
+
 class Writer:
-    """Owns the journal's connection: every write, the batch and its timer, and closing.
+    """Owns the store's connection: every write, the batch and its timer, fences, and closing.
 
     Calls are serialised by *lock*, which readers of the same connection share.
     """
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        link: Link,
         lock: threading.RLock,
         *,
-        path: Path,
         fsync: Fsync,
         batch_interval: float,
     ) -> None:
-        self.conn = conn
+        self.link = link
+        self.dialect = link.dialect
         self.lock = lock
-        self._path = path
         self._fsync = fsync
         self._batch_interval = batch_interval
         # Batched events with their JSON, encoded on arrival so a bad one fails its own call and
@@ -249,11 +347,17 @@ class Writer:
         self._seq: dict[str, int] = {}
         self._known_runs: set[str] = set()
         self._fresh: set[str] = set()
+        # Fenced runs with the owner their lease must have; the fenced runs found lost.
+        self._fences: dict[str, str] = {}
+        self._lost: set[str] = set()
         self._closed = False
-        self._synchronous = ""
-        self._set_synchronous("FULL" if fsync == "always" else "NORMAL")
 
     # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def conn(self) -> Any:
+        """The connection (SQLite's own object; PostgreSQL's adapter, made again if it broke)."""
+        return self.link.connection()
 
     @property
     def closed(self) -> bool:
@@ -277,7 +381,7 @@ class Writer:
                 log.warning("journal_batch_lost", events=len(self._pending), error=str(exc))
             finally:
                 self._closed = True
-                self.conn.close()
+                self.link.close()
 
     def check(self) -> None:
         """Raise, without waiting for the disk, what stopped the timer committing the events
@@ -293,12 +397,22 @@ class Writer:
             if self._pending:
                 self._commit([])
 
+    def fence(self, run_id: str, owner: str | None) -> None:
+        """Write *run_id*'s events only while *owner* holds its lease (None: always again)."""
+        with self.lock:
+            self._lost.discard(run_id)
+            if owner is None:
+                self._fences.pop(run_id, None)
+            else:
+                self._fences[run_id] = owner
+
     # ----------------------------------------------------------------- writing
 
     def write(self, event: Event) -> None:
         item = (event, encode_event(event))
         with self.lock:
             self.check_open()
+            self._refuse_lost([item])
             if not _waits(event):
                 self._commit([item])
                 return
@@ -317,52 +431,88 @@ class Writer:
         items = [(event, encode_event(event)) for event in events]
         with self.lock:
             self.check_open()
+            self._refuse_lost(items)
             if items:
                 self._commit(items)
 
-    def _set_synchronous(self, mode: str) -> None:
-        if mode != self._synchronous:
-            self.conn.execute(f"PRAGMA synchronous={mode}")
-            self._synchronous = mode
+    def _refuse_lost(self, items: Sequence[tuple[Event, str]]) -> None:
+        if self._lost:
+            for event, _ in items:
+                if event.run_id in self._lost:
+                    raise LeaseLostError(event.run_id)
 
     def _commit(self, items: Sequence[tuple[Event, str]]) -> None:
         """Write the batch and *items* in one transaction; the batch is kept if it fails."""
-        batch = [*self._pending, *items] if self._pending else items
-        try:
-            if self._fsync == "triggers":
-                trigger = any(event.kind == TRIGGERING for event, _ in items)
-                self._set_synchronous("FULL" if trigger else "NORMAL")
+        errors, conflict = self.dialect.errors, self.dialect.conflict
+        while True:
+            batch = [*self._pending, *items] if self._pending else items
+            durable = self._fsync == "always" or (
+                self._fsync == "triggers" and any(event.kind == TRIGGERING for event, _ in items)
+            )
             try:
-                done = self._transaction(batch)
-            except sqlite3.IntegrityError:
-                # Another process wrote to one of these runs since this one last did, so the
-                # seqs counted here are taken: count again from the file.
-                self._seq.clear()
-                done = self._transaction(batch)
-        except sqlite3.Error as exc:
-            if len(self._pending) > MAX_PENDING:
-                log.warning("journal_dropped_events", count=len(self._pending) - MAX_PENDING)
-                del self._pending[: len(self._pending) - MAX_PENDING]
-            raise JournalError(f"cannot write to the journal at {self._path}: {exc}") from exc
+                try:
+                    done = self._transaction(batch, durable=durable)
+                except conflict:
+                    # Another process wrote to one of these runs since this one last did, so
+                    # the seqs counted here are taken: count again from the database.
+                    self._seq.clear()
+                    done = self._transaction(batch, durable=durable)
+            except _Lost as lost:
+                self._lose(lost.runs)
+                self._refuse_lost(items)
+                continue  # the other runs' events, without the lost ones
+            except errors as exc:
+                if len(self._pending) > MAX_PENDING:
+                    log.warning("journal_dropped_events", count=len(self._pending) - MAX_PENDING)
+                    del self._pending[: len(self._pending) - MAX_PENDING]
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise JournalError(f"cannot write to {self.link.where}: {first}") from exc
+            break
         self._pending.clear()
         self._timer_error = None
         # The timer is left to fire into an empty batch: cancelling it on every durable write would
         # start one thread per batched event.
         done.settle(self)
 
-    def _transaction(self, batch: Sequence[tuple[Event, str]]) -> _Transaction:
-        tx = _Transaction(self)
-        self.conn.execute("BEGIN IMMEDIATE")
+    def _lose(self, runs: set[str]) -> None:
+        self._lost |= runs
+        kept = [item for item in self._pending if item[0].run_id not in runs]
+        log.warning(
+            "journal_lease_lost",
+            run_ids=sorted(runs),
+            dropped=len(self._pending) - len(kept),
+            note="another process holds these runs now; this one writes nothing more of them",
+        )
+        self._pending = kept
+
+    def _transaction(self, batch: Sequence[tuple[Event, str]], *, durable: bool) -> _Transaction:
+        conn = self.link.connection()
+        tx = _Transaction(self, conn)
+        self.link.begin(conn, durable=durable)
         try:
+            if self._fences:
+                self._check_fences(conn, batch)
             for event, text in batch:
                 tx.apply(event, text)
             tx.finish()
-            self.conn.execute("COMMIT")
+            conn.execute("COMMIT")
         except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            self.link.abandon(conn)
             raise
         return tx
+
+    def _check_fences(self, conn: Conn, batch: Sequence[tuple[Event, str]]) -> None:
+        fenced = {event.run_id for event, _ in batch if event.run_id in self._fences}
+        lost = {
+            run_id
+            for run_id in sorted(fenced)
+            if conn.execute(
+                self.dialect.fence, self.dialect.fence_params(run_id, self._fences[run_id])
+            ).fetchone()
+            is None
+        }
+        if lost:
+            raise _Lost(lost)
 
     def _arm_timer(self) -> None:
         if self._timer is None:
@@ -394,11 +544,12 @@ class _Transaction:
     ``executemany``), event rows inserted together at the end. What it learns about runs (seqs,
     rows, fresh starts) reaches the writer only once it is committed (:meth:`settle`)."""
 
-    __slots__ = ("_fresh", "_group", "_known", "_params", "_rows", "_seq", "conn", "writer")
+    __slots__ = ("_fresh", "_group", "_known", "_params", "_rows", "_seq", "conn", "d", "writer")
 
-    def __init__(self, writer: Writer) -> None:
+    def __init__(self, writer: Writer, conn: Conn) -> None:
         self.writer = writer
-        self.conn = writer.conn
+        self.conn = conn
+        self.d = writer.dialect
         self._rows: list[tuple[str, int, str, str | None, str]] = []
         self._seq: dict[str, int] = {}
         self._known: set[str] = set()
@@ -434,7 +585,9 @@ class _Transaction:
                 return
             if run_id not in self._known and run_id not in self.writer._known_runs:
                 # Keeps a sync that arrives without its run_started (a late subscriber) listable.
-                self.conn.execute(_RUN_PLACEHOLDER, (run_id, utc_text(event.at), event.job_type))
+                self.conn.execute(
+                    self.d.sql(_RUN_PLACEHOLDER), (run_id, self.d.ts(event.at), event.job_type)
+                )
             self._sync(event, group, outcome)
         elif isinstance(event, RunStarted):
             self._flush()
@@ -449,8 +602,12 @@ class _Transaction:
 
     def finish(self) -> None:
         self._flush()
-        if self._rows:
-            self.conn.executemany(_INSERT_EVENT, self._rows)
+        if not self._rows:
+            return
+        if self.d.arrays:
+            self.conn.execute(self.d.sql(_INSERT_EVENTS), _columns(self._rows))
+        else:
+            self.conn.executemany(self.d.sql(_INSERT_EVENT), self._rows)
 
     def _is_fresh(self, run_id: str) -> bool:
         if run_id in self._fresh:
@@ -462,7 +619,7 @@ class _Transaction:
         if last is None:
             last = self.writer._seq.get(run_id)
         if last is None:
-            last = self.conn.execute(_LAST_SEQ, (run_id,)).fetchone()[0] or 0
+            last = self.conn.execute(self.d.sql(_LAST_SEQ), (run_id,)).fetchone()[0] or 0
         last += 1
         self._seq[run_id] = last
         return last
@@ -476,12 +633,22 @@ class _Transaction:
     def _flush(self) -> None:
         if not self._params:
             return
-        update, upsert = _SYNC_SQL[self._group]
-        if self.conn.executemany(update, self._params).rowcount < len(self._params):
+        statements = _SYNC_SQL[self._group]
+        takes = statements.takes
+        if self.d.arrays:
+            update = self.d.sql(statements.update_arrays)
+            updated = sum(
+                self.conn.execute(update, _columns(map(takes, part))).rowcount
+                for part in _parts(self._params)
+            )
+        else:
+            update = self.d.sql(statements.update)
+            updated = self.conn.executemany(update, map(takes, self._params)).rowcount
+        if updated < len(self._params):
             # A row is missing (a sync without its run_started). Each statement sets a column to
             # a value or keeps the old one, so applying the same events again, as upserts, leaves
             # the rows that were there as they are and creates the missing ones.
-            self.conn.executemany(upsert, self._params)
+            self.conn.executemany(self.d.sql(statements.upsert), self._params)
         self._params = []
 
     # ----------------------------------------------------------------- one event
@@ -494,7 +661,9 @@ class _Transaction:
         over every event would cost a page write per commit."""
         self._flush()
         row = self.conn.execute(
-            "SELECT outcome, attempt, job_id FROM syncs WHERE run_id = ? AND connection_id = ?",
+            self.d.sql(
+                "SELECT outcome, attempt, job_id FROM syncs WHERE run_id = ? AND connection_id = ?"
+            ),
             (sync.run_id, sync.connection_id),
         ).fetchone()
         if row is None or row[0] is None:
@@ -504,7 +673,9 @@ class _Transaction:
 
     def _run_row(self, run_id: str) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self.conn.execute(
-            "SELECT starts, started_at, resumed_at, finished_at FROM runs WHERE run_id = ?",
+            self.d.sql(
+                "SELECT starts, started_at, resumed_at, finished_at FROM runs WHERE run_id = ?"
+            ),
             (run_id,),
         ).fetchone()
         return row
@@ -512,18 +683,18 @@ class _Transaction:
     def _run_started(self, event: RunStarted) -> bool:
         """Record a start; False when it is one already recorded."""
         row = self._run_row(event.run_id)
-        if row is not None and row[0] > 0 and utc_text(event.at) in (row[1], row[2]):
+        if row is not None and row[0] > 0 and self.d.ts(event.at) in (row[1], row[2]):
             return False
         self._fresh[event.run_id] = row is None
         # Empty means "not told": it must not hide the options an earlier start recorded.
         options = event.options or None
         self.conn.execute(
-            _RUN_STARTED,
+            self.d.sql(_RUN_STARTED),
             (
                 event.run_id,
-                utc_text(event.at),
+                self.d.ts(event.at),
                 event.job_type,
-                int(event.wait),
+                self.d.flag(event.wait),
                 event.max_concurrency,
                 event.total,
                 _json(options),
@@ -532,28 +703,38 @@ class _Transaction:
         )
         # A resumed run keeps its plan order; connections new to it go after the known ones.
         base = self.conn.execute(
-            "SELECT COALESCE(MAX(position), -1) + 1 FROM syncs WHERE run_id = ?", (event.run_id,)
+            self.d.sql("SELECT COALESCE(MAX(position), -1) + 1 FROM syncs WHERE run_id = ?"),
+            (event.run_id,),
         ).fetchone()[0]
-        self.conn.executemany(
-            _PLANNED,
-            (
-                (event.run_id, p.connection_id, p.connection_name, p.workspace_id, base + i)
-                for i, p in enumerate(event.planned)
-            ),
-        )
-        self.conn.execute(_RUN_TOTAL, (event.run_id, event.total))
+        planned = [
+            (event.run_id, p.connection_id, p.connection_name, p.workspace_id, base + i)
+            for i, p in enumerate(event.planned)
+        ]
+        if self.d.arrays:
+            for part in _parts(planned):
+                self.conn.execute(self.d.sql(_PLANNED_ARRAYS), _columns(part))
+        else:
+            self.conn.executemany(self.d.sql(_PLANNED), planned)
+        self.conn.execute(self.d.sql(_RUN_TOTAL), (event.run_id, event.total))
         return True
 
     def _run_finished(self, event: RunFinished) -> bool:
         """Record a finish; False when it is the one already recorded."""
-        at = utc_text(event.at)
+        at = self.d.ts(event.at)
         row = self._run_row(event.run_id)
         if row is not None and row[3] == at:
             return False
         self._fresh[event.run_id] = None
         self.conn.execute(
-            _RUN_FINISHED,
-            (event.run_id, at, at, event.outcome, int(event.interrupted), _json(event.counts)),
+            self.d.sql(_RUN_FINISHED),
+            (
+                event.run_id,
+                at,
+                at,
+                event.outcome,
+                self.d.flag(event.interrupted),
+                _json(event.counts),
+            ),
         )
         return True
 
@@ -568,7 +749,7 @@ class _Transaction:
                     error = event.reason
         elif group is None:
             group = "other"
-        at = utc_text(event.at) if group in _TIMED else None
+        at = self.d.ts(event.at) if group in _TIMED else None
         self._add(
             group,
             (

@@ -30,6 +30,7 @@ from airbyte_fleet.engine.events import (
     EventSink,
     RunFinished,
     RunStarted,
+    RunTakenOverError,
     StoreFailedError,
 )
 from airbyte_fleet.engine.hooks import TriggerHook
@@ -194,8 +195,17 @@ class RunSession:
         except StoreFailedError:
             pass  # the result is complete and says why; store_error tells the caller
         finally:
+            if self.taken_over:
+                self._let_go = True
             if not self._let_go:
                 self.state = "finished"
+
+    @property
+    def taken_over(self) -> bool:
+        """Whether the store said another process holds the run now (its lease passed on): the
+        session let it go, as :meth:`let_go` would, and the run is the new holder's."""
+        failure = self.engine.failure
+        return failure is not None and isinstance(failure.cause, RunTakenOverError)
 
     @property
     def store_error(self) -> FleetError | None:

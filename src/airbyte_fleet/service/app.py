@@ -16,15 +16,18 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+import anyio
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.config import AirbyteSettings, load_settings
+from airbyte_fleet.coordination import CoordinationError, Coordinator, open_coordinator
 from airbyte_fleet.errors import ConfigError
-from airbyte_fleet.journal import Journal
+from airbyte_fleet.journal import JournalDamagedError, RunStore, open_store, store_location
 from airbyte_fleet.resolve import (
     file_groups,
     file_selection,
@@ -35,14 +38,21 @@ from airbyte_fleet.runner import on_signals, open_client
 from airbyte_fleet.service.access_log import ACCESS_LOGGER, AccessLog
 from airbyte_fleet.service.auth import auth_middleware
 from airbyte_fleet.service.errors import BodyTooLargeError, problems
-from airbyte_fleet.service.ledger import Ledger
+from airbyte_fleet.service.ledger import LegacyLedger
 from airbyte_fleet.service.listener import Listener, connection_cap, listen
 from airbyte_fleet.service.metrics import Metrics
 from airbyte_fleet.service.options import ServeOptions, check_bind
 from airbyte_fleet.service.origin import origin_middleware
 from airbyte_fleet.service.routes import CONTEXT, ROUTES, ApiContext
 from airbyte_fleet.service.runs import Worker
-from airbyte_fleet.service.schedules import Schedule, Scheduler, ScheduleState, parse_schedules
+from airbyte_fleet.service.schedules import (
+    FileState,
+    Schedule,
+    Scheduler,
+    ScheduleState,
+    StoredState,
+    parse_schedules,
+)
 from airbyte_fleet.settings_file import FileConfig, load_file_config
 
 __all__ = ["Running", "build_app", "launch", "serve"]
@@ -127,29 +137,23 @@ async def launch(
     base_options = merge_run_options(file.run, run_overrides_from_env(env), file_path=file.path)
     settings = settings if settings is not None else load_settings(file.airbyte)
     settings.validate_offline()
-    try:
-        journal = Journal(options.state_dir)
-        ledger = Ledger(options.state_dir)
-    except (OSError, sqlite3.Error) as exc:
-        raise ConfigError(
-            f"Cannot use the state directory '{options.state_dir}' ({exc}); pass --state-dir "
-            "with a writable folder."
-        ) from None
-    with journal:
+    store, coordinator = _open_store(options)
+    with store, contextlib.closing(coordinator):
         client = await open_client(settings, check=False)
         async with client:
             exporter = metrics if metrics is not None else Metrics()
             exporter.watch_client(client)
             worker = Worker(
                 client,
-                journal,
-                ledger,
+                store,
+                coordinator,
                 base_options=base_options,
                 groups=file_groups(file),
                 default_selection=file_selection(file),
                 max_runs=options.max_runs,
                 grace=options.grace,
                 sinks=[exporter.sink],
+                legacy=LegacyLedger(options.state_dir) if options.database_url is None else None,
             )
             app = build_app(
                 worker,
@@ -189,7 +193,7 @@ async def launch(
                 shown = f"[{host}]" if ":" in str(host) else str(host)
                 running = Running(f"http://{shown}:{port}", worker, app)
                 await worker.start()
-                scheduler = _scheduler(file, worker, options.state_dir, exporter)
+                scheduler = await _scheduler(file, worker, options, exporter)
                 schedule_task = (
                     asyncio.create_task(scheduler.run(), name="schedules")
                     if scheduler is not None
@@ -217,25 +221,61 @@ async def launch(
                 await runner.cleanup()
 
 
-def _scheduler(
-    file: FileConfig, worker: Worker, state_dir: Path, metrics: Metrics
+def _open_store(options: ServeOptions) -> tuple[RunStore, Coordinator]:
+    """The worker's database: the journal file in the state dir, or PostgreSQL; one sentence
+    naming the fix when it cannot be used."""
+    where = store_location(options.database_url, options.state_dir)
+    try:
+        store = open_store(database_url=options.database_url, state_dir=options.state_dir)
+    except JournalDamagedError as exc:
+        raise ConfigError(str(exc)) from None
+    except (OSError, sqlite3.Error) as exc:
+        fix = (
+            "pass --state-dir with a writable folder"
+            if options.database_url is None
+            else "check --database-url and that the database is up"
+        )
+        raise ConfigError(f"Cannot use the store at {where} ({exc}); {fix}.") from None
+    try:
+        coordinator = open_coordinator(
+            database_url=options.database_url,
+            state_dir=options.state_dir,
+            lease_seconds=options.lease,
+        )
+    except CoordinationError as exc:
+        store.close()
+        raise ConfigError(f"Cannot use the store at {where} ({exc}).") from None
+    return store, coordinator
+
+
+async def _scheduler(
+    file: FileConfig, worker: Worker, options: ServeOptions, metrics: Metrics
 ) -> Scheduler | None:
     """The config file's schedules, submitting runs to *worker*; None when there are none."""
     schedules = parse_schedules(file.schedules, source=str(file.path), groups=file.groups)
     if not schedules:
         return None
 
-    async def submit(schedule: Schedule) -> str:
-        session = await worker.submit(schedule.selection, worker.options_from(schedule.options))
-        return session.run_id
+    async def submit(schedule: Schedule, tick: datetime) -> str:
+        accepted = await worker.submit(
+            schedule.selection,
+            worker.options_from(schedule.options),
+            schedule=schedule.name,
+            tick=tick,
+        )
+        return accepted.run_id
 
+    keeper = StoredState(worker.coordinator)
+    if options.database_url is None:
+        # What versions before the shared store kept in a file: brought in once.
+        legacy = Path(options.state_dir) / ScheduleState.FILE_NAME
+        if legacy.is_file():
+            await anyio.to_thread.run_sync(keeper.write, FileState(legacy).read())
+            legacy.unlink()
+            log.info("schedule_state_imported", path=str(legacy))
     log.info("schedules", names=[s.name for s in schedules])
     return Scheduler(
-        schedules,
-        submit=submit,
-        is_live=worker.is_live,
-        track=metrics.scheduled,
-        state_path=Path(state_dir) / ScheduleState.FILE_NAME,
+        schedules, submit=submit, is_live=worker.is_live, track=metrics.scheduled, keeper=keeper
     )
 
 

@@ -1,15 +1,14 @@
-"""The worker's own record of the runs it accepted and has not finished.
+"""What the worker keeps of a run it accepted: a :class:`LedgerEntry` (plan, options, selection).
 
 The journal knows a run from its ``run_started`` on, but a run waiting in the queue has not started,
-and its submitter already holds its run id: the ledger keeps it (plan, options, selection) so it
-survives a restart. It also marks which unfinished runs of the state directory are the worker's to
-resume; a crashed ``airbyte-fleet run`` sharing the directory is left to ``run --resume``.
+and its submitter already holds its run id: the entry keeps it so that it survives a restart, and
+any replica can start it. Entries live in the store's queue (``worker_runs``, see
+``coordination/``), as opaque JSON this module reads and writes.
 
-One small JSON file per run under ``<state_dir>/service/runs/``, written atomically before the
-run is acknowledged and removed once the journal holds its ``run_finished``.
-
-An entry that cannot be read is renamed ``*.bad`` and listed by :meth:`Ledger.damaged` (its run id
-is its file name) until the worker has settled it: an accepted run is never dropped without a word.
+Versions before the shared store kept one JSON file per entry under ``<state_dir>/service/runs/``:
+:class:`LegacyLedger` brings those into the queue at the worker's first start and removes them. A
+file that cannot be read is renamed ``*.bad`` and reported (its run id is its file name) until the
+worker has settled it: an accepted run is never dropped without a word.
 """
 
 from __future__ import annotations
@@ -23,12 +22,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from airbyte_fleet._files import write_atomically
 from airbyte_fleet._logging import get_logger
+from airbyte_fleet.coordination import Coordinator, QueuedRun
 from airbyte_fleet.engine.events import PlannedSync
 from airbyte_fleet.engine.plan import Plan
 
-__all__ = ["DamagedEntry", "Ledger", "LedgerEntry"]
+__all__ = ["DamagedEntry", "LedgerEntry", "LegacyLedger"]
 
 log = get_logger("airbyte_fleet.service")
 
@@ -74,33 +73,48 @@ class DamagedEntry:
     reason: str
 
 
-class Ledger:
+class LegacyLedger:
+    """The run files an older worker left in the state directory (never creates the folder)."""
+
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "service" / "runs"
-        self.path.mkdir(parents=True, exist_ok=True)
 
     def _file(self, run_id: str) -> Path:
         if not _RUN_ID.fullmatch(run_id):
             raise ValueError(f"not a run id: {run_id!r}")
         return self.path / f"{run_id}.json"
 
-    def add(self, entry: LedgerEntry) -> None:
-        """Write *entry* so that a crash at any moment leaves either nothing or all of it."""
-        write_atomically(self._file(entry.run_id), entry.model_dump_json())
+    def import_into(self, coordinator: Coordinator) -> list[DamagedEntry]:
+        """Queue every readable entry that is not queued yet, then remove its file; returns the
+        entries that cannot be read (kept as ``*.bad`` for the caller to settle)."""
+        if not self.path.is_dir():
+            return []
+        queued = {q.run_id for q in coordinator.queued()}
+        for entry in self.entries():
+            if entry.run_id not in queued:
+                coordinator.submit(
+                    QueuedRun(
+                        run_id=entry.run_id,
+                        submitted_at=entry.submitted_at,
+                        entry=entry.model_dump_json(),
+                    )
+                )
+                log.info("ledger_entry_imported", run_id=entry.run_id)
+            self.forget(entry.run_id, damaged=False)
+        return self.damaged()
 
-    def remove(self, run_id: str) -> None:
-        """Forget the run: its entry, and what is left of a damaged one."""
-        for path in (self._file(run_id), self._file(run_id).with_suffix(".bad")):
+    def forget(self, run_id: str, *, damaged: bool = True) -> None:
+        """Remove the run's file (and what is left of a damaged one)."""
+        paths = [self._file(run_id)]
+        if damaged:
+            paths.append(self._file(run_id).with_suffix(".bad"))
+        for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def __contains__(self, run_id: str) -> bool:
-        return _RUN_ID.fullmatch(run_id) is not None and self._file(run_id).is_file()
-
     def entries(self) -> list[LedgerEntry]:
         """Every readable entry, oldest submission first; an unreadable one is logged and kept
-        aside (renamed ``*.bad``, see :meth:`damaged`) so one damaged file never stops the worker
-        from starting."""
+        aside (renamed ``*.bad``, see :meth:`damaged`)."""
         found: list[LedgerEntry] = []
         for path in sorted(self.path.glob("*.json")):
             try:

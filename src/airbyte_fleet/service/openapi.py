@@ -220,6 +220,12 @@ def _components() -> dict[str, Any]:
                     "description": "why the worker could not record the run (its journal "
                     "failed mid-run, or its record was damaged before it started); else null"
                 },
+                "owner": _nullable({"type": "string"})
+                | {
+                    "description": "the worker replica holding the run's lease now "
+                    "(host:pid:tag); null when the run is finished or nobody holds it (queued, "
+                    "or its holder died and its lease has not expired yet)"
+                },
             },
         },
         "RunListItem": {

@@ -5,6 +5,8 @@ Flags given to ``airbyte-fleet serve`` win; anything left as ``None`` comes from
 ``AIRBYTE_FLEET_STATE_DIR``, ``AIRBYTE_FLEET_MAX_RUNS``, ``AIRBYTE_FLEET_ON_SHUTDOWN``,
 ``AIRBYTE_FLEET_GRACE``, ``AIRBYTE_FLEET_HEADER_TIMEOUT``, ``AIRBYTE_FLEET_BODY_TIMEOUT``,
 ``AIRBYTE_FLEET_MAX_CLIENTS``; the container image sets the first two), then the defaults below.
+Where runs are kept (``AIRBYTE_FLEET_DATABASE_URL``) and the lease (``AIRBYTE_FLEET_LEASE``) also
+come from the config file's top-level ``database_url`` and ``lease``, below the variables.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from airbyte_fleet._defaults import DEFAULT_STATE_DIR
 from airbyte_fleet._redact import MIN_SECRET_LENGTH, register_secret
 from airbyte_fleet._validation import Loc, Place, env_var, flag, validated
+from airbyte_fleet.config import DATABASE_URL_ENV, LEASE_ENV, StoreSettings
 from airbyte_fleet.engine.options import Duration, StopMode
 from airbyte_fleet.errors import ConfigError
+from airbyte_fleet.resolve import store_settings
+from airbyte_fleet.settings_file import FileConfig, load_file_config
 
 __all__ = [
     "ENV_VARS",
@@ -48,7 +53,11 @@ ENV_VARS = {
     "header_timeout": "AIRBYTE_FLEET_HEADER_TIMEOUT",
     "body_timeout": "AIRBYTE_FLEET_BODY_TIMEOUT",
     "max_clients": "AIRBYTE_FLEET_MAX_CLIENTS",
+    "database_url": DATABASE_URL_ENV,
+    "lease": LEASE_ENV,
 }
+# Read with the config file below them (resolve.store_settings), not by the loop over ENV_VARS.
+_STORE_KEYS = tuple(StoreSettings.model_fields)
 
 # A shorter token would show in clear: the secret filter leaves such short values alone. Where
 # anyone can connect, a token must also resist guessing.
@@ -91,19 +100,42 @@ class ServeOptions(BaseModel):
         description="HTTP connections open at once (also kept below the open-file limit); "
         "more wait to be accepted",
     )
+    # Left out of the repr: the URL may carry the database's password.
+    database_url: str | None = Field(
+        default=None,
+        repr=False,
+        description=StoreSettings.model_fields["database_url"].description,
+    )
+    lease: Duration = Field(
+        default=StoreSettings.model_fields["lease"].default,
+        gt=0,
+        description=StoreSettings.model_fields["lease"].description,
+    )
 
     @classmethod
-    def resolve(cls, environ: Mapping[str, str] | None = None, **given: Any) -> ServeOptions:
-        """*given* (flags; ``None`` means not given) over the environment over the defaults.
+    def resolve(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        file: FileConfig | None = None,
+        **given: Any,
+    ) -> ServeOptions:
+        """*given* (flags; ``None`` means not given) over the environment over the defaults;
+        ``database_url`` and ``lease`` also over *file* (read from ``config`` when not given).
 
         Raises :class:`ConfigError` with one sentence naming the flag or variable to fix.
         """
         env = os.environ if environ is None else environ
+        flags = {key: given.pop(key, None) for key in _STORE_KEYS}
+        if file is None:
+            file = load_file_config(given.get("config"), environ=env)
+        store = store_settings(file, env, **flags)
         values = {key: value for key, value in given.items() if value is not None}
+        values.update(database_url=store.url, lease=store.lease)
         from_env: dict[str, str] = {}
         for key, name in ENV_VARS.items():
             raw = env.get(name, "").strip()
-            if key not in values and raw:
+            if key not in _STORE_KEYS and key not in values and raw:
                 values[key] = raw
                 from_env[key] = name
         token = values.get("api_token")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError, PydanticKnownError, from_json
 
 from airbyte_fleet._redact import redact
+from airbyte_fleet.coordination import CoordinationError
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.resolve import run_options_over
 from airbyte_fleet.service.errors import (
@@ -155,17 +156,17 @@ async def submit_run(request: web.Request) -> web.Response:
     # Strict: JSON's own types, as /openapi.json says (0 is no boolean, "5" no number).
     run = request_as(RunRequest, _integral(body), context=worker.base_options, strict=True)
     try:
-        session = await worker.submit(run.selection, run.options)
-    except (OSError, sqlite3.Error) as exc:
+        accepted = await worker.submit(run.selection, run.options)
+    except (OSError, sqlite3.Error, CoordinationError) as exc:
         raise RunNotRecordedError(str(exc)) from exc
     return json_response(
         {
-            "run_id": session.run_id,
-            "state": session.state,
-            "warnings": list(session.plan.warnings),
+            "run_id": accepted.run_id,
+            "state": accepted.state,
+            "warnings": list(accepted.warnings),
         },
         202,
-        headers={"Location": f"/runs/{session.run_id}"},
+        headers={"Location": f"/runs/{accepted.run_id}"},
     )
 
 

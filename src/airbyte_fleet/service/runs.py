@@ -1,49 +1,67 @@
-"""The worker's runs: accept, queue, execute, cancel, resume after a restart, stop.
+"""The worker's runs: accept, queue, execute, cancel, hand over, adopt, stop.
 
 Each run is a :class:`~airbyte_fleet.runner.RunSession`, the same home ``airbyte-fleet run`` uses,
-with the journal as its store. What the worker adds:
+with the store as its journal. Everything the worker keeps is in the store's database (the SQLite
+file in the state dir, or PostgreSQL shared by several replicas), through a
+:class:`~airbyte_fleet.coordination.Coordinator`:
 
-* a queue: at most ``max_runs`` sessions at once, the rest wait in submission order;
-* one shared client, and one :class:`~airbyte_fleet.service.claims.WorkerClaims` as every session's
-  trigger hook, so that runs selecting the same connection share one trigger;
-* a ledger of accepted runs, so a queued run survives a restart, and a resume of every run the
-  worker had not finished when it stopped;
-* two ways to stop: *cancel* (the session cancels its jobs, the run ends ``interrupted``) and
-  *detach* (the session is let go mid-flight and its journal is left exactly as a crash would
-  leave it, so the next worker resumes the run and follows the same jobs to their end).
+* accepted runs wait in the database's queue (``worker_runs``) until one replica *takes* one: it
+  holds the run's lease, renews it every third of the lease time (:class:`LeaseKeeper`), and is the
+  only process that may write the run's events (the store's fence checks the lease in the same
+  transaction as each write, so a replica that lost its lease cannot trigger anything);
+* at most ``max_runs`` sessions at once per replica; the others stay queued for any replica;
+* a replica that dies leaves its leases to expire; then another takes the runs and resumes them from
+  the journal (jobs re-attached, intents looked for at Airbyte, nothing triggered twice);
+* a replica that stops with ``detach`` (SIGTERM's default) lets its sessions go and releases their
+  leases at once, so another replica carries them on without waiting for the lease;
+* a cancel reaches the run's holder through the database (the keeper sees the request at its next
+  renewal); a queued run nobody holds is taken here and ended at once;
+* the trigger hook is the database's (:class:`StoreClaims`): two runs on two replicas never trigger
+  one connection twice.
 
-A run whose journal fails (a full disk) is stopped by ``on_store_failure`` (cancel: no job is left
-that no process follows) and shown from memory as finished, with the error; its ledger entry stays,
-so the next start carries it on from the journal as after a crash. A run whose ledger entry is
-damaged is carried on from the journal; one that never started is listed as failed, with why.
+A run whose store fails (a full disk, a database gone) is stopped by ``on_store_failure`` (cancel: no
+job is left that no process follows) and shown from memory as finished, with the error; its lease is
+let go and its queue entry stays, so a replica (this one at its next start) carries it on from the
+journal as after a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+import anyio
 
 from airbyte_fleet._caller import calling_as, context_for
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteClient
+from airbyte_fleet.coordination import (
+    CoordinationError,
+    Coordinator,
+    LeaseHeldError,
+    LeaseKeeper,
+    QueuedRun,
+    StoreClaims,
+)
 from airbyte_fleet.engine.events import Event, EventSink
+from airbyte_fleet.engine.hooks import TriggerHook
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.plan import Plan, PlanError
 from airbyte_fleet.engine.run import StopMode, new_run_id
-from airbyte_fleet.journal import Journal, JournalError, RunRecord
+from airbyte_fleet.journal import JournalError, RunRecord, RunStore
 from airbyte_fleet.resolve import run_options_over
-from airbyte_fleet.runner import RunSession
-from airbyte_fleet.service.claims import WorkerClaims
-from airbyte_fleet.service.ledger import DamagedEntry, Ledger, LedgerEntry
+from airbyte_fleet.runner import RunSession, SessionState
+from airbyte_fleet.service.ledger import LedgerEntry, LegacyLedger
 from airbyte_fleet.service.options import ShutdownMode
 from airbyte_fleet.service.views import RunView, listed_view, session_view, stored_view
 from airbyte_fleet.sinks import LogSink
 
 __all__ = [
+    "Accepted",
     "RunConflictError",
     "RunNotFoundError",
     "RunView",
@@ -55,6 +73,19 @@ log = get_logger("airbyte_fleet.service")
 
 # After the cancel grace, how long sessions get to report before they are aborted, then dropped.
 SETTLE_SECONDS = 5.0
+# How often an idle replica looks for queued runs and for runs whose holder's lease expired.
+TAKE_EVERY = 1.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A run just accepted: its id, whether it started here at once, what its plan warns of."""
+
+    run_id: str
+    state: SessionState
+    warnings: tuple[str, ...] = ()
 
 
 class RunNotFoundError(LookupError):
@@ -75,8 +106,8 @@ class Worker:
     def __init__(
         self,
         client: AirbyteClient,
-        journal: Journal,
-        ledger: Ledger,
+        journal: RunStore,
+        coordinator: Coordinator,
         *,
         base_options: RunOptions | None = None,
         groups: Mapping[str, Selection] | None = None,
@@ -85,30 +116,50 @@ class Worker:
         grace: float = 30.0,
         sinks: Sequence[EventSink] = (),
         on_store_failure: StopMode = "cancel",
+        legacy: LegacyLedger | None = None,
+        claims: TriggerHook | None = None,
+        take_every: float = TAKE_EVERY,
     ) -> None:
         self.client = client
         self.journal = journal
-        self.ledger = ledger
-        self.claims = WorkerClaims()
+        self.coordinator = coordinator
+        self.claims: TriggerHook = claims if claims is not None else StoreClaims(coordinator)
         self.base_options = base_options or RunOptions()
         self.groups = dict(groups or {})
         self.default_selection = default_selection or Selection()
         self.max_runs = max_runs
         self.grace = grace
         self.on_store_failure: StopMode = on_store_failure
+        self._legacy = legacy
+        self._take_every = take_every
         self._sinks = tuple(sinks)
+        # Runs this replica holds (running, or ended here and shown from memory).
         self._sessions: dict[str, RunSession] = {}
-        self._queue: deque[RunSession] = deque()
         self._active: dict[str, RunSession] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._waiters: dict[str, asyncio.Event] = {}
-        # Accepted runs nothing is left to run from (a damaged ledger entry, never started),
-        # with when they were set aside: listed as failed so that none vanishes.
+        # Accepted runs nothing is left to run from (a damaged entry, never started), with when
+        # they were set aside: listed as failed so that none vanishes.
         self._lost: dict[str, tuple[datetime, RunView]] = {}
+        # Runs this replica submitted and is about to start itself: never taken from the queue.
+        self._reserved: set[str] = set()
+        self._keeper = LeaseKeeper(coordinator, on_lost=self._on_lost, on_cancel=self._on_cancel)
+        # The keeper lives in a task of its own: detach() may run in another task (shielded)
+        # than start(), and a task group must be left by the task that entered it.
+        self._keeping: asyncio.Task[None] | None = None
+        self._keeper_up = asyncio.Event()
+        self._stop_keeping = asyncio.Event()
+        self._taker: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self._closing = False
         self._stopped = False
 
     # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def owner(self) -> str:
+        """This replica's name in the database (the holder of the runs it executes)."""
+        return self.coordinator.owner
 
     @property
     def closing(self) -> bool:
@@ -121,83 +172,126 @@ class Worker:
         return self._stopped
 
     async def start(self) -> None:
-        """Take up every run the ledger holds: unfinished runs resume, queued ones queue again;
-        a run whose entry is damaged is carried on from the journal, or listed as failed."""
-        for entry in self.ledger.entries():
-            try:
-                record = self.journal.run(entry.run_id)
-                if record is not None and record.finished_at is not None:
-                    self.ledger.remove(entry.run_id)
-                    continue
-                session = self._restore(entry, record)
-            except JournalError as exc:
-                # Kept in the ledger: a journal repaired or replaced lets the next start try again.
-                self._lose(
-                    entry.run_id,
-                    f"the journal cannot give its record ({exc}); the next start tries again",
-                )
-                continue
-            self._take_up(session)
-        for damaged in self.ledger.damaged():
-            self._take_up_damaged(damaged)
+        """Bring in what an older version kept in files, then take queued runs and runs whose
+        holder's lease expired (this replica's own, after a crash), now and every second."""
+        if self._legacy is not None:
+            for damaged in await self._call(self._legacy.import_into, self.coordinator):
+                self._take_up_damaged(damaged.run_id, damaged.reason, damaged.path)
+        self._keeping = asyncio.create_task(self._keep(), name="renew leases")
+        await self._keeper_up.wait()
         try:
             unfinished = self.journal.unfinished_runs()
-        except JournalError as exc:
-            log.error("journal_unreadable", error=str(exc))
-            unfinished = []
+            queued = {q.run_id for q in await self._call(self.coordinator.queued)}
+        except (JournalError, CoordinationError) as exc:
+            log.error("store_unreadable", error=str(exc))
+            unfinished, queued = [], set()
         for run_id in unfinished:
-            if run_id not in self._sessions:
+            if run_id not in queued:
                 log.warning(
                     "run_not_resumed",
                     run_id=run_id,
-                    note="not started by this worker; carry it on with "
+                    note="not started by a worker; carry it on with "
                     f"'airbyte-fleet run --resume {run_id}'",
                 )
-        self._pump()
+        await self._take()
+        self._taker = asyncio.create_task(self._take_forever(), name="take runs")
 
-    def _take_up(self, session: RunSession) -> None:
-        self._sessions[session.run_id] = session
-        self._queue.append(session)
-        log.info(
-            "run_restored",
-            run_id=session.run_id,
-            state="resuming" if session.started else "queued",
-        )
+    async def _keep(self) -> None:
+        async with self._keeper:
+            self._keeper_up.set()
+            await self._stop_keeping.wait()
 
-    def _take_up_damaged(self, damaged: DamagedEntry) -> None:
-        """A run whose ledger entry cannot be read: what the journal holds of it is enough to
-        carry it on (or to know it finished); a run that never started is lost, and said so."""
-        try:
-            record = self.journal.run(damaged.run_id)
-        except JournalError as exc:
-            record, reason = None, f"{damaged.reason}; the journal cannot give its record: {exc}"
-        else:
-            reason = damaged.reason
+    async def _take_forever(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._take_every)
+            self._wake.clear()
+            try:
+                await self._take()
+            except Exception as exc:
+                # The database is away: the next turn tries again.
+                log.warning("take_runs_failed", error=str(exc))
+
+    async def _take(self) -> None:
+        """Take queued runs (and runs whose holder's lease expired) while there is room."""
+        while not self._closing and len(self._active) < self.max_runs:
+            exclude = frozenset(self._sessions) | frozenset(self._lost) | frozenset(self._reserved)
+            queued = await self._call(self.coordinator.take_next, exclude=exclude)
+            if queued is None:
+                return
+            if queued.run_id in self._sessions or queued.run_id in self._reserved:
+                # Submitted here while the query ran: submit() starts it.
+                continue
+            if self._closing:
+                await self._call(self.coordinator.release, [queued.run_id])
+                return
+            self._keeper.add(queued.run_id)
+            try:
+                session = self._from_queue(queued)
+            except (JournalError, ValueError) as exc:
+                # Kept queued and held: the next start (or another replica) tries again.
+                self._lose(queued.run_id, f"the run cannot be carried on ({exc})")
+                continue
+            if session is None:
+                continue
+            self._launch(session)
+
+    def _from_queue(self, queued: QueuedRun) -> RunSession | None:
+        """The session for a run just taken (None: it had finished, and is settled now)."""
+        run_id = queued.run_id
+        record = self.journal.run(run_id)
         if record is not None and record.finished_at is not None:
-            self.ledger.remove(damaged.run_id)
+            self._settle_entry(run_id)
+            return None
+        try:
+            entry = LedgerEntry.model_validate_json(queued.entry)
+        except ValueError as exc:
+            if record is None:
+                self._lose(
+                    run_id,
+                    f"the worker's record of this run cannot be read ({_first_line(exc)}) and "
+                    "the run never started, so nothing was triggered; submit it again",
+                )
+                return None
+            log.warning("run_entry_rebuilt", run_id=run_id, error=_first_line(exc))
+            entry = _entry_from(record)
+        session = self._restore(entry, record)
+        adopted = record is not None
+        log.info(
+            "run_taken",
+            run_id=run_id,
+            state="resuming" if adopted else "starting",
+            owner=self.owner,
+        )
+        if queued.cancel_requested:
+            session.interrupt("cancel")
+        return session
+
+    def _take_up_damaged(self, run_id: str, reason: str, path: Any) -> None:
+        """A run whose old ledger file cannot be read: what the journal holds of it is enough to
+        carry it on (queued again from it); a run that never started is lost, and said so."""
+        try:
+            record = self.journal.run(run_id)
+        except JournalError as exc:
+            record, reason = None, f"{reason}; the journal cannot give its record: {exc}"
+        if record is not None and record.finished_at is None:
+            entry = _entry_from(record)
+            self.coordinator.submit(
+                QueuedRun(
+                    run_id=run_id, submitted_at=record.started_at, entry=entry.model_dump_json()
+                )
+            )
+            if self._legacy is not None:
+                self._legacy.forget(run_id)
+            log.warning("ledger_entry_rebuilt", run_id=run_id, path=str(path))
             return
         if record is not None:
-            entry = LedgerEntry(
-                run_id=record.run_id,
-                submitted_at=record.started_at,
-                options=record.options,
-                selection=record.selection,
-                plan=list(record.planned),
-            )
-            try:
-                session = self._restore(entry, record)
-            except (JournalError, ValueError) as exc:
-                self._lose(damaged.run_id, f"{reason}; nor can the journal carry it on: {exc}")
-                return
-            self.ledger.add(entry)
-            with contextlib.suppress(OSError):
-                damaged.path.unlink()
-            log.warning("ledger_entry_rebuilt", run_id=record.run_id, path=str(damaged.path))
-            self._take_up(session)
+            if self._legacy is not None:
+                self._legacy.forget(run_id)
             return
         self._lose(
-            damaged.run_id,
-            f"the worker's record of this run ({damaged.path}) cannot be read ({reason}) and "
+            run_id,
+            f"the worker's record of this run ({path}) cannot be read ({reason}) and "
             "the run never started, so nothing was triggered; submit it again, then delete "
             "that file",
         )
@@ -220,6 +314,7 @@ class Worker:
                 options = RunOptions.model_validate(record.options)
             except ValueError:
                 options = RunOptions.model_validate(entry.options)
+            self.journal.fence(record.run_id, self.owner)
             session = RunSession.resumed(
                 self.client,
                 self.journal,
@@ -236,6 +331,7 @@ class Worker:
     def _session(
         self, plan: Plan, options: RunOptions, *, run_id: str, selection: Selection | None
     ) -> RunSession:
+        self.journal.fence(run_id, self.owner)
         return RunSession(
             self.client,
             plan,
@@ -256,11 +352,11 @@ class Worker:
         return [notify, LogSink(), *self._sinks]
 
     async def shutdown(self, mode: ShutdownMode, grace: float | None = None) -> None:
-        """Stop every run by *mode*; queued runs stay in the ledger for the next start."""
+        """Stop every run by *mode*; queued runs stay queued for any replica."""
         self._closing = True
         grace = self.grace if grace is None else grace
         active = list(self._active.values())
-        log.info("worker_stopping", mode=mode, runs=len(active), queued=len(self._queue))
+        log.info("worker_stopping", mode=mode, runs=len(active))
         if mode == "cancel" and active:
             for session in active:
                 session.interrupt("cancel")
@@ -276,16 +372,32 @@ class Worker:
             session.abort()
 
     async def detach(self) -> None:
-        """Let every active run go as a crash would: jobs stay running in Airbyte, the journal
-        stays unfinished, and the next worker resumes the runs."""
+        """Let every active run go as a crash would (jobs stay running in Airbyte, the journal
+        stays unfinished) and release their leases, so that another replica, or this worker's
+        next start, carries them on at once."""
         self._closing = True
+        self._wake.set()
+        if self._taker is not None:
+            self._taker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._taker
         dropped = [s for s in self._active.values() if not self._tasks[s.run_id].done()]
         for session in dropped:
             session.let_go()
-            log.info("run_detached", run_id=session.run_id, note="resumed at the next start")
+            log.info("run_detached", run_id=session.run_id, note="another replica carries it on")
         for session in await self._settle(dropped, SETTLE_SECONDS):
             log.error("run_not_stopped", run_id=session.run_id, note="its task ignored the stop")
             self._tasks[session.run_id].cancel()
+        held = [run_id for run_id in self._keeper.held() if run_id not in self._lost]
+        for run_id in held:
+            self._keeper.remove(run_id)
+        try:
+            await self._call(self.coordinator.release, held)
+        except CoordinationError as exc:
+            log.warning("leases_not_released", runs=len(held), error=str(exc))
+        self._stop_keeping.set()
+        if self._keeping is not None:
+            await self._keeping
         self._stopped = True
         self._notify_all()
 
@@ -295,8 +407,17 @@ class Worker:
         """*overrides* (a schedule's options) over the worker's options; raises ValidationError."""
         return RunOptions.model_validate(run_options_over(self.base_options, overrides))
 
-    async def submit(self, selection: Selection, options: RunOptions) -> RunSession:
-        """Plan the run, record it, queue it; returns once it is safe to report its id.
+    async def submit(
+        self,
+        selection: Selection,
+        options: RunOptions,
+        *,
+        schedule: str | None = None,
+        tick: datetime | None = None,
+    ) -> Accepted:
+        """Plan the run, record it in the queue, start it here when there is room; returns its
+        run id once it is safe to report. With *schedule* and *tick*, the tick fires once across
+        every replica: the run id returned is the one that fired it, maybe elsewhere.
 
         Raises :class:`~airbyte_fleet.engine.plan.PlanError` for a selection that cannot run, and
         Airbyte's auth and transport errors unchanged."""
@@ -324,45 +445,95 @@ class Worker:
             )
         if self._closing:
             raise ShuttingDownError("the worker is shutting down")
-        self.ledger.add(
-            LedgerEntry(
-                run_id=session.run_id,
-                submitted_at=session.created_at,
-                options=options.model_dump(mode="json"),
-                selection=chosen.model_dump(mode="json"),
-                plan=list(session.plan.items),
-                warnings=list(session.plan.warnings),
-            )
+        entry = LedgerEntry(
+            run_id=run_id,
+            submitted_at=session.created_at,
+            options=options.model_dump(mode="json"),
+            selection=chosen.model_dump(mode="json"),
+            plan=list(session.plan.items),
+            warnings=list(session.plan.warnings),
         )
-        self._sessions[session.run_id] = session
-        self._queue.append(session)
-        log.info("run_accepted", run_id=session.run_id, syncs=len(session.plan.items))
-        self._pump()
-        return session
+        queued = QueuedRun(
+            run_id=run_id,
+            submitted_at=session.created_at,
+            entry=entry.model_dump_json(),
+            submitted_by=schedule,
+        )
+        self._reserved.add(run_id)
+        try:
+            return await self._enqueue(session, queued, tick)
+        finally:
+            self._reserved.discard(run_id)
 
-    def cancel(self, run_id: str) -> RunSession:
-        """Cancel the run's jobs (a queued run ends at once, nothing triggered)."""
+    async def _enqueue(
+        self, session: RunSession, queued: QueuedRun, tick: datetime | None
+    ) -> Accepted:
+        run_id = queued.run_id
+        if queued.submitted_by is not None and tick is not None:
+            fired = await self._call(self.coordinator.fire_once, queued.submitted_by, tick, queued)
+            if fired != run_id:
+                log.info("schedule_fired_elsewhere", schedule=queued.submitted_by, run_id=fired)
+                return Accepted(fired, "queued")
+        else:
+            await self._call(self.coordinator.submit, queued)
+        log.info("run_accepted", run_id=run_id, syncs=len(session.plan.items))
+        accepted = Accepted(run_id, "queued", tuple(session.plan.warnings))
+        if self._closing or len(self._active) >= self.max_runs:
+            self._wake.set()
+            return accepted
+        # Started here at once: planned already, and no other replica waits a turn for it.
+        try:
+            await self._call(self.coordinator.acquire, run_id)
+        except LeaseHeldError:
+            return accepted  # another replica took it first
+        self._keeper.add(run_id)
+        self.journal.fence(run_id, self.owner)
+        self._launch(session)
+        return Accepted(run_id, session.state, accepted.warnings)
+
+    def cancel(self, run_id: str) -> None:
+        """Cancel the run's jobs, wherever it runs (a queued run ends at once, nothing
+        triggered)."""
         if run_id in self._lost:
             raise RunConflictError(f"Run {run_id} never started; nothing to cancel.")
         session = self._sessions.get(run_id)
-        if session is None or session.state == "finished":
-            record = self.journal.run(run_id)
-            if session is None and record is None:
-                raise RunNotFoundError(run_id)
-            if session is not None or (record is not None and record.finished_at is not None):
-                raise RunConflictError(f"Run {run_id} has already finished; nothing to cancel.")
-            raise RunConflictError(
-                f"Run {run_id} is not run by this worker; stop the process running it instead."
-            )
-        # Stopped before it starts, a queued run skips every sync, sends nothing, and still ends
-        # with a journaled result like any other.
+        if session is not None and session.state != "finished":
+            session.interrupt("cancel")
+            log.info("run_cancel_requested", run_id=run_id)
+            return
+        if session is None and self.coordinator.request_cancel(run_id):
+            log.info("run_cancel_requested", run_id=run_id)
+            self._end_queued(run_id)
+            return
+        record = self.journal.run(run_id)
+        if session is None and record is None:
+            raise RunNotFoundError(run_id)
+        if session is not None or (record is not None and record.finished_at is not None):
+            raise RunConflictError(f"Run {run_id} has already finished; nothing to cancel.")
+        raise RunConflictError(
+            f"Run {run_id} is not run by a worker; stop the process running it instead."
+        )
+
+    def _end_queued(self, run_id: str) -> None:
+        """A cancelled run nobody holds (queued, or its holder died) is taken here and ended at
+        once, whatever the room; a held one hears of the request at its holder's next renewal."""
+        try:
+            self.coordinator.acquire(run_id)
+        except LeaseHeldError:
+            return
+        self._keeper.add(run_id)
+        queued = next((q for q in self.coordinator.queued() if q.run_id == run_id), None)
+        try:
+            session = self._from_queue(queued) if queued is not None else None
+        except (JournalError, ValueError) as exc:
+            self._lose(run_id, f"the run cannot be carried on ({exc})")
+            return
+        if session is None:
+            if run_id not in self._lost:
+                self._keeper.remove(run_id)
+            return
         session.interrupt("cancel")
-        if session.state == "queued":
-            with contextlib.suppress(ValueError):
-                self._queue.remove(session)
-            self._launch(session)
-        log.info("run_cancel_requested", run_id=run_id)
-        return session
+        self._launch(session)
 
     def unrecorded(self, run_id: str) -> bool:
         """Whether the run ended here without its journal recording the end (the journal failed):
@@ -372,11 +543,23 @@ class Worker:
             session is not None and session.state == "finished" and session.store_error is not None
         )
 
-    def is_live(self, run_id: str) -> bool:
-        """Whether the run is queued or running here: this worker will announce its next events
-        (else: poll the journal), and a schedule's previous run is still going."""
+    def drives(self, run_id: str) -> bool:
+        """Whether this replica executes the run now: it announces the run's next events (else:
+        poll the store)."""
         session = self._sessions.get(run_id)
         return session is not None and session.state != "finished"
+
+    def is_live(self, run_id: str) -> bool:
+        """Whether the run is queued or running on any replica (a schedule's previous run is
+        still going; a reader has more to wait for)."""
+        if self.drives(run_id):
+            return True
+        if run_id in self._sessions or run_id in self._lost:
+            return False
+        try:
+            return any(q.run_id == run_id for q in self.coordinator.queued())
+        except CoordinationError:
+            return False
 
     # ----------------------------------------------------------------- reading
 
@@ -385,25 +568,31 @@ class Worker:
             return self._lost[run_id][1]
         session = self._sessions.get(run_id)
         if session is not None:
-            return session_view(session)
+            return session_view(session, owner=self.owner if self.drives(run_id) else None)
         record = self.journal.run(run_id)
-        return stored_view(self.journal, record) if record is not None else None
+        holder = self.coordinator.holder(run_id)
+        owner = holder.owner if holder is not None else None
+        if record is not None:
+            return stored_view(self.journal, record, owner=owner)
+        for queued in self.coordinator.queued():
+            if queued.run_id == run_id:
+                return _queued_view(queued, owner)
+        return None
 
     def recent(self, *, limit: int = 20, offset: int = 0) -> list[RunView]:
         """Newest first: runs not in the journal (queued, lost, or whose start it could not
         record), then the journal's runs."""
-        fresh = sorted(
-            [
-                *(
-                    (s.created_at, session_view(s))
-                    for s in self._sessions.values()
-                    if self._fresh(s)
-                ),
-                *self._lost.values(),
-            ],
-            key=lambda pair: pair[0],
-            reverse=True,
-        )
+        fresh: list[tuple[datetime, RunView]] = [
+            (s.created_at, session_view(s)) for s in self._sessions.values() if self._fresh(s)
+        ]
+        fresh.extend(self._lost.values())
+        for queued in self.coordinator.queued():
+            if queued.run_id in self._sessions or queued.run_id in self._lost:
+                continue
+            if self.journal.run(queued.run_id) is None:
+                holder = queued.holder.owner if queued.holder is not None else None
+                fresh.append((queued.submitted_at, _queued_view(queued, holder)))
+        fresh.sort(key=lambda pair: pair[0], reverse=True)
         out = [view for _, view in fresh[offset : offset + limit]]
         rest = limit - len(out)
         if rest > 0:
@@ -421,7 +610,11 @@ class Worker:
         return session.store_error is not None and self.journal.run(session.run_id) is None
 
     def knows(self, run_id: str) -> bool:
-        return run_id in self._sessions or self.journal.run(run_id) is not None
+        if run_id in self._sessions or run_id in self._lost:
+            return True
+        if self.journal.run(run_id) is not None:
+            return True
+        return any(q.run_id == run_id for q in self.coordinator.queued())
 
     def waiter(self, run_id: str) -> asyncio.Event:
         """Set at the run's next event or state change (or when the worker stops); take it
@@ -440,11 +633,8 @@ class Worker:
 
     # ----------------------------------------------------------------- running
 
-    def _pump(self) -> None:
-        while not self._closing and self._queue and len(self._active) < self.max_runs:
-            self._launch(self._queue.popleft())
-
     def _launch(self, session: RunSession) -> None:
+        self._sessions[session.run_id] = session
         self._active[session.run_id] = session
         # The run's messages advise a worker's client (request fields, not flags).
         self._tasks[session.run_id] = asyncio.create_task(
@@ -457,30 +647,58 @@ class Worker:
         try:
             await session.run()
         except Exception as exc:
-            # A bug: the run is over here, and the ledger keeps it for the next start to settle
-            # from the journal.
+            # A bug: the run is over here; its queue entry stays for a replica to settle it from
+            # the journal once the lease is let go.
             log.error("run_crashed", run_id=run_id, error=repr(exc))
         finally:
             self._active.pop(run_id, None)
-            if session.store_error is not None:
-                # Shown from memory (finished, with the error); the journal holds the run
-                # unfinished and the ledger keeps it, so the next start carries it on.
+            if session.taken_over or (session.state != "finished" and not self._closing):
+                # Another process holds the run now (the lease was lost): it is its to show.
+                log.warning("run_handed_over", run_id=run_id, note="its lease passed on")
+                self._forget(run_id)
+            elif session.store_error is not None:
+                # Shown from memory (finished, with the error); the store holds the run
+                # unfinished and its queue entry stays, so a replica carries it on.
                 log.error(
                     "run_store_failed",
                     run_id=run_id,
                     error=session.store_error.message,
-                    note="the worker's next start carries the run on",
+                    note="a replica carries the run on once the store can be written",
                 )
+                self._keeper.remove(run_id)
+                with contextlib.suppress(CoordinationError):
+                    await self._call(self.coordinator.release, [run_id])
             elif session.state == "finished" and session.finished:
-                try:
-                    self.ledger.remove(run_id)
-                except OSError as exc:
-                    log.warning("ledger_remove_failed", run_id=run_id, error=str(exc))
+                self._settle_entry(run_id)
                 # The journal has all of it now; reads go there.
-                self._sessions.pop(run_id, None)
-                self._tasks.pop(run_id, None)
+                self._forget(run_id)
             self._notify(run_id)
-            self._pump()
+            self._wake.set()
+
+    def _settle_entry(self, run_id: str) -> None:
+        self._keeper.remove(run_id)
+        try:
+            self.coordinator.finish(run_id)
+        except CoordinationError as exc:
+            # The entry stays; whoever takes it next finds the run finished and settles it.
+            log.warning("run_entry_not_settled", run_id=run_id, error=str(exc))
+
+    def _forget(self, run_id: str) -> None:
+        self._keeper.remove(run_id)
+        self._sessions.pop(run_id, None)
+        self._tasks.pop(run_id, None)
+
+    def _on_lost(self, run_id: str) -> None:
+        session = self._active.get(run_id)
+        log.error("run_lease_lost", run_id=run_id, note="another replica may hold it now")
+        if session is not None:
+            session.let_go()
+
+    def _on_cancel(self, run_id: str) -> None:
+        session = self._active.get(run_id)
+        if session is not None and not session.stopping:
+            log.info("run_cancel_requested", run_id=run_id, via="the store")
+            session.interrupt("cancel")
 
     async def _settle(
         self, sessions: Sequence[RunSession], seconds: float | None
@@ -505,3 +723,31 @@ class Worker:
     def _notify_all(self) -> None:
         for run_id in list(self._waiters):
             self._notify(run_id)
+
+    @staticmethod
+    async def _call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # Off the loop: a database that is slow to answer must not stall the API or the runs.
+        return await anyio.to_thread.run_sync(lambda: function(*args, **kwargs))
+
+
+def _entry_from(record: RunRecord) -> LedgerEntry:
+    return LedgerEntry(
+        run_id=record.run_id,
+        submitted_at=record.started_at,
+        options=record.options,
+        selection=record.selection,
+        plan=list(record.planned),
+    )
+
+
+def _queued_view(queued: QueuedRun, owner: str | None) -> RunView:
+    try:
+        total = len(LedgerEntry.model_validate_json(queued.entry).plan)
+    except ValueError:
+        total = 0
+    return RunView(run_id=queued.run_id, state="queued", total=total, owner=owner)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -75,7 +75,7 @@ async def stream_events(
                 or worker.unrecorded(run_id)
             ):
                 break
-            timeout = keepalive if worker.is_live(run_id) else min(POLL_SECONDS, keepalive)
+            timeout = keepalive if worker.drives(run_id) else min(POLL_SECONDS, keepalive)
             try:
                 await asyncio.wait_for(waiter.wait(), timeout)
             except TimeoutError:

@@ -33,6 +33,8 @@ class RunView:
     # Why the run ended without the worker being able to record it (its journal failed, or its
     # ledger entry was damaged before it started); None for every other run.
     error: str | None = None
+    # The replica (or process) holding the run's lease now; None when nobody does.
+    owner: str | None = None
 
     def status(self) -> dict[str, Any]:
         return {
@@ -40,6 +42,7 @@ class RunView:
             "state": self.state,
             "result": self.result.model_dump(mode="json") if self.result is not None else None,
             "error": self.error,
+            "owner": self.owner,
         }
 
     def status_json(self) -> Iterator[str]:
@@ -50,7 +53,9 @@ class RunView:
             return
         syncs = self.result.syncs
         head = self.result.model_copy(update={"syncs": []})
-        text = _compact(RunView(self.run_id, self.state, head, error=self.error).status())
+        text = _compact(
+            RunView(self.run_id, self.state, head, error=self.error, owner=self.owner).status()
+        )
         # Inside a JSON string every quote is escaped: this can only be the key.
         before, key, after = text.partition('"syncs":[]')
         if not key:
@@ -79,7 +84,7 @@ def _compact(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def session_view(session: RunSession) -> RunView:
+def session_view(session: RunSession, *, owner: str | None = None) -> RunView:
     # The result is made only once the run is over: a listing or a poll of a running run reads
     # no more than its start.
     result = session.snapshot() if session.state == "finished" else None
@@ -95,6 +100,7 @@ def session_view(session: RunSession) -> RunView:
         total=len(session.plan.items),
         counts=dict(result.counts) if result is not None else {},
         error=failure.message if failure is not None and session.state == "finished" else None,
+        owner=owner,
     )
 
 
@@ -111,7 +117,7 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def stored_view(journal: RunStore, record: RunRecord) -> RunView:
+def stored_view(journal: RunStore, record: RunRecord, *, owner: str | None = None) -> RunView:
     """A run this worker does not hold, as the store keeps it (the result only once finished)."""
     finished = record.finished_at is not None
     return RunView(
@@ -123,6 +129,7 @@ def stored_view(journal: RunStore, record: RunRecord) -> RunView:
         outcome=record.outcome if finished else None,
         total=record.total,
         counts=record.counts,
+        owner=None if finished else owner,
     )
 
 

@@ -22,16 +22,18 @@ from airbyte_fleet.service.schedules.scheduler import (
     Track,
 )
 from airbyte_fleet.service.schedules.spec import MAX_CATCH_UP, Schedule, parse_schedules
-from airbyte_fleet.service.schedules.state import ScheduleState
+from airbyte_fleet.service.schedules.state import FileState, ScheduleState, StoredState
 
 __all__ = [
     "MAX_CATCH_UP",
     "SKIP_REASON",
+    "FileState",
     "Firing",
     "IsLive",
     "Schedule",
     "ScheduleState",
     "Scheduler",
+    "StoredState",
     "Submit",
     "Track",
     "describe_next",

@@ -8,8 +8,10 @@ How ticks are handled:
   missed ticks only the ``catch_up`` most recent run, one after another (a catch-up is owed, so it
   waits for a previous run to end instead of being skipped); the rest are dropped and counted in a
   ``schedule_ticks_dropped`` line. An on-time tick supersedes catch-ups still waiting.
-* The newest tick dealt with is written to the state file *before* the run is submitted, so a
-  crash can lose a tick but never fire one twice.
+* The newest tick dealt with is written to the state *before* the run is submitted, so a crash can
+  lose a tick but never fire one twice; with several replicas on one database each tick is also
+  fired once there (*submit* is given the tick: the worker records it with the run, under a unique
+  key), and the state is read again before each tick.
 * *track* hears of each schedule's runs (the metrics attribute a run's outcome to its schedule):
   of every run submitted, and at start of a remembered run still going (resumed after a restart).
 """
@@ -27,7 +29,7 @@ import anyio
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.service.schedules.fire_times import due_ticks, fire_times, iso, require_aware
 from airbyte_fleet.service.schedules.spec import Schedule
-from airbyte_fleet.service.schedules.state import ScheduleState
+from airbyte_fleet.service.schedules.state import FileState, ScheduleState, StateKeeper
 
 __all__ = ["SKIP_REASON", "Firing", "IsLive", "Scheduler", "Submit", "Track"]
 
@@ -37,7 +39,7 @@ SKIP_REASON = "previous run still going"
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
-Submit = Callable[[Schedule], Awaitable[str | None]]
+Submit = Callable[[Schedule, datetime], Awaitable[str | None]]
 IsLive = Callable[[str], bool]
 Track = Callable[[str, str], None]  # (schedule name, run id)
 
@@ -61,8 +63,8 @@ def _utc_now() -> datetime:
 class Scheduler:
     """Fires every enabled schedule on time; runs inside the worker as one task.
 
-    *submit* starts a run for a schedule and returns its run id (``None``: it declined); it should
-    return once the run is started, not when it ends. *is_live* tells whether a run id is still
+    *submit* starts a run for a schedule's tick and returns its run id (``None``: it declined); it
+    should return once the run is started, not when it ends. *is_live* tells whether a run id is still
     going. *track*, when given, is told ``(schedule name, run id)`` of each of a schedule's runs
     (see the module's doc). *clock* and *sleep* are injectable so tests need no real time. With
     *state_path* the state is read at start (unless *state* is given) and rewritten, atomically,
@@ -71,6 +73,7 @@ class Scheduler:
     *grace*: a tick noticed at most this many seconds late is on time; later it is a missed tick
     (catch-up rules apply). *max_sleep* bounds each sleep so a wall-clock jump (suspend, NTP step)
     is noticed within that time; *poll* is how often a waiting catch-up checks the previous run.
+    *keeper* replaces *state_path*: where the state is kept (the store's, shared by replicas).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class Scheduler:
         sleep: Sleep = anyio.sleep,
         state: ScheduleState | None = None,
         state_path: Path | None = None,
+        keeper: StateKeeper | None = None,
         grace: float = 60.0,
         max_sleep: float = 60.0,
         poll: float = 5.0,
@@ -97,9 +101,13 @@ class Scheduler:
         self._track = track
         self._clock = clock
         self._sleep = sleep
-        self._path = state_path
+        self._keeper = (
+            keeper
+            if keeper is not None
+            else (FileState(state_path) if state_path is not None else None)
+        )
         if state is None:
-            state = ScheduleState.read(state_path) if state_path is not None else ScheduleState()
+            state = self._keeper.read() if self._keeper is not None else ScheduleState()
         self._state = state.copy()
         self._grace = timedelta(seconds=grace)
         self._max_sleep = max_sleep
@@ -141,6 +149,9 @@ class Scheduler:
         """Deal with every tick due at *now*; the same *now* is used for all schedules so a slow
         submit does not make the next schedule's tick look late."""
         now = require_aware(now).astimezone(UTC)
+        if self._keeper is not None and self._keeper.shared:
+            # Another replica may have fired a tick (and remembered it) since the last look.
+            self._reload()
         firings: list[Firing] = []
         for schedule in self._schedules:
             if schedule.enabled:
@@ -265,7 +276,7 @@ class Scheduler:
             )
             return Firing(name, tick, "skipped", run_id=previous, reason=SKIP_REASON)
         try:
-            run_id = await self._submit(schedule)
+            run_id = await self._submit(schedule, tick)
         except Exception as exc:
             log.error("schedule_submit_failed", schedule=name, tick=iso(tick), error=str(exc))
             return Firing(name, tick, "failed", catch_up=catch_up, reason=str(exc))
@@ -279,17 +290,40 @@ class Scheduler:
         log.info("schedule_fired", schedule=name, tick=iso(tick), run_id=run_id, catch_up=catch_up)
         return Firing(name, tick, "fired", run_id=run_id, catch_up=catch_up)
 
+    def _reload(self) -> None:
+        assert self._keeper is not None
+        try:
+            stored = self._keeper.read()
+        except Exception as exc:
+            log.warning("schedule_state_unreadable", error=str(exc))
+            return
+        enabled = {s.name for s in self._schedules if s.enabled}
+        for name in enabled:
+            # Never backwards: a tick this replica dealt with stays dealt with.
+            mine = self._state.last_fired.get(name)
+            theirs = stored.last_fired.get(name)
+            if theirs is not None and (mine is None or theirs > mine):
+                self._state.last_fired[name] = theirs
+                self._state.pending[name] = list(stored.pending.get(name, []))
+                if name in stored.run_ids:
+                    self._state.run_ids[name] = stored.run_ids[name]
+        self._written = self._state.to_json()
+
     def _save(self) -> bool:
         """Persist if anything changed; False when it could not be written (then fire nothing)."""
-        if self._path is None:
+        if self._keeper is None:
             return True
         text = self._state.to_json()
         if text == self._written:
             return True
         try:
-            self._state.write(self._path)
-        except OSError as exc:
-            log.error("schedule_state_write_failed", path=str(self._path), error=str(exc))
+            self._keeper.write(self._state)
+        except Exception as exc:
+            log.error("schedule_state_write_failed", where=_where(self._keeper), error=str(exc))
             return False
         self._written = text
         return True
+
+
+def _where(keeper: StateKeeper) -> str:
+    return str(keeper.path) if isinstance(keeper, FileState) else "the store"

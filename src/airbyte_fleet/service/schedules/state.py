@@ -1,12 +1,14 @@
 """What the scheduler remembers across restarts: the last tick dealt with, the last run and the
-catch-ups still owed, per schedule, in one JSON file replaced atomically."""
+catch-ups still owed, per schedule: in the store's database (``schedule_state``), shared by every
+replica (:class:`StoredState`), or in one JSON file replaced atomically (:class:`FileState`, what
+versions before the shared store kept, imported once)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
@@ -14,7 +16,10 @@ from airbyte_fleet._files import write_atomically
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet._messages import fold_whitespace
 
-__all__ = ["ScheduleState"]
+if TYPE_CHECKING:
+    from airbyte_fleet.coordination import Coordinator
+
+__all__ = ["FileState", "ScheduleState", "StateKeeper", "StoredState"]
 
 log = get_logger("airbyte_fleet.schedules")
 
@@ -112,3 +117,72 @@ class ScheduleState:
         """Replace *path* atomically: a crash leaves the old file or the new one, never half."""
         # Durable (rename included) before the run it records is submitted.
         write_atomically(path, self.to_json())
+
+
+class StateKeeper(Protocol):
+    """Where the scheduler's state is kept. *shared*: other processes change it too (the
+    scheduler reads it again before each tick)."""
+
+    shared: bool
+
+    def read(self) -> ScheduleState: ...
+
+    def write(self, state: ScheduleState) -> None:
+        """Durable on return; raises OSError (a file) or the store's error when it cannot."""
+
+
+class FileState:
+    """The state in one JSON file (tests, and what older versions kept)."""
+
+    shared = False
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> ScheduleState:
+        return ScheduleState.read(self.path)
+
+    def write(self, state: ScheduleState) -> None:
+        state.write(self.path)
+
+
+class StoredState:
+    """The state in the store's ``schedule_state`` table, one JSON document per schedule, shared
+    by every replica on the database. Entries that cannot be read are left out (as an unreadable
+    file is: the schedule re-arms from now, which can lose a catch-up but never fires twice, as
+    each tick fires once in the database anyway)."""
+
+    shared = True
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+
+    def read(self) -> ScheduleState:
+        state = ScheduleState()
+        for name, text in self.coordinator.schedule_states().items():
+            try:
+                entry = _StateEntry.model_validate_json(text)
+            except ValidationError as exc:
+                log.warning(
+                    "schedule_state_unreadable",
+                    schedule=name,
+                    error=fold_whitespace(str(exc.errors()[0].get("msg", "invalid"))),
+                )
+                continue
+            if entry.last_tick is not None:
+                state.last_fired[name] = entry.last_tick.astimezone(UTC)
+            if entry.run_id:
+                state.run_ids[name] = entry.run_id
+            if entry.pending:
+                state.pending[name] = sorted(t.astimezone(UTC) for t in entry.pending)
+        return state
+
+    def write(self, state: ScheduleState) -> None:
+        names = sorted(set(state.last_fired) | set(state.run_ids) | set(state.pending))
+        for name in names:
+            entry = _StateEntry(
+                last_tick=state.last_fired.get(name),
+                run_id=state.run_ids.get(name),
+                pending=state.pending.get(name, []),
+            )
+            self.coordinator.save_schedule_state(name, entry.model_dump_json())
