@@ -32,6 +32,7 @@ journal (``airbyte-fleet run --database-url URL``; every build run must offer th
 adds its rows to that database, so give each benchmark a fresh, empty one.
 
     .venv/bin/python bench/scale.py --database-url postgresql://postgres@127.0.0.1:5432/fleet_scale
+    .venv/bin/python bench/scale.py --sizes 1000 --side-by-side --database-url URL
 """
 
 from __future__ import annotations
@@ -473,7 +474,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run every case with the PostgreSQL run store at URL (a fresh, empty database); "
         "default: the SQLite journal in each case's state directory",
     )
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="with --database-url: run each case on the SQLite journal too, just before it, so "
+        "both stores meet the same machine load",
+    )
     args = parser.parse_args(argv)
+    if args.side_by_side and not args.database_url:
+        print("--side-by-side compares with PostgreSQL: give --database-url too", file=sys.stderr)
+        return 2
     if args.database_url:
         # Measured with SQLite, a build without the flag would only look like a PostgreSQL row.
         for fleet in [FLEET, *([args.compare] if args.compare is not None else [])]:
@@ -497,10 +507,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for n in args.sizes
     ]
+    stores: list[str | None] = [args.database_url or None]
+    if args.side_by_side:
+        stores.insert(0, None)
     cases = [
-        Case(size, mode, args.seed, database_url=args.database_url or None)
+        Case(size, mode, args.seed, database_url=url)
         for size in sizes
         for mode in modes
+        for url in stores
     ]
     if args.compare is not None:
         cases = [

@@ -321,6 +321,6 @@ async def test_a_run_whose_lease_was_taken_stops_without_touching_its_jobs(
     assert code == 4, err
     assert out_path.read_text() == ""
     (fatal,) = [e for e in _events(err) if e["event"] == "fatal"]
-    assert fatal["error"].startswith(f"Run {run_id} is held by another process now")
+    assert fatal["error"].startswith(f"Run {run_id} could not keep its lease")
     assert fatal["exit_code"] == 4
     assert sim.count("DELETE", "/jobs/{jobId}") == 0  # the jobs are the new holder's

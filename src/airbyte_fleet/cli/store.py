@@ -175,9 +175,10 @@ class RunHold:
     @property
     def lost_sentence(self) -> str:
         return (
-            f"Run {self.run_id} is held by another process now (this one could not renew its "
-            "lease in time); this one stopped without touching the run's jobs, and the other "
-            "carries it on."
+            f"Run {self.run_id} could not keep its lease (the store did not answer in time, or "
+            "another process took the run over), so this process stopped without touching the "
+            f"run's jobs; 'airbyte-fleet run --resume {self.run_id}' carries it on once the "
+            "store answers, unless another process already does."
         )
 
 
