@@ -385,7 +385,8 @@ def report(results: Sequence[Mapping[str, Any]]) -> str:
     lines += [table(headers, rows), "", "Requests by route (counted at the simulator):", ""]
     for r in results:
         routes = ", ".join(f"{n:,} {route}" for route, n in r["by_route"].items())
-        lines.append(f"- {r['case']} / {r['poll_mode'] or 'default'} / {r['build']}: {routes}")
+        where = f"{r['case']} / {r['poll_mode'] or 'default'} / {r['build']} / {r.get('store', 'sqlite')}"
+        lines.append(f"- {where}: {routes}")
     lines.append("")
     for r in results:
         if not r["ok"]:

@@ -61,7 +61,9 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 class Worker:
     """``airbyte-fleet serve`` in its own process, on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], workdir: Path, fleet: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], workdir: Path, fleet: Path, extra: Sequence[str] = ()
+    ) -> None:
         self.workdir = workdir
         shutil.rmtree(workdir / "state", ignore_errors=True)
         (workdir / "cwd").mkdir(parents=True, exist_ok=True)
@@ -77,6 +79,7 @@ class Worker:
                 "0",
                 "--state-dir",
                 str(workdir / "state"),
+                *extra,
             ],
             stdout=self._out,
             stderr=self._err,
