@@ -10,6 +10,7 @@ import pytest
 from openapi_spec_validator import validate
 from structlog.testing import capture_logs
 
+from airbyte_fleet.coordination import CoordinationError
 from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.service import RunView, ServeOptions, check_bind, is_loopback, launch
 from airbyte_fleet.service.openapi import openapi_document
@@ -225,6 +226,28 @@ async def test_a_run_the_state_dir_cannot_record_is_refused_with_503(
         ]
         assert (await api.call("GET", "/runs")).body["runs"] == []
     assert sim.count("POST", "/jobs") == 0
+
+
+async def test_a_store_that_does_not_answer_is_a_503_in_one_sentence(
+    make_sim: SimFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, root = await make_sim(connections=1)
+    async with worker(root, tmp_path) as (running, api):
+
+        def away(*args: object, **kwargs: object) -> None:
+            raise CoordinationError(
+                "cannot read the queue in postgresql://fleet@db:5432/fleet (connection refused)"
+            )
+
+        monkeypatch.setattr(running.worker.coordinator, "holder", away)
+        monkeypatch.setattr(running.worker.coordinator, "queued", away)
+        answer = await api.call("GET", "/runs")
+        assert answer.status == 503
+        assert answer.body == {
+            "error": "The worker cannot reach its store (cannot read the queue in "
+            "postgresql://fleet@db:5432/fleet (connection refused)); try again later."
+        }
+        assert (await api.call("GET", "/healthz")).status == 200
 
 
 async def test_a_stopping_worker_refuses_new_runs_with_503(

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteError
+from airbyte_fleet.coordination import CoordinationError
 from airbyte_fleet.engine.plan import PlanError
 from airbyte_fleet.journal import JournalDamagedError, JournalError
 from airbyte_fleet.service.responses import error_response
@@ -302,6 +303,15 @@ def _journal(exc: JournalError, request: web.Request) -> web.Response:
     if isinstance(exc, JournalDamagedError):
         return error_response(503, str(exc))
     return error_response(503, f"The worker cannot read its journal ({exc}); try again later.")
+
+
+@answer.register
+def _coordination(exc: CoordinationError, request: web.Request) -> web.Response:
+    # The database the replicas share (leases, the queue) does not answer: it may come back.
+    log.error("store_unreachable", path=request.path, error=exc.message)
+    return error_response(
+        503, f"The worker cannot reach its store ({exc.message}); try again later."
+    )
 
 
 @web.middleware
