@@ -248,6 +248,9 @@ async def test_a_store_that_does_not_answer_is_a_503_in_one_sentence(
             "postgresql://fleet@db:5432/fleet (connection refused)); try again later."
         }
         assert (await api.call("GET", "/healthz")).status == 200
+        ready = await api.call("GET", "/readyz")
+        assert ready.status == 503
+        assert ready.body["reason"].startswith("cannot read the queue in postgresql://fleet@db")
 
 
 async def test_a_stopping_worker_refuses_new_runs_with_503(

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteError
+from airbyte_fleet.errors import FleetError
 
 __all__ = ["NOT_CHECKED_YET", "Readiness"]
 
@@ -26,8 +27,9 @@ NOT_CHECKED_YET = "The worker has not heard back from Airbyte yet; ask again in 
 
 
 class Readiness:
-    """Why Airbyte cannot take the worker's runs, from the latest check of *check* (which
-    raises :class:`AirbyteError` when Airbyte refuses or cannot be reached)."""
+    """Why the worker cannot take runs, from the latest check of *check* (which raises
+    :class:`AirbyteError` when Airbyte refuses or cannot be reached, and another
+    :class:`FleetError` when the store does not answer)."""
 
     def __init__(
         self,
@@ -80,6 +82,9 @@ class Readiness:
                 "AIRBYTE_BASE_URL points at it."
             )
         except AirbyteError as exc:
+            reason = exc.message
+        except FleetError as exc:
+            # The store the replicas share does not answer: this one cannot take runs either.
             reason = exc.message
         except Exception as exc:
             # A probe must get an answer whatever the check ran into.

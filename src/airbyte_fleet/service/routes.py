@@ -55,7 +55,13 @@ class ApiContext:
 
     def __post_init__(self) -> None:
         # One per application: it keeps the latest check of Airbyte between probes.
-        checks = Readiness(self.worker.client.check, timeout=self.ready_timeout)
+        worker = self.worker
+
+        async def check() -> None:
+            await worker.check_store(within=self.ready_timeout / 2)
+            await worker.client.check()
+
+        checks = Readiness(check, timeout=self.ready_timeout)
         object.__setattr__(self, "readiness", checks)
 
 

@@ -561,6 +561,20 @@ class Worker:
         except CoordinationError:
             return False
 
+    async def check_store(self, *, within: float) -> None:
+        """Raise :class:`CoordinationError` when the store does not answer a read in time."""
+        try:
+            with anyio.fail_after(within):
+                # Abandoned, not waited for, when it hangs: a probe must get its answer.
+                await anyio.to_thread.run_sync(
+                    self.coordinator.holder, "readiness", abandon_on_cancel=True
+                )
+        except TimeoutError:
+            raise CoordinationError(
+                f"The worker's store did not answer within {within:g} s; check that the "
+                "database is up and reachable."
+            ) from None
+
     # ----------------------------------------------------------------- reading
 
     def view(self, run_id: str) -> RunView | None:
