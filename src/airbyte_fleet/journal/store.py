@@ -142,6 +142,9 @@ class RunRecord:
     # What the run started with (the first start's, when resumed): resume carries on with them.
     options: dict[str, Any] = field(default_factory=dict)
     selection: dict[str, Any] | None = None
+    # Whether the run's plan was read to its end; False: a resume plans its selection again and
+    # adds the connections ``planned`` does not hold.
+    planning_complete: bool = True
     planned: list[PlannedSync] = field(default_factory=list)
     syncs: dict[str, SyncRecord] = field(default_factory=dict)
 
