@@ -265,3 +265,48 @@ async def test_kill_9_mid_plan_then_resume_plans_the_rest_and_triggers_nothing_t
     assert record is not None
     assert record.planning_complete
     assert record.total == 500
+
+
+async def test_a_stop_while_planning_ends_the_planning_and_a_resume_plans_the_rest(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim, root = await make_sim(connections=300, workspaces=2, client_secret=SECRET)
+    released = anyio.Event()
+    # Pages after the first are held until the test lets them go: the run is stopped mid-plan.
+    hold = _hold_pages(released.is_set, within=30.0)
+    options = RunOptions(max_concurrency=500, poll_interval=0.05, retry_backoff=0)
+    with Journal(tmp_path) as journal:
+        async with (
+            misbehaving_proxy(root, before=hold) as proxy,
+            client_for(proxy, client_secret=SECRET) as client,
+        ):
+            session = await RunSession.planned(
+                client, Selection(all=True), options, store=journal, streamed=True
+            )
+
+            async def stop_once_triggered() -> None:
+                while sim.count("POST", "/jobs") < 100:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+                session.interrupt("detach")
+
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(stop_once_triggered)
+                    result = await session.run()
+            released.set()
+        assert result.outcome == "interrupted"
+        assert len(result.syncs) == 100
+        assert sim.count("POST", "/jobs") == 100
+        record = journal.run(session.run_id)
+        assert record is not None
+        assert not record.planning_complete
+        assert record.total == 100
+
+        async with client_for(root, client_secret=SECRET) as client:
+            again = await RunSession.resumed(client, journal, record, options).run()
+        record = journal.run(session.run_id)
+    assert again.outcome == "succeeded", again.error
+    assert len(again.syncs) == 300
+    assert record is not None
+    assert record.planning_complete
+    _one_post_each(sim)
