@@ -291,6 +291,9 @@ class Usage:
     max_rss_mb: float
     returncode: int
     timed_out: bool = False
+    # Epoch seconds at spawn: a figure taken by another process's clock (the simulator's) can
+    # be measured from the process start.
+    spawned_at: float = 0.0
 
     @property
     def cpu_s(self) -> float:
@@ -329,6 +332,7 @@ def run_measured(
     stdout.parent.mkdir(parents=True, exist_ok=True)
     with stdout.open("wb") as out, stderr.open("wb") as err:
         started = time.perf_counter()
+        spawned_at = time.time()
         proc = subprocess.Popen(
             list(argv),
             stdout=out,
@@ -354,6 +358,7 @@ def run_measured(
         max_rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
         returncode=proc.returncode,
         timed_out=timed_out,
+        spawned_at=spawned_at,
     )
 
 

@@ -90,8 +90,15 @@ async def _run(
     client = await open_client(settings)
     async with client:
         # The run's events as log records (through `logging`, like every library line).
+        # Streamed: the first syncs are triggered while the connection list is still read.
         session = await RunSession.planned(
-            client, selection, options, groups=groups, run_id=run_id, sinks=(LogSink(), *sinks)
+            client,
+            selection,
+            options,
+            groups=groups,
+            run_id=run_id,
+            sinks=(LogSink(), *sinks),
+            streamed=True,
         )
         return await run_cancellable(session)
 

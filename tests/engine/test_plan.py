@@ -17,7 +17,7 @@ from airbyte_fleet.api import (
     ServerError,
 )
 from airbyte_fleet.engine.options import Selection
-from airbyte_fleet.engine.plan import Plan, PlanError, build_plan
+from airbyte_fleet.engine.plan import Plan, PlanError, PlanPart, build_plan, stream_plan
 from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.simulator import Simulator
 from conftest import SimFactory, client_for
@@ -525,3 +525,46 @@ async def test_describe_is_json_ready(make_sim: SimFactory) -> None:
         "selected_by": "selection",
     }
     assert sum(r["action"] == "run" for r in rows) == 5
+
+
+# ----------------------------------------------------------------------------- in parts
+
+
+async def _streamed(root: str, selection: Selection, **kwargs: Any) -> list[PlanPart]:
+    async with client_for(root) as client:
+        return [part async for part in stream_plan(client, selection, **kwargs)]
+
+
+async def test_a_plan_in_parts_holds_what_the_whole_plan_holds_page_by_page(
+    make_sim: SimFactory,
+) -> None:
+    sim, root = await make_sim(connections=350, workspaces=3, seed=4, inactive_connections=20)
+    first = sim.connections[7]["connectionId"]
+    selection = Selection(
+        connections=[first], names=["*", "no-such-name*"], tags=["nightly", "no-such-tag"]
+    )
+    whole = await _plan(root, selection)
+    parts = await _streamed(root, selection)
+    assert [p.final for p in parts] == [False] * (len(parts) - 1) + [True]
+    items = [item for part in parts for item in part.items]
+    # The same connections, skip reasons and warnings; only the order differs (sorted per page).
+    assert sorted(items, key=lambda i: i.connection_id) == sorted(
+        whole.items, key=lambda i: i.connection_id
+    )
+    assert parts[-1].warnings == whole.warnings
+    assert items[0].connection_id == first
+    assert len(parts) > 1
+    for part in parts[1:]:
+        names = [i.connection_name.casefold() for i in part.items]
+        assert names == sorted(names)
+    assert parts[-1].connections_listed == 350
+
+
+async def test_a_plan_in_parts_fails_as_the_whole_plan_does(make_sim: SimFactory) -> None:
+    sim, root = await make_sim(connections=250, seed=4)
+    with pytest.raises(PlanError, match="does not exist"):
+        await _streamed(root, Selection(connections=[_unknown_id(1)], all=True))
+    # Looked up first: not one page was read for a plan that cannot be made.
+    assert sim.count("GET", "/connections") == 0
+    with pytest.raises(PlanError, match="matched none of the 250 connections"):
+        await _streamed(root, Selection(names=["no-such-name*"]))

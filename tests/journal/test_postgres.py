@@ -63,7 +63,10 @@ COORDINATION = {
 def test_a_version_1_database_is_upgraded_with_its_runs_intact(pg_url: str) -> None:
     conn = connect(pg_url)
     assert pg_schema.apply(conn, "test", target=1) == 0
-    # A store of version 1 (the journal tables only) writes a run, as that version did.
+    # A store of version 1 (the journal tables only) writes a run, as that version did: today's
+    # writer also sets runs.planning_complete (version 3), so the column is there only while it
+    # writes.
+    conn.execute(pg_schema.MIGRATIONS[2])
     old = Writer(
         _Link(pg_url, timeout=8.0, conn=conn),
         threading.RLock(),
@@ -74,16 +77,21 @@ def test_a_version_1_database_is_upgraded_with_its_runs_intact(pg_url: str) -> N
     for event in events:
         old.write(event)
     old.close()
+    conn = connect(pg_url)
+    conn.execute("ALTER TABLE runs DROP COLUMN planning_complete")
+    conn.close()
     assert _versions(pg_url) == [1]
     assert not COORDINATION & _tables(pg_url)
 
     with PostgresStore(pg_url) as store:
         record = store.run("run-crash")
         stored = [e for _, e in store.events("run-crash")]
-    assert _versions(pg_url) == [1, 2] == list(range(1, pg_schema.SCHEMA_VERSION + 1))
+    assert _versions(pg_url) == [1, 2, 3] == list(range(1, pg_schema.SCHEMA_VERSION + 1))
     assert _tables(pg_url) >= COORDINATION
     assert stored == events
     assert record is not None
+    # Every run written before version 3 had its whole plan before it started.
+    assert record.planning_complete
     assert {c: s.state for c, s in record.syncs.items()} == {
         "c1": "final",
         "c2": "in_flight",
@@ -110,7 +118,7 @@ def test_replicas_opening_at_once_migrate_once(pg_url: str) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert _versions(pg_url) == [1, 2]
+    assert _versions(pg_url) == [1, 2, 3]
 
 
 def test_a_database_newer_than_the_code_is_refused_in_one_sentence(pg_url: str) -> None:
@@ -138,8 +146,8 @@ def test_a_reader_never_makes_a_store(pg_url: str, tmp_path: Path) -> None:
 
 
 def test_migrate_reports_versions_on_both_stores(pg_url: str, tmp_path: Path) -> None:
-    assert migrate(database_url=pg_url, state_dir=tmp_path) == (0, 2)
-    assert migrate(database_url=f"  {pg_url} ", state_dir=tmp_path) == (2, 2)
+    assert migrate(database_url=pg_url, state_dir=tmp_path) == (0, 3)
+    assert migrate(database_url=f"  {pg_url} ", state_dir=tmp_path) == (3, 3)
     assert migrate(database_url="", state_dir=tmp_path) == (0, SCHEMA_VERSION)
     assert migrate(database_url=None, state_dir=tmp_path) == (SCHEMA_VERSION, SCHEMA_VERSION)
     assert not (tmp_path / "schema_migrations").exists()
@@ -151,10 +159,11 @@ def test_a_version_2_sqlite_journal_gains_the_coordination_tables(tmp_path: Path
     db = sqlite3.connect(tmp_path / FILE_NAME)
     for table in COORDINATION:
         db.execute(f"DROP TABLE {table}")
+    db.execute("ALTER TABLE runs DROP COLUMN planning_complete")
     db.execute("PRAGMA user_version = 2")
     db.commit()
     db.close()
-    assert migrate(database_url=None, state_dir=tmp_path) == (2, 3)
+    assert migrate(database_url=None, state_dir=tmp_path) == (2, SCHEMA_VERSION)
     with Journal(tmp_path) as journal:
         record = journal.run("run-crash")
         assert [e for _, e in journal.events("run-crash")] == crashed_run()

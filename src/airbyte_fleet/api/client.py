@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Mapping,
+    Sequence,
+)
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack
@@ -326,8 +334,9 @@ class AirbyteClient:
         workspace_ids: Sequence[str] | None = None,
         tag_ids: Sequence[str] | None = None,
         include_deleted: bool = False,
-    ) -> AsyncIterator[tuple[Connection, ...]]:
-        """Every connection of ``GET /connections``, one page at a time."""
+    ) -> AsyncGenerator[tuple[Connection, ...], None]:
+        """Every connection of ``GET /connections``, one page at a time (close it to drop the
+        pages asked for ahead)."""
 
         async def page(offset: int) -> Page[Connection]:
             params: dict[str, ParamValue] = {
@@ -437,7 +446,7 @@ class AirbyteClient:
         overlap: int = 0,
         what: str,
         prefetch: int = 1,
-    ) -> AsyncIterator[tuple[T, ...]]:
+    ) -> AsyncGenerator[tuple[T, ...], None]:
         """Every item of an offset-paged list, one page at a time.
 
         `next` is unreliable (internal host, set even on the last page): offsets are counted

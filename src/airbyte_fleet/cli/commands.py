@@ -134,6 +134,7 @@ async def _run(
                     journal,
                     record,
                     options,
+                    groups=file_groups(file),
                     sinks=sinks,
                 )
         else:
@@ -159,6 +160,9 @@ async def _run(
                 store=store,
                 run_id=run_id,
                 sinks=sinks,
+                # The first syncs are triggered while the connection list is still read; a dry
+                # run prints the whole plan, in build_plan's order.
+                streamed=not args.dry_run,
             )
             if args.dry_run:
                 print_plan(session.plan, args.output)
@@ -280,9 +284,14 @@ def _resume_target(journal: RunStore, wanted: str) -> RunRecord:
     record = journal.run(run_id) if run_id else None
     if record is None:
         raise _no_such_run(wanted)
-    # An interrupted run can be carried on (detached jobs followed, untriggered syncs run); a run
-    # that ended by itself cannot.
-    if record.finished_at is not None and record.outcome != "interrupted":
+    # An interrupted run can be carried on (detached jobs followed, untriggered syncs run), and so
+    # can one whose plan could not be read to its end (the rest is planned and run); a run that
+    # ended by itself cannot.
+    if (
+        record.finished_at is not None
+        and record.outcome != "interrupted"
+        and record.planning_complete
+    ):
         raise ConfigError(
             f"Run {record.run_id} already finished ({record.outcome}); nothing to resume, see "
             f"'airbyte-fleet runs show {record.run_id}'."

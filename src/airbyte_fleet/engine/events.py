@@ -38,6 +38,7 @@ __all__ = [
     "SyncTimedOut",
     "SyncTriggered",
     "SyncTriggering",
+    "SyncsPlanned",
 ]
 
 log = get_logger("airbyte_fleet.events")
@@ -102,6 +103,25 @@ class RunStarted(Event):
     # What a resumed run needs to carry on exactly as it started (the journal keeps them).
     options: dict[str, Any] = field(default_factory=dict, metadata={"log": False})
     selection: dict[str, Any] | None = field(default=None, metadata={"log": False})
+    # The plan is still being read: more syncs follow, each part in a SyncsPlanned.
+    planning: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncsPlanned(Event):
+    """More of the run's plan (the run started with ``planning``): syncs after the ones already
+    planned, in plan order. The last one has ``final``; its ``error`` says, when set, that the
+    plan could not be read to its end (the run holds only the syncs planned so far)."""
+
+    kind: ClassVar[str] = "syncs_planned"
+
+    planned: tuple[PlannedSync, ...] = field(default=(), metadata={"log": False})
+    # The run's number of syncs with these.
+    total: int = 0
+    final: bool = False
+    # Parts of the selection that contributed nothing, known once the plan is complete.
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

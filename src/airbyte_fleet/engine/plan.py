@@ -14,13 +14,20 @@ Order: explicit ids as given (the command line's, then each group's), then every
 sorted by name (case-folded) and id; a connection appears once, where it first appeared. Inactive
 and locked connections are planned as skipped unless ``include_inactive``; deleted (deprecated)
 ones are always skipped.
+
+A plan can also arrive in parts (:func:`stream_plan`), so that a run triggers its first syncs
+while later pages of the connection list are still being read: the explicit ids first (each looked
+up, so an unknown one fails before anything runs), then each page's filter matches sorted by name,
+page after page. Only the order differs from :func:`build_plan`'s (sorted per page, not across
+the whole list); the connections are the same, and "nothing matched" is known only at the end.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -31,11 +38,20 @@ import anyio
 from airbyte_fleet._caller import selection_field, selection_fields
 from airbyte_fleet._messages import chain, spell_out_controls
 from airbyte_fleet.api import AirbyteClient, AuthError, Connection, NotFoundError
+from airbyte_fleet.api.client import PAGE_LIMIT
 from airbyte_fleet.engine.events import PlannedSync
 from airbyte_fleet.engine.options import Selection
 from airbyte_fleet.errors import ConfigError
 
-__all__ = ["Plan", "PlanError", "build_plan", "group_cycle"]
+__all__ = [
+    "Plan",
+    "PlanError",
+    "PlanPart",
+    "PlanParts",
+    "build_plan",
+    "group_cycle",
+    "stream_plan",
+]
 
 _NO_GROUPS: Mapping[str, Selection] = MappingProxyType({})
 # Past this many ids an error message stops listing them: it must stay one readable sentence.
@@ -82,6 +98,21 @@ class Plan:
             }
             for item in self.items
         ]
+
+
+@dataclass(frozen=True)
+class PlanPart:
+    """One part of a plan that arrives in parts (:func:`stream_plan`), in run order. The last one
+    has ``final`` (it may hold no sync) and the plan's ``warnings``."""
+
+    items: tuple[PlannedSync, ...]
+    final: bool = False
+    warnings: tuple[str, ...] = ()
+    connections_listed: int | None = None
+
+
+# A plan's parts as they come (stream_plan); closing it stops the listing.
+PlanParts = AsyncGenerator[PlanPart, None]
 
 
 @dataclass(frozen=True)
@@ -134,30 +165,7 @@ async def build_plan(
     """
     if lookup_concurrency < 1:
         raise ValueError("lookup_concurrency must be at least 1")
-    parts = _parts(selection, groups)
-    if not any(part.selects for part in parts):
-        # Name the groups that are empty themselves, not those that only include others.
-        empty = [p.source for p in parts if p.source != "selection" and not p.selection.groups]
-        empty = empty or [p.source for p in parts if p.source != "selection"]
-        if empty:
-            text = _join(empty)
-            raise PlanError(
-                f"{text[0].upper()}{text[1:]} {'selects' if len(empty) == 1 else 'select'} "
-                "nothing; give it connections, names, tags, workspaces or all = true in the "
-                f"config file, or pass {selection_fields(_FILTERS)}."
-            )
-        raise PlanError(f"Nothing selected; pass {selection_fields(_ALL_FIELDS, examples=True)}.")
-    warnings = [
-        f"{part.source} selects nothing"
-        for part in parts
-        if part.source != "selection" and not part.selects and not part.selection.groups
-    ]
-
-    # Explicit ids, in the order given, first occurrence wins; remember who asked for each.
-    explicit: dict[str, str] = {}
-    for part in parts:
-        for connection_id in part.selection.connections:
-            explicit.setdefault(_norm_id(connection_id), part.source)
+    parts, warnings, explicit = _prepare(selection, groups)
 
     filter_parts = [part for part in parts if part.selection.filters_given]
     listed: list[Connection] | None = None
@@ -206,6 +214,159 @@ async def build_plan(
         warnings=tuple(warnings),
         connections_listed=len(listed) if listed is not None else None,
     )
+
+
+def _prepare(
+    selection: Selection, groups: Mapping[str, Selection]
+) -> tuple[list[_Part], list[str], dict[str, str]]:
+    """The selection's parts, the warnings known before any listing, and the explicit ids (in the
+    order given, first occurrence wins) with the part that asked for each."""
+    parts = _parts(selection, groups)
+    if not any(part.selects for part in parts):
+        # Name the groups that are empty themselves, not those that only include others.
+        empty = [p.source for p in parts if p.source != "selection" and not p.selection.groups]
+        empty = empty or [p.source for p in parts if p.source != "selection"]
+        if empty:
+            text = _join(empty)
+            raise PlanError(
+                f"{text[0].upper()}{text[1:]} {'selects' if len(empty) == 1 else 'select'} "
+                "nothing; give it connections, names, tags, workspaces or all = true in the "
+                f"config file, or pass {selection_fields(_FILTERS)}."
+            )
+        raise PlanError(f"Nothing selected; pass {selection_fields(_ALL_FIELDS, examples=True)}.")
+    warnings = [
+        f"{part.source} selects nothing"
+        for part in parts
+        if part.source != "selection" and not part.selects and not part.selection.groups
+    ]
+
+    # Explicit ids, in the order given, first occurrence wins; remember who asked for each.
+    explicit: dict[str, str] = {}
+    for part in parts:
+        for connection_id in part.selection.connections:
+            explicit.setdefault(_norm_id(connection_id), part.source)
+
+    return parts, warnings, explicit
+
+
+async def stream_plan(
+    client: AirbyteClient,
+    selection: Selection,
+    *,
+    groups: Mapping[str, Selection] = _NO_GROUPS,
+    include_inactive: bool = False,
+    lookup_concurrency: int = 16,
+) -> PlanParts:
+    """:func:`build_plan` in parts, as the connection list is read (see the module's doc): the
+    explicit ids with the first page's matches, then each later page's new matches, the last part
+    ``final``. Parts that would hold nothing are left out, but for the final one.
+
+    Raises :class:`PlanError` as :func:`build_plan` does: unknown ids or groups before the first
+    part, "nothing matched" in place of the final part (then no part held a sync).
+    """
+    if lookup_concurrency < 1:
+        raise ValueError("lookup_concurrency must be at least 1")
+    parts, warnings, explicit = _prepare(selection, groups)
+    # Every explicit id is looked up, also one a filter would list: the first part cannot wait
+    # for the whole list, and an unknown id must fail before anything is triggered.
+    found = await _look_up(client, list(explicit), lookup_concurrency)
+    missing = [cid for cid in explicit if cid not in found]
+    if missing:
+        raise PlanError(_missing_message(missing, {explicit[cid] for cid in missing}))
+    chosen = set(explicit)
+    pending = [
+        _planned(found[cid], skip_reason=_skip_reason(found[cid], include_inactive), selected_by=by)
+        for cid, by in explicit.items()
+    ]
+    filter_parts = [part for part in parts if part.selection.filters_given]
+    if not filter_parts:
+        yield PlanPart(tuple(pending), final=True, warnings=tuple(warnings))
+        return
+
+    scopes = [_ids(part.selection.workspaces) for part in filter_parts]
+    workspace_ids = sorted(set().union(*scopes)) if all(scopes) else None
+    terms = _Terms(filter_parts)
+    listed = 0
+    pages = client.iter_connection_pages(workspace_ids=workspace_ids)
+    async with aclosing(pages):
+        async for page in pages:
+            listed += len(page)
+            new: list[tuple[Connection, str]] = []
+            for connection in page:
+                source = terms.see(connection)
+                cid = _norm_id(connection.connection_id)
+                if source is not None and cid not in chosen:
+                    chosen.add(cid)
+                    new.append((connection, source))
+            new.sort(key=lambda item: _name_key(item[0]))
+            pending += [
+                _planned(c, skip_reason=_skip_reason(c, include_inactive), selected_by=source)
+                for c, source in new
+            ]
+            # A short page is the list's last (the client's rule): the final part need not wait
+            # for the list to say so.
+            if len(page) < PAGE_LIMIT:
+                break
+            if pending:
+                yield PlanPart(tuple(pending), connections_listed=listed)
+                pending = []
+    if not chosen:
+        raise PlanError(_nothing_matched_message(filter_parts, listed))
+    yield PlanPart(
+        tuple(pending),
+        final=True,
+        warnings=(*warnings, *terms.notes(listed)),
+        connections_listed=listed,
+    )
+
+
+def _name_key(connection: Connection) -> tuple[str, str, str]:
+    return (connection.name.casefold(), connection.name, connection.connection_id)
+
+
+class _Terms:
+    """What the filter parts made of the connections listed so far: which part picked each one,
+    how many each part matched, and the globs and tags nothing listed has had yet (typos,
+    mostly), for the warnings once the list is read."""
+
+    def __init__(self, parts: Sequence[_Part]) -> None:
+        self._parts = parts
+        self._matched = [0] * len(parts)
+        self._globs = [{glob: glob.casefold() for glob in p.selection.names} for p in parts]
+        self._tags: set[str] = set()
+
+    def see(self, connection: Connection) -> str | None:
+        """Count *connection*; the first part that matches it, if any."""
+        name = connection.name.casefold()
+        self._tags.update(tag.casefold() for tag in connection.tag_names)
+        source = None
+        for i, part in enumerate(self._parts):
+            unseen = self._globs[i]
+            for glob, folded in list(unseen.items()):
+                if fnmatch.fnmatchcase(name, folded):
+                    del unseen[glob]
+            if part.matches(connection):
+                self._matched[i] += 1
+                source = source or part.source
+        return source
+
+    def notes(self, listed: int) -> list[str]:
+        notes: list[str] = []
+        for i, part in enumerate(self._parts):
+            where = "" if part.source == "selection" else f" in {part.source}"
+            if not self._matched[i]:
+                notes.append(
+                    f"{_describe_part(part.selection)}{where} matched none of the {listed} "
+                    "connections listed"
+                )
+                continue
+            notes += [f"name '{glob}'{where} matched no connection" for glob in self._globs[i]]
+            notes += [
+                f"tag '{tag}'{where} is on no connection"
+                for tag in part.selection.tags
+                if tag.casefold() not in self._tags
+            ]
+        return notes
 
 
 def _parts(selection: Selection, groups: Mapping[str, Selection]) -> list[_Part]:

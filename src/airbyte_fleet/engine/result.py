@@ -27,6 +27,7 @@ from airbyte_fleet.engine.events import (
     SyncEvent,
     SyncRetrying,
     SyncSkipped,
+    SyncsPlanned,
     SyncStatusChanged,
     SyncTriggered,
 )
@@ -354,6 +355,8 @@ class ResultBuilder:
             self._sync(event)
         elif isinstance(event, RunStarted):
             self._start(event)
+        elif isinstance(event, SyncsPlanned):
+            self._add(event)
         elif isinstance(event, RunFinished):
             self._finish(event)
 
@@ -377,6 +380,18 @@ class ResultBuilder:
         }
         self._run = _Run(run_id=event.run_id, started_at=event.at, job_type=job_type)
         self._listed = None
+
+    def _add(self, event: SyncsPlanned) -> None:
+        """A later part of the plan: its syncs go after the ones planned so far."""
+        job_type = self._text(self._started().job_type)
+        for p in event.planned:
+            if p.connection_id not in self._syncs:
+                self._syncs[p.connection_id] = _Sync(
+                    p.connection_id,
+                    p.connection_name,
+                    self._text(p.workspace_id),
+                    job_type=job_type,
+                )
 
     def _sync(self, event: SyncEvent) -> None:
         # Every error text reaches the result (and stdout) through here: one secret filter for all.

@@ -9,18 +9,28 @@ after its job is followed (the outcome, a cancel, a retry's pause). In between, 
 job and one timer keeps every deadline. All the engine knows is the client, the plan, the options, an
 event bus and a trigger hook. This file is the run as a whole (start, feed, steps, stop, the end);
 getting a job is ``trigger.py``, following it ``follow.py``, the shared state ``_core.py``.
+
+A plan may arrive in parts (``engine/plan.py``'s ``stream_plan``): the run starts with the first
+part (``run_started`` with ``planning``), and each later part is announced (``syncs_planned``) and
+queued for the feeder as it comes, so the first syncs are triggered while the connection list is
+still being read. The run ends once the last part is in and every sync has ended. A stop ends the
+planning too (the syncs it never planned are the plan's rest, which a resume plans again); a plan
+that cannot be read to its end (Airbyte out of reach past its retries) ends planning, the syncs
+planned so far run, and the run fails with an error that says so.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
+from airbyte_fleet._caller import resume_hint
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.api import AirbyteClient, Job, JobStatus
 from airbyte_fleet.engine._core import (
@@ -34,6 +44,7 @@ from airbyte_fleet.engine._core import (
 )
 from airbyte_fleet.engine.events import (
     EventBus,
+    PlannedSync,
     RunFinished,
     RunStarted,
     StoreFailedError,
@@ -43,6 +54,7 @@ from airbyte_fleet.engine.events import (
     SyncFailed,
     SyncRetrying,
     SyncSkipped,
+    SyncsPlanned,
     SyncSucceeded,
     SyncTimedOut,
 )
@@ -50,7 +62,7 @@ from airbyte_fleet.engine.follow import FollowSteps
 from airbyte_fleet.engine.hooks import Adopt, NoHook, TriggerHook
 from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.outcome import run_outcome, unsettled_outcome
-from airbyte_fleet.engine.plan import Plan
+from airbyte_fleet.engine.plan import Plan, PlanParts
 from airbyte_fleet.engine.resume import ResumePoint
 from airbyte_fleet.engine.trigger import IntentBatch, TriggerSteps
 from airbyte_fleet.engine.watch import BatchedWatcher, JobWatcher, PerJobWatcher
@@ -131,6 +143,14 @@ class Engine(TriggerSteps, FollowSteps):
         self._steps: TaskGroup | None = None
         self._open = 0
         self._all_ended = anyio.Event()
+        # The plan so far, in order; the syncs planned and not yet taken by the feeder; whether
+        # more parts may come (and the feeder, having none, waits for them); why planning
+        # ended before the plan was complete.
+        self._planned: list[PlannedSync] = []
+        self._queue: deque[Sync] = deque()
+        self._planning = False
+        self._more = anyio.Event()
+        self._plan_error: str | None = None
         # Syncs starting at once (claim, intent, trigger): enough to keep the connection pool busy
         # and to fill an intent batch, few enough that 10,000 syncs never mean 10,000 tasks.
         self._start_slots = 2 * min(options.max_concurrency, max(1, client.max_connections))
@@ -147,10 +167,12 @@ class Engine(TriggerSteps, FollowSteps):
         then is left as it is and reported. Safe from a signal handler running in the loop."""
         self._begin_stop(mode or self._on_interrupt)
 
-    def _choose_watcher(self, syncs: int) -> JobWatcher:
+    def _choose_watcher(self, syncs: int | None) -> JobWatcher:
+        """*syncs*: how many the run has; None while its plan is still being read (a plan read
+        in parts is most often a long list, where one GET per job would cost the most)."""
         mode = self.options.poll_mode
         if mode == "auto":
-            mode = "batched" if syncs > AUTO_BATCH_ABOVE else "per-job"
+            mode = "batched" if syncs is None or syncs > AUTO_BATCH_ABOVE else "per-job"
         log.info("poll_mode", mode=mode, interval_s=self.options.poll_interval)
         if mode == "batched":
             return BatchedWatcher(
@@ -195,14 +217,17 @@ class Engine(TriggerSteps, FollowSteps):
         *,
         selection: Selection | None = None,
         resume: Mapping[str, ResumePoint] | None = None,
+        more: PlanParts | None = None,
     ) -> None:
         """Run every planned sync. With *resume*, carry on a run an earlier process started: finished
-        syncs are left alone, jobs in flight are followed again, and nothing is triggered twice."""
+        syncs are left alone, jobs in flight are followed again, and nothing is triggered twice.
+        *more*: the plan's later parts (*plan* is its first), read while the run goes on; syncs in
+        them that *plan* already holds are left out (a resume plans a run's selection again)."""
         self._resume = dict(resume or {})
         self._started = self._clock()
         if self.options.deadline is not None:
             self._run_deadline = self._started + self.options.deadline
-        self._syncs = {item.connection_id: Sync(item) for item in plan.runnable}
+        self._planning = more is not None
         self._publish(
             RunStarted(
                 run_id=self.run_id,
@@ -216,32 +241,15 @@ class Engine(TriggerSteps, FollowSteps):
                 options=self.options.model_dump(mode="json"),
                 selection=selection.model_dump(mode="json") if selection is not None else None,
                 planned=plan.items,
+                planning=self._planning,
             )
         )
-        for item in plan.items:
-            point = self._resume.get(item.connection_id)
-            if point is not None and point.state == "final":
-                # Settled by the earlier process; its events are already in every sink.
-                self._outcomes[item.connection_id] = point.outcome or "error"
-            elif item.skip_reason is not None:
-                self._emit(
-                    SyncSkipped,
-                    Sync(item),
-                    reason=item.skip_reason,
-                    error=item.skip_reason,
-                    cause="inactive",
-                )
+        self._admit(plan.items)
         self._watcher = (
             self._make_watcher(self._stop)
             if self._make_watcher is not None
-            else self._choose_watcher(len(plan.runnable))
+            else self._choose_watcher(None if self._planning else len(plan.runnable))
         )
-        todo = [
-            sync
-            for cid, sync in self._syncs.items()
-            if (point := self._resume.get(cid)) is None or point.state != "final"
-        ]
-        self._open = len(todo)
         try:
             async with anyio.create_task_group() as outer:
                 self._scope = outer.cancel_scope
@@ -253,18 +261,96 @@ class Engine(TriggerSteps, FollowSteps):
                 outer.start_soon(self._watch_store)
                 async with anyio.create_task_group() as steps:
                     self._steps = steps
-                    steps.start_soon(self._feed, todo)
-                    if self._open:
+                    steps.start_soon(self._feed)
+                    if more is not None:
+                        steps.start_soon(self._plan_rest, more)
+                    if self._open or self._planning:
                         await self._all_ended.wait()
                 # Every sync has settled: the watcher has nothing left to watch.
                 outer.cancel_scope.cancel()
         finally:
             self._steps = None
             with anyio.CancelScope(shield=True):
+                if more is not None:
+                    await more.aclose()
                 await self._hook.run_ended(self.run_id)
             if not self._letting_go:
                 self._report_cut_short()
-                self._finish(plan)
+                self._finish()
+
+    def _admit(self, items: Sequence[PlannedSync]) -> None:
+        """Take *items* into the run: settled ones (a resume) are counted, skipped ones reported,
+        the rest queued for the feeder in plan order."""
+        self._planned.extend(items)
+        for item in items:
+            point = self._resume.get(item.connection_id)
+            sync = Sync(item)
+            if item.runnable:
+                self._syncs[item.connection_id] = sync
+            if point is not None and point.state == "final":
+                # Settled by the earlier process; its events are already in every sink.
+                self._outcomes[item.connection_id] = point.outcome or "error"
+            elif item.skip_reason is not None:
+                self._emit(
+                    SyncSkipped,
+                    sync,
+                    reason=item.skip_reason,
+                    error=item.skip_reason,
+                    cause="inactive",
+                )
+            else:
+                self._queue.append(sync)
+                self._open += 1
+        self._more.set()
+
+    async def _plan_rest(self, more: PlanParts) -> None:
+        """Take the plan's later parts as they come; a stop ends the planning."""
+        known = {item.connection_id for item in self._planned}
+        try:
+            with self._cut_on_stop():
+                async for part in more:
+                    items = tuple(i for i in part.items if i.connection_id not in known)
+                    known.update(item.connection_id for item in items)
+                    if not items and not part.final:
+                        continue
+                    self._publish(
+                        SyncsPlanned(
+                            run_id=self.run_id,
+                            at=now(),
+                            elapsed_s=self._elapsed(),
+                            planned=items,
+                            total=len(self._planned) + len(items),
+                            final=part.final,
+                            warnings=part.warnings,
+                        )
+                    )
+                    self._admit(items)
+        except Exception as exc:
+            # Airbyte out of reach past the client's retries, a list that does not advance, a
+            # selection a resume can no longer plan: what is planned runs, the rest is not known.
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            hint = resume_hint(self.run_id)
+            self._plan_error = (
+                f"the plan could not be completed ({reason}), so only the {len(self._planned)} "
+                "syncs planned before that were run"
+                + (f"; {hint} plans the rest and runs it" if hint else "")
+            )
+            log.error("planning_failed", run_id=self.run_id, error=reason)
+            self._publish(
+                SyncsPlanned(
+                    run_id=self.run_id,
+                    at=now(),
+                    elapsed_s=self._elapsed(),
+                    total=len(self._planned),
+                    final=True,
+                    error=self._plan_error,
+                )
+            )
+        finally:
+            self._planning = False
+            self._more.set()
+            if self._open <= 0:
+                self._all_ended.set()
 
     async def _watch_store(self) -> None:
         """A store holds events back (all but intents, start and end) and commits them on a
@@ -323,12 +409,12 @@ class Engine(TriggerSteps, FollowSteps):
                 resume=follows_again(self.run_id),
             )
 
-    def _finish(self, plan: Plan) -> None:
+    def _finish(self) -> None:
         """Even when aborted, the run ends with one ``run_finished``: sinks settle every sync. A
         store that refuses it (the run is settled already) sets :attr:`failure` all the same,
         so the caller can say the store holds the run unfinished."""
         counts: dict[str, int] = {}
-        for item in plan.items:
+        for item in self._planned:
             outcome = self._outcomes.get(item.connection_id) or unsettled_outcome(
                 has_job=item.connection_id in self._with_job, wait=self.options.wait
             )
@@ -339,11 +425,13 @@ class Engine(TriggerSteps, FollowSteps):
                 at=now(),
                 elapsed_s=self._elapsed(),
                 outcome=run_outcome(
-                    counts, interrupted=self._interrupted, failed=self.failure is not None
+                    counts,
+                    interrupted=self._interrupted,
+                    failed=self.failure is not None or self._plan_error is not None,
                 ),
                 counts=counts,
                 interrupted=self._interrupted,
-                error=self.failure.message if self.failure is not None else None,
+                error=self.failure.message if self.failure is not None else self._plan_error,
             ),
         )
 
@@ -354,13 +442,21 @@ class Engine(TriggerSteps, FollowSteps):
 
     # ----------------------------------------------------------------- a sync's steps
 
-    async def _feed(self, todo: list[Sync]) -> None:
-        """Start the syncs in plan order, each once a concurrency slot is free for it."""
+    async def _feed(self) -> None:
+        """Start the syncs in plan order, each once a concurrency slot is free for it; while the
+        plan is still being read, wait for its next part."""
         starting = anyio.Semaphore(self._start_slots)
-        for index, sync in enumerate(todo):
+        while True:
+            if not self._queue:
+                if not self._planning:
+                    return
+                self._more = anyio.Event()
+                await self._more.wait()
+                continue
+            sync = self._queue.popleft()
             if not await self._take_slot(sync):
-                await self._never_started(todo[index:])
-                return
+                await self._never_started(sync)
+                continue
             try:
                 starting.acquire_nowait()
             except anyio.WouldBlock:
@@ -382,20 +478,17 @@ class Engine(TriggerSteps, FollowSteps):
             return True
         return False
 
-    async def _never_started(self, syncs: list[Sync]) -> None:
-        """The run stopped, or its deadline passed, before these syncs had a slot."""
-        for sync in syncs:
-            if self.stopping:
-                self._emit(
-                    SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted"
-                )
-            else:
-                self._emit(
-                    SyncTimedOut,
-                    sync,
-                    error="the run deadline passed before this sync could be triggered",
-                )
-            await self._end(sync, holds_slot=False)
+    async def _never_started(self, sync: Sync) -> None:
+        """The run stopped, or its deadline passed, before *sync* had a slot."""
+        if self.stopping:
+            self._emit(SyncSkipped, sync, reason=INTERRUPTED_BEFORE_TRIGGER, cause="interrupted")
+        else:
+            self._emit(
+                SyncTimedOut,
+                sync,
+                error="the run deadline passed before this sync could be triggered",
+            )
+        await self._end(sync, holds_slot=False)
 
     def _spawn(self, step: Callable[..., Awaitable[None]], sync: Sync, *args: Any) -> None:
         """Run one step of *sync* (``step(sync, *args)``) in a task of the run."""
@@ -442,7 +535,7 @@ class Engine(TriggerSteps, FollowSteps):
             if holds_slot:
                 self._limiter.release_on_behalf_of(sync)
             self._open -= 1
-            if self._open <= 0:
+            if self._open <= 0 and not self._planning:
                 self._all_ended.set()
 
     async def _claim(self, sync: Sync) -> Adopt | bool:

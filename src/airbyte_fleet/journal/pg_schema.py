@@ -2,7 +2,8 @@
 that replicas starting together migrate the database once.
 
 Version 1 is the journal (runs, syncs, events: the columns of SQLite's versions 1 and 2, with
-PostgreSQL's types), version 2 the coordination tables (``schema.COORDINATION_TABLES``). Which
+PostgreSQL's types), version 2 the coordination tables (``schema.COORDINATION_TABLES``), version 3
+``runs.planning_complete`` (``schema.PLANNING_COMPLETE``). Which
 versions a database has is in ``schema_migrations``; a database with a version this code does not
 know is refused, as a newer SQLite journal is.
 """
@@ -13,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from airbyte_fleet.journal.schema import COORDINATION_TABLES
+from airbyte_fleet.journal.schema import COORDINATION_TABLES, PLANNING_COMPLETE
 from airbyte_fleet.journal.store import JournalError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "apply", "version"]
@@ -71,8 +72,10 @@ CREATE TABLE events (
 
 _V2 = COORDINATION_TABLES.format(ts="TIMESTAMPTZ")
 
+_V3 = PLANNING_COMPLETE.format(flag="BOOLEAN", true="TRUE")
+
 # Index i holds the script that takes a database from version i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # pg_advisory_xact_lock's key for migrating: any constant no other application is likely to use.

@@ -24,7 +24,7 @@ OnSkip = Callable[[int, str, EventDecodeError], None]
 
 _RUN_COLUMNS = (
     "run_id, started_at, finished_at, outcome, job_type, wait, max_concurrency, total, "
-    "interrupted, resumed_at, options, selection"
+    "interrupted, resumed_at, options, selection, planning_complete"
 )
 
 _SYNC_COLUMNS = (
@@ -62,6 +62,7 @@ def _record(row: tuple[Any, ...], *, total: int, **more: Any) -> RunRecord:
         resumed,
         options,
         selection,
+        planning_complete,
     ) = row
     try:
         return RunRecord(
@@ -77,6 +78,7 @@ def _record(row: tuple[Any, ...], *, total: int, **more: Any) -> RunRecord:
             resumed_at=parse_ts(resumed),
             options=_object(options) or {},
             selection=_object(selection),
+            planning_complete=bool(planning_complete),
             **more,
         )
     except (ValueError, TypeError) as exc:

@@ -2,7 +2,9 @@
 
 Version 3 adds the tables that processes sharing the file coordinate through (leases, the worker's
 accepted runs, schedule fires and state, connection claims): :data:`COORDINATION_TABLES`, the same
-for PostgreSQL (``pg_schema.py``) but for the type of a time.
+for PostgreSQL (``pg_schema.py``) but for the type of a time. Version 4 adds
+``runs.planning_complete``: whether the run's plan was read to its end (a plan read while the run
+goes on may not be; a resume then plans the rest), true for every run written before it.
 
 Each run is keyed by its run id, each sync by ``(run_id, connection_id)``, and every event is
 appended with a per-run sequence number. Timestamps in columns are UTC ISO text with microseconds,
@@ -22,6 +24,7 @@ from airbyte_fleet.journal.store import JournalDamagedError, JournalError
 __all__ = [
     "COORDINATION_TABLES",
     "FILE_NAME",
+    "PLANNING_COMPLETE",
     "SCHEMA_VERSION",
     "connect",
     "damaged_sentence",
@@ -128,11 +131,16 @@ CREATE TABLE connection_claims (
     PRIMARY KEY (connection_id, run_id)
 );
 """
+
+# Whether the run's plan was read to its end ({flag}: the type of a truth value in the database).
+PLANNING_COMPLETE = "ALTER TABLE runs ADD COLUMN planning_complete {flag} NOT NULL DEFAULT {true}"
 _V3 = COORDINATION_TABLES.format(ts="TEXT")
+
+_V4 = PLANNING_COMPLETE.format(flag="INTEGER", true="1")
 
 # Index i holds the script that takes a journal from version i to i + 1; a new file runs them all,
 # so a fresh journal and an upgraded one are the same.
-_MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+_MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 

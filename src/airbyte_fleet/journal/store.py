@@ -6,9 +6,10 @@ database shared by several processes and machines). Everything above the store s
 of events in and :class:`RunRecord` / events out, never of SQL.
 
 What a store promises its writers (the write-ahead promise: nothing is triggered that is not
-journaled): ``run_started``, every ``sync_triggering`` (the intent) and ``run_finished`` are durable
-before the call returns, so they survive the process being killed at any moment; a trigger the
-store cannot record raises, and the engine then does not send it. ``append`` makes a whole batch
+journaled): ``run_started``, ``syncs_planned`` (a later part of the run's plan), every
+``sync_triggering`` (the intent) and ``run_finished`` are durable before the call returns, so they
+survive the process being killed at any moment; a trigger the store cannot record raises, and the
+engine then does not send it. ``append`` makes a whole batch
 durable (one transaction for a few hundred intents) or raises. Every other sync event
 (``sync_triggered``, ``sync_adopted``, status changes, retries, final outcomes) may wait and be
 made durable with the next intent or ``run_finished``, by a timer (about a second), and always by
@@ -142,6 +143,9 @@ class RunRecord:
     # What the run started with (the first start's, when resumed): resume carries on with them.
     options: dict[str, Any] = field(default_factory=dict)
     selection: dict[str, Any] | None = None
+    # Whether the run's plan was read to its end; False: a resume plans its selection again and
+    # adds the connections ``planned`` does not hold.
+    planning_complete: bool = True
     planned: list[PlannedSync] = field(default_factory=list)
     syncs: dict[str, SyncRecord] = field(default_factory=dict)
 

@@ -2,7 +2,8 @@
 events to a transaction (group commit). One code for both databases: what differs is the
 :class:`Link` (the connection and how a transaction begins) and its ``dialect.py``.
 
-When an event is durable: ``run_started``, every ``sync_triggering`` (the intent: nothing is
+When an event is durable: ``run_started``, ``syncs_planned`` (a later part of the plan: its syncs'
+rows come before any of their intents), every ``sync_triggering`` (the intent: nothing is
 triggered that is not journaled) and ``run_finished`` are committed before the call returns, and
 ``append`` commits whatever it is given. Every other sync event (``sync_triggered``,
 ``sync_adopted``, status changes, retries, final outcomes) waits in memory and is committed with
@@ -47,12 +48,14 @@ import pydantic_core
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.engine.events import (
     Event,
+    PlannedSync,
     RunFinished,
     RunStarted,
     SyncAdopted,
     SyncEvent,
     SyncRetrying,
     SyncSkipped,
+    SyncsPlanned,
     SyncStatusChanged,
     SyncTriggered,
     SyncTriggering,
@@ -97,8 +100,8 @@ _LAST_SEQ = "SELECT MAX(seq) FROM events WHERE run_id = ?"
 
 _RUN_STARTED = """
 INSERT INTO runs (run_id, started_at, job_type, wait, max_concurrency, total, starts, options,
-                  selection)
-VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)
+                  selection, planning_complete)
+VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)
 ON CONFLICT (run_id) DO UPDATE SET
     started_at = CASE WHEN runs.starts = 0 THEN excluded.started_at ELSE runs.started_at END,
     resumed_at = CASE WHEN runs.starts = 0 THEN runs.resumed_at ELSE excluded.started_at END,
@@ -111,8 +114,12 @@ ON CONFLICT (run_id) DO UPDATE SET
     wait = excluded.wait,
     max_concurrency = excluded.max_concurrency,
     options = COALESCE(runs.options, excluded.options),
-    selection = COALESCE(runs.selection, excluded.selection)
+    selection = COALESCE(runs.selection, excluded.selection),
+    planning_complete = excluded.planning_complete
 """
+
+# The last part of a plan read while the run went on: the plan is complete.
+_PLANNING_COMPLETE = "UPDATE runs SET planning_complete = ? WHERE run_id = ?"
 
 _PLANNED_CONFLICT = """
 ON CONFLICT (run_id, connection_id) DO UPDATE SET
@@ -597,6 +604,9 @@ class _Transaction:
             self._flush()
             if not self._run_finished(event):
                 return
+        elif isinstance(event, SyncsPlanned):
+            self._flush()
+            self._syncs_planned(event)
         self._known.add(run_id)
         self._rows.append((run_id, self._next_seq(run_id), event.kind, connection_id, text))
 
@@ -699,24 +709,34 @@ class _Transaction:
                 event.total,
                 _json(options),
                 _json(event.selection),
+                self.d.flag(not event.planning),
             ),
         )
+        self._plan(event.run_id, event.planned, event.total)
+        return True
+
+    def _syncs_planned(self, event: SyncsPlanned) -> None:
+        """Add a later part of the run's plan, after the syncs it holds."""
+        self._plan(event.run_id, event.planned, event.total)
+        if event.final and event.error is None:
+            self.conn.execute(self.d.sql(_PLANNING_COMPLETE), (self.d.flag(True), event.run_id))
+
+    def _plan(self, run_id: str, items: Sequence[PlannedSync], total: int) -> None:
         # A resumed run keeps its plan order; connections new to it go after the known ones.
         base = self.conn.execute(
             self.d.sql("SELECT COALESCE(MAX(position), -1) + 1 FROM syncs WHERE run_id = ?"),
-            (event.run_id,),
+            (run_id,),
         ).fetchone()[0]
         planned = [
-            (event.run_id, p.connection_id, p.connection_name, p.workspace_id, base + i)
-            for i, p in enumerate(event.planned)
+            (run_id, p.connection_id, p.connection_name, p.workspace_id, base + i)
+            for i, p in enumerate(items)
         ]
         if self.d.arrays:
             for part in _parts(planned):
                 self.conn.execute(self.d.sql(_PLANNED_ARRAYS), _columns(part))
         else:
             self.conn.executemany(self.d.sql(_PLANNED), planned)
-        self.conn.execute(self.d.sql(_RUN_TOTAL), (event.run_id, event.total))
-        return True
+        self.conn.execute(self.d.sql(_RUN_TOTAL), (run_id, total))
 
     def _run_finished(self, event: RunFinished) -> bool:
         """Record a finish; False when it is the one already recorded."""

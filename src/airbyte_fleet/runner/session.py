@@ -32,10 +32,11 @@ from airbyte_fleet.engine.events import (
     RunStarted,
     RunTakenOverError,
     StoreFailedError,
+    SyncsPlanned,
 )
 from airbyte_fleet.engine.hooks import TriggerHook
 from airbyte_fleet.engine.options import RunOptions, Selection
-from airbyte_fleet.engine.plan import Plan, build_plan
+from airbyte_fleet.engine.plan import Plan, PlanParts, build_plan, stream_plan
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
 from airbyte_fleet.engine.resume import ResumePoint
 from airbyte_fleet.engine.run import Engine, StopMode, new_run_id
@@ -70,9 +71,13 @@ class RunSession:
         sinks: Sequence[EventSink] = (),
         grace: float | None = None,
         on_interrupt: StopMode | None = None,
+        more: PlanParts | None = None,
     ) -> None:
+        """*plan*: the whole plan, or its first part when *more* brings the rest while the run
+        goes on (see :meth:`planned`)."""
         self.run_id = run_id or new_run_id()
         self.plan = plan
+        self.more = more
         self.options = options
         self.selection = selection
         self.resume_points = dict(resume) if resume is not None else None
@@ -115,12 +120,29 @@ class RunSession:
         sinks: Sequence[EventSink] = (),
         grace: float | None = None,
         on_interrupt: StopMode | None = None,
+        streamed: bool = False,
     ) -> RunSession:
         """Plan *selection* against Airbyte (raises :class:`~airbyte_fleet.engine.plan.PlanError`
-        before anything is triggered) and return the session that runs it."""
-        plan = await build_plan(
-            client, selection, groups=groups or {}, include_inactive=options.include_inactive
-        )
+        before anything is triggered) and return the session that runs it.
+
+        *streamed*: return as soon as the plan's first part holding a sync is known, and read
+        the rest while the run goes on (``stream_plan``'s order, sorted page by page); the
+        :attr:`plan` is then that first part. "Nothing matched" still raises here: it is known
+        only once the list is read, and then no part held a sync."""
+        more: PlanParts | None = None
+        if streamed:
+            plan, more = await _first_part(
+                stream_plan(
+                    client,
+                    selection,
+                    groups=groups or {},
+                    include_inactive=options.include_inactive,
+                )
+            )
+        else:
+            plan = await build_plan(
+                client, selection, groups=groups or {}, include_inactive=options.include_inactive
+            )
         for warning in plan.warnings:
             log.warning("selection_warning", message=warning)
         return cls(
@@ -134,6 +156,7 @@ class RunSession:
             sinks=sinks,
             grace=grace,
             on_interrupt=on_interrupt,
+            more=more,
         )
 
     @classmethod
@@ -144,6 +167,7 @@ class RunSession:
         record: RunRecord,
         options: RunOptions,
         *,
+        groups: Mapping[str, Selection] | None = None,
         hook: TriggerHook | None = None,
         sinks: Sequence[EventSink] = (),
         grace: float | None = None,
@@ -154,8 +178,20 @@ class RunSession:
         result covers the whole run: what the earlier process saw, then what this one sees.
 
         From a store that found itself damaged, every sync it shows as never triggered is looked
-        for in Airbyte first: a job created since the run began is followed, not duplicated."""
+        for in Airbyte first: a job created since the run began is followed, not duplicated.
+
+        A run whose plan was not read to its end (stopped, or Airbyte out of reach, while it was
+        read) has its stored selection planned again (its groups from *groups*, as they are now)
+        while it goes on: the connections the record does not hold are added to it."""
         plan, points = resume_plan(record, damaged=store.damage is not None)
+        more: PlanParts | None = None
+        if not record.planning_complete and record.selection is not None:
+            more = stream_plan(
+                client,
+                Selection.model_validate(record.selection),
+                groups=groups or {},
+                include_inactive=options.include_inactive,
+            )
         builder = ResultBuilder()
         replay_into(builder, store, record.run_id)
         session = cls(
@@ -170,6 +206,7 @@ class RunSession:
             sinks=sinks,
             grace=grace,
             on_interrupt=on_interrupt,
+            more=more,
         )
         # The journal keeps the selection the run started with; none is sent again.
         session.started = True
@@ -189,8 +226,9 @@ class RunSession:
         self.state = "running"
         log.info("run_executing", run_id=self.run_id, resumed=self.resume_points is not None)
         try:
+            more, self.more = self.more, None
             await self.engine.run(
-                self.plan, selection=self.selection, resume=self.resume_points or None
+                self.plan, selection=self.selection, resume=self.resume_points or None, more=more
             )
         except StoreFailedError:
             pass  # the result is complete and says why; store_error tells the caller
@@ -254,6 +292,29 @@ class RunSession:
     def _observe(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.started = True
+        elif isinstance(event, SyncsPlanned):
+            for warning in event.warnings:
+                log.warning("selection_warning", message=warning)
         elif isinstance(event, RunFinished):
             self.finished = True
             self.state = "finished"
+
+
+async def _first_part(parts: PlanParts) -> tuple[Plan, PlanParts | None]:
+    """The plan's first part that holds a sync (or its final one), and the parts still to come
+    (None: none). Nothing is triggered before this returns, so an error here is the whole answer."""
+    try:
+        while True:
+            part = await anext(parts)
+            if part.items or part.final:
+                break
+    except BaseException:
+        await parts.aclose()
+        raise
+    plan = Plan(
+        items=part.items, warnings=part.warnings, connections_listed=part.connections_listed
+    )
+    if part.final:
+        await parts.aclose()
+        return plan, None
+    return plan, parts

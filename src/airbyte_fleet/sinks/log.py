@@ -20,6 +20,7 @@ from airbyte_fleet.engine.events import (
     SyncFailed,
     SyncRetrying,
     SyncSkipped,
+    SyncsPlanned,
     SyncStatusChanged,
     SyncTimedOut,
     SyncTriggered,
@@ -50,6 +51,12 @@ def level_for(event: Event, *, total: int | None = None) -> int:
         return logging.DEBUG
     if isinstance(event, SyncTriggered) and total is not None and total > TRIGGERS_AT_INFO:
         return logging.DEBUG
+    if isinstance(event, SyncsPlanned):
+        # One line a page of the connection list; the last part says the plan is complete,
+        # or why it is not.
+        if event.error is not None:
+            return logging.ERROR
+        return logging.INFO if event.final else logging.DEBUG
     return logging.INFO
 
 
@@ -69,7 +76,8 @@ class LogSink:
         self._total: int | None = None
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
+        if isinstance(event, RunStarted | SyncsPlanned):
+            # A plan read while the run goes on: the total grows with each part.
             self._total = event.total
         level = level_for(event, total=self._total)
         if not self._enabled(level):

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TextIO, cast
@@ -28,11 +28,13 @@ from rich.text import Text
 
 from airbyte_fleet.engine.events import (
     Event,
+    PlannedSync,
     RunFinished,
     RunStarted,
     SyncAdopted,
     SyncEvent,
     SyncRetrying,
+    SyncsPlanned,
     SyncTriggered,
 )
 from airbyte_fleet.engine.outcome import final_outcome
@@ -245,6 +247,8 @@ class ProgressSink:
         with self._lock:
             if isinstance(event, RunStarted):
                 self._on_start(event)
+            elif isinstance(event, SyncsPlanned):
+                self._on_planned(event.planned)
             elif isinstance(event, RunFinished):
                 self._final_elapsed = event.elapsed_s
                 self._outcome = event.outcome
@@ -262,7 +266,11 @@ class ProgressSink:
         self._done.clear()
         self._counts.clear()
         self._finished = 0
-        for planned in event.planned:
+        self._on_planned(event.planned)
+
+    def _on_planned(self, items: Sequence[PlannedSync]) -> None:
+        # A plan read while the run goes on adds its later parts here: the total grows.
+        for planned in items:
             if planned.connection_id not in self._rows:
                 self._rows[planned.connection_id] = _Row(
                     index=len(self._rows),
