@@ -574,8 +574,12 @@ class _Transaction:
             else:
                 writer._fresh.discard(run_id)
             if fresh is None:
+                # Finished: nothing more of it comes from this process (a resume fences it
+                # again), and a worker that runs thousands of runs must not keep each one.
                 writer._seq.pop(run_id, None)
                 writer._known_runs.discard(run_id)
+                writer._fences.pop(run_id, None)
+                writer._lost.discard(run_id)
 
     def apply(self, event: Event, text: str) -> None:
         run_id = event.run_id
