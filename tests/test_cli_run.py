@@ -150,10 +150,13 @@ async def test_if_running_policies(
             answer.append(await _run(root, "--connection", busy, "--if-running", policy, *FAST))
 
         tg.start_soon(run)
-        for _ in range(3000):
-            if sim.count("POST", "/jobs"):
-                break
-            await anyio.sleep(0.01)
+        # Until the CLI has asked (however long a loaded machine takes to start it): a clock
+        # moved before that would end the job first, and the CLI's own job would then wait
+        # for a clock that never moves again. Bounded, so a CLI that never asks fails the test
+        # (the task group's cancel stops the process) instead of hanging it.
+        with anyio.fail_after(120):
+            while not sim.count("POST", "/jobs"):  # noqa: ASYNC110
+                await anyio.sleep(0.01)
         clock.advance(120)
     got, out, err = answer[0]
     assert got == code, err
