@@ -27,7 +27,7 @@ from airbyte_fleet.coordination import Coordinator, QueuedRun
 from airbyte_fleet.engine.events import PlannedSync
 from airbyte_fleet.engine.plan import Plan
 
-__all__ = ["DamagedEntry", "LedgerEntry", "LegacyLedger"]
+__all__ = ["DamagedEntry", "LedgerEntry", "LegacyLedger", "first_line"]
 
 log = get_logger("airbyte_fleet.service")
 
@@ -138,7 +138,7 @@ class LegacyLedger:
                 _read(path)
                 reason = "it was set aside as unreadable"
             except (OSError, ValueError) as exc:
-                reason = _first_line(exc)
+                reason = first_line(exc)
             found.append(DamagedEntry(path.stem, path, reason))
         return found
 
@@ -147,13 +147,14 @@ def _read(path: Path) -> LedgerEntry:
     try:
         entry = LedgerEntry.model_validate_json(path.read_bytes())
     except ValidationError as exc:
-        raise ValueError(_first_line(exc)) from None
+        raise ValueError(first_line(exc)) from None
     if path.stem != entry.run_id:
         raise ValueError("the file name and the run id differ")
     return entry
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
+    """*exc* in one line for a log or an API answer: a validation error's first problem."""
     if isinstance(exc, ValidationError):
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in first["loc"]) or "the entry"

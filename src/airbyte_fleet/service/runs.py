@@ -55,7 +55,7 @@ from airbyte_fleet.engine.run import StopMode, new_run_id
 from airbyte_fleet.journal import JournalError, RunRecord, RunStore
 from airbyte_fleet.resolve import run_options_over
 from airbyte_fleet.runner import RunSession, SessionState
-from airbyte_fleet.service.ledger import LedgerEntry, LegacyLedger
+from airbyte_fleet.service.ledger import LedgerEntry, LegacyLedger, first_line
 from airbyte_fleet.service.options import ShutdownMode
 from airbyte_fleet.service.views import RunView, listed_view, session_view, stored_view
 from airbyte_fleet.sinks import LogSink
@@ -249,11 +249,11 @@ class Worker:
             if record is None:
                 self._lose(
                     run_id,
-                    f"the worker's record of this run cannot be read ({_first_line(exc)}) and "
+                    f"the worker's record of this run cannot be read ({first_line(exc)}) and "
                     "the run never started, so nothing was triggered; submit it again",
                 )
                 return None
-            log.warning("run_entry_rebuilt", run_id=run_id, error=_first_line(exc))
+            log.warning("run_entry_rebuilt", run_id=run_id, error=first_line(exc))
             entry = _entry_from(record)
         session = self._restore(entry, record)
         adopted = record is not None
@@ -522,7 +522,7 @@ class Worker:
         except LeaseHeldError:
             return
         self._keeper.add(run_id)
-        queued = next((q for q in self.coordinator.queued() if q.run_id == run_id), None)
+        queued = self._queued(run_id)
         try:
             session = self._from_queue(queued) if queued is not None else None
         except (JournalError, ValueError) as exc:
@@ -557,7 +557,7 @@ class Worker:
         if run_id in self._sessions or run_id in self._lost:
             return False
         try:
-            return any(q.run_id == run_id for q in self.coordinator.queued())
+            return self._queued(run_id) is not None
         except CoordinationError:
             return False
 
@@ -588,10 +588,8 @@ class Worker:
         owner = holder.owner if holder is not None else None
         if record is not None:
             return stored_view(self.journal, record, owner=owner)
-        for queued in self.coordinator.queued():
-            if queued.run_id == run_id:
-                return _queued_view(queued, owner)
-        return None
+        queued = self._queued(run_id)
+        return _queued_view(queued, owner) if queued is not None else None
 
     def recent(self, *, limit: int = 20, offset: int = 0) -> list[RunView]:
         """Newest first: runs not in the journal (queued, lost, or whose start it could not
@@ -628,7 +626,11 @@ class Worker:
             return True
         if self.journal.run(run_id) is not None:
             return True
-        return any(q.run_id == run_id for q in self.coordinator.queued())
+        return self._queued(run_id) is not None
+
+    def _queued(self, run_id: str) -> QueuedRun | None:
+        """The run's entry in the queue (accepted, unfinished), wherever it runs."""
+        return next((q for q in self.coordinator.queued() if q.run_id == run_id), None)
 
     def waiter(self, run_id: str) -> asyncio.Event:
         """Set at the run's next event or state change (or when the worker stops); take it
@@ -760,8 +762,3 @@ def _queued_view(queued: QueuedRun, owner: str | None) -> RunView:
     except ValueError:
         total = 0
     return RunView(run_id=queued.run_id, state="queued", total=total, owner=owner)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

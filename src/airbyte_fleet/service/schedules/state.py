@@ -63,17 +63,7 @@ class ScheduleState:
         self.pending.pop(name, None)
 
     def to_json(self) -> str:
-        names = sorted(set(self.last_fired) | set(self.run_ids) | set(self.pending))
-        doc = _StateFile(
-            schedules={
-                name: _StateEntry(
-                    last_tick=self.last_fired.get(name),
-                    run_id=self.run_ids.get(name),
-                    pending=self.pending.get(name, []),
-                )
-                for name in names
-            }
-        )
+        doc = _StateFile(schedules=self._entries())
         return doc.model_dump_json(indent=2) + "\n"
 
     @classmethod
@@ -81,13 +71,28 @@ class ScheduleState:
         doc = _StateFile.model_validate_json(text)
         state = cls()
         for name, entry in doc.schedules.items():
-            if entry.last_tick is not None:
-                state.last_fired[name] = entry.last_tick.astimezone(UTC)
-            if entry.run_id:
-                state.run_ids[name] = entry.run_id
-            if entry.pending:
-                state.pending[name] = sorted(t.astimezone(UTC) for t in entry.pending)
+            state._take(name, entry)
         return state
+
+    def _entries(self) -> dict[str, _StateEntry]:
+        """Each schedule's memory as one entry (what a file or the store keeps)."""
+        names = sorted(set(self.last_fired) | set(self.run_ids) | set(self.pending))
+        return {
+            name: _StateEntry(
+                last_tick=self.last_fired.get(name),
+                run_id=self.run_ids.get(name),
+                pending=self.pending.get(name, []),
+            )
+            for name in names
+        }
+
+    def _take(self, name: str, entry: _StateEntry) -> None:
+        if entry.last_tick is not None:
+            self.last_fired[name] = entry.last_tick.astimezone(UTC)
+        if entry.run_id:
+            self.run_ids[name] = entry.run_id
+        if entry.pending:
+            self.pending[name] = sorted(t.astimezone(UTC) for t in entry.pending)
 
     @classmethod
     def read(cls, path: Path) -> ScheduleState:
@@ -169,20 +174,9 @@ class StoredState:
                     error=fold_whitespace(str(exc.errors()[0].get("msg", "invalid"))),
                 )
                 continue
-            if entry.last_tick is not None:
-                state.last_fired[name] = entry.last_tick.astimezone(UTC)
-            if entry.run_id:
-                state.run_ids[name] = entry.run_id
-            if entry.pending:
-                state.pending[name] = sorted(t.astimezone(UTC) for t in entry.pending)
+            state._take(name, entry)
         return state
 
     def write(self, state: ScheduleState) -> None:
-        names = sorted(set(state.last_fired) | set(state.run_ids) | set(state.pending))
-        for name in names:
-            entry = _StateEntry(
-                last_tick=state.last_fired.get(name),
-                run_id=state.run_ids.get(name),
-                pending=state.pending.get(name, []),
-            )
+        for name, entry in state._entries().items():
             self.coordinator.save_schedule_state(name, entry.model_dump_json())
