@@ -36,8 +36,13 @@ def _env(root: str, **over: str) -> dict[str, str]:
     return env
 
 
+# Longer than any CLI run here takes on a loaded machine, far shorter than CI's limit.
+RUN_LIMIT = 300
+
+
 async def _run(root: str, *args: str, **env: str) -> tuple[int, str, str]:
-    with tempfile.TemporaryDirectory() as state:
+    # Bounded: a CLI that hangs fails its test (the cancel kills the process) instead of CI.
+    with tempfile.TemporaryDirectory() as state, anyio.fail_after(RUN_LIMIT):
         result = await anyio.run_process(
             [sys.executable, "-m", "airbyte_fleet", "run", *args],
             env=_env(root, AIRBYTE_FLEET_STATE_DIR=state, **env),
@@ -150,12 +155,23 @@ async def test_if_running_policies(
             answer.append(await _run(root, "--connection", busy, "--if-running", policy, *FAST))
 
         tg.start_soon(run)
-        # Until the CLI has asked (however long a loaded machine takes to start it): a clock
-        # moved before that would end the job first, and the CLI's own job would then wait
-        # for a clock that never moves again. Bounded, so a CLI that never asks fails the test
-        # (the task group's cancel stops the process) instead of hanging it.
+
+        # Until the CLI has been told "already running" and, unless it fails at once, has looked
+        # up the running job (however long a loaded machine takes to start it). A clock moved
+        # before that lookup ends the job first: the CLI then sees Airbyte's stale "already
+        # running" with no job, triggers its own, and that job waits for a clock that never
+        # moves again. Bounded, so a CLI that never asks fails the test (the task group's
+        # cancel stops the process) instead of hanging it.
+        # Answered exchanges (counts go up on arrival, before the answer is computed).
+        def asked() -> bool:
+            done = [(e.method, e.route, e.status) for e in sim.exchanges]
+            if ("POST", "/jobs", 409) not in done:
+                return False
+            after = done[done.index(("POST", "/jobs", 409)) :]
+            return policy == "fail" or any(m == "GET" and r == "/jobs" for m, r, _ in after)
+
         with anyio.fail_after(120):
-            while not sim.count("POST", "/jobs"):  # noqa: ASYNC110
+            while not asked():  # noqa: ASYNC110
                 await anyio.sleep(0.01)
         clock.advance(120)
     got, out, err = answer[0]
