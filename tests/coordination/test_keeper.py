@@ -1,6 +1,7 @@
 """LeaseKeeper: leases kept alive in the background, losses and cancel requests reported.
 
-Leases here last 0.3 s (renewed every 0.1 s), so time really passes, a second or so a test.
+Leases here last 1 s (renewed every third of it), so time really passes, a few seconds a test:
+a 0.3 s lease ran out on a loaded CI machine before a renewal's thread got its turn.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .support import World
 
 pytestmark = pytest.mark.anyio
 
-LEASE = 0.3
+LEASE = 1.0
 
 
 class _Events:
@@ -147,7 +148,7 @@ async def test_failed_renewals_are_retried_and_a_lease_that_runs_out_is_lost(
             started = anyio.current_time()
             await events.next()
             # Lost no later than a lease time after the last renewal that went through.
-            assert anyio.current_time() - started <= LEASE + 0.1
+            assert anyio.current_time() - started <= LEASE * 1.25
     assert events.lost == ["run-1"]
     failures = [line for line in logs if line["event"] == "lease_renewal_failed"]
     assert len(failures) >= 3  # retried
