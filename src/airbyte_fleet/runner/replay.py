@@ -7,7 +7,7 @@ so they can never disagree with the result the run itself built live.
 from __future__ import annotations
 
 from airbyte_fleet._logging import get_logger
-from airbyte_fleet.engine.events import RunFinished, RunStarted
+from airbyte_fleet.engine.events import EventSink, RunFinished, RunStarted
 from airbyte_fleet.engine.outcome import OUTCOMES
 from airbyte_fleet.engine.result import ResultBuilder, RunResult, Totals
 from airbyte_fleet.journal import RunStore
@@ -21,9 +21,9 @@ PAGE = 5000
 
 
 def replay_into(
-    builder: ResultBuilder, store: RunStore, run_id: str
+    builder: EventSink, store: RunStore, run_id: str
 ) -> RunStarted | RunFinished | None:
-    """Feed *builder* the run's stored events, from its first ``run_started`` on (kinds this
+    """Feed *builder* (a :class:`ResultBuilder`, or any event sink) the run's stored events, from its first ``run_started`` on (kinds this
     version does not know, and rows it cannot read, are skipped by the store).
 
     When the first start itself cannot be read, the run's record stands in for it (its plan,
