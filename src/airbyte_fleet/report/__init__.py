@@ -2,7 +2,7 @@
 HTML report of it, for ``runs show --html``, ``run --report-html`` and the worker's
 ``/runs/{id}/report.html``."""
 
-from airbyte_fleet.report.html import render_report
+from airbyte_fleet.report.html import CONTENT_SECURITY_POLICY, render_report
 from airbyte_fleet.report.stored import stored_report
 from airbyte_fleet.report.timeline import (
     Bar,
@@ -13,6 +13,7 @@ from airbyte_fleet.report.timeline import (
 )
 
 __all__ = [
+    "CONTENT_SECURITY_POLICY",
     "Bar",
     "Timeline",
     "TimelineBuilder",

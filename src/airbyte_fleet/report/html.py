@@ -14,6 +14,8 @@ tags are left out, as HTML allows.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 from collections.abc import Iterator
 from datetime import datetime
@@ -25,7 +27,7 @@ from airbyte_fleet.engine.outcome import OUTCOMES
 from airbyte_fleet.engine.result import RunResult, SyncResult
 from airbyte_fleet.report.timeline import Bar, Timeline
 
-__all__ = ["render_report"]
+__all__ = ["CONTENT_SECURITY_POLICY", "render_report"]
 
 # One short class per outcome (it is written once per bar and once per row).
 _CLASS = {
@@ -80,6 +82,13 @@ td.x{max-width:480px;overflow-wrap:anywhere;color:#b00020}
 """
 
 
+# The page's one style, allowed by its hash: not even an injected <style> could apply.
+STYLE_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
+# What the page may load and run: its own style, nothing else. The worker sends it as a header
+# too; the file carries it for wherever else it is opened.
+CONTENT_SECURITY_POLICY = f"default-src 'none'; style-src '{STYLE_HASH}'; form-action 'none'"
+
+
 def render_report(
     result: RunResult, timeline: Timeline, *, written_at: datetime | None = None
 ) -> str:
@@ -92,9 +101,8 @@ def _document(result: RunResult, timeline: Timeline, written_at: datetime | None
     run_id = escape(result.run_id)
     yield (
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
-        # No script, no fetch: only the inline style may apply.
-        "<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; "
-        "style-src 'unsafe-inline'\">"
+        # No script, no fetch: only the page's own style may apply.
+        f'<meta http-equiv=Content-Security-Policy content="{CONTENT_SECURITY_POLICY}">'
         '<meta name=viewport content="width=device-width,initial-scale=1">'
         f"<title>Run {run_id}: {escape(result.outcome)}</title><style>{_CSS}</style></head><body>\n"
     )
