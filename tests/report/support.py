@@ -108,7 +108,8 @@ def made_run(count: int, *, name: str = "Postgres → Snowflake {i:05d}") -> lis
             )
         end = max(end, finish)
     events.append(RunFinished(**at(end + 1), outcome="failed"))
-    return events
+    # As they happened (stable: a sync's own events keep their order).
+    return sorted(events, key=lambda e: e.at)
 
 
 def result_and_timeline(events: list[Event]) -> tuple[RunResult, Timeline]:
