@@ -9,7 +9,9 @@ Written by hand rather than with a template engine: the page is one loop over th
 over the rows, and at 10,000 syncs the cost that matters is bytes per row, which is easiest to
 keep small when each row's markup is in plain sight. Hence the lean SVG (one ``<rect>`` per
 segment, colours by CSS class, coordinates rounded to a tenth) and table cells whose optional end
-tags are left out, as HTML allows.
+tags are left out, as HTML allows. The table is most of a large page's layout work, and it sits
+below the timeline: it is laid out when it is first scrolled to (``content-visibility``), so the
+header and the timeline are drawn at once (BENCHMARKS.md, "The HTML report").
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ vertical-align:middle}.sw.q{background:#d6dbe3}.sw.r{width:2px;height:14px;backg
 svg{display:block}
 svg rect{fill:var(--c)}svg rect.q{fill:#d6dbe3}svg rect.r{fill:#000}
 svg text{font-size:11px;fill:#333}svg .n{text-anchor:end}svg .g{stroke:#eee}
+section.rows{content-visibility:auto;contain-intrinsic-size:auto 20000px}
 table{border-collapse:collapse;font-size:13px}
 th,td{border-bottom:1px solid #eee;padding:3px 8px;text-align:left;vertical-align:top}
 th{position:sticky;top:0;background:#fafafa}
@@ -283,7 +286,7 @@ def _row(
 
 def _table(bars: list[Bar], syncs: dict[str, SyncResult]) -> Iterator[str]:
     yield (
-        "<section><h2>Syncs</h2><table><thead><tr><th>Connection<th>Outcome<th>Attempts"
+        "<section class=rows><h2>Syncs</h2><table><thead><tr><th>Connection<th>Outcome<th>Attempts"
         "<th>Job<th>Duration<th>Rows<th>Bytes<th>Error</thead><tbody>\n"
     )
     for bar in bars:
