@@ -223,7 +223,9 @@ def _axis(span: float, scale: float, left: int, height: int) -> Iterator[str]:
 
 def _tick_step(span: float) -> float:
     """A round step that puts at most about ten ticks on the axis."""
-    for step in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600):
+    for step in (
+        0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600
+    ):  # fmt: skip
         if span / step <= 10:
             return float(step)
     return float(43200 * math.ceil(span / 43200 / 10))
@@ -231,7 +233,7 @@ def _tick_step(span: float) -> float:
 
 def _tick_label(t: float, step: float) -> str:
     if step < 60:
-        return f"{t:g} s"
+        return f"{round(t, 1):g} s"
     if step < 3600:
         return f"{t / 60:g} min"
     return f"{t / 3600:g} h"
