@@ -49,7 +49,7 @@ from airbyte_fleet.journal import (
     store_location,
 )
 from airbyte_fleet.journal import migrate as migrate_store
-from airbyte_fleet.report import TimelineBuilder, timeline_from_store
+from airbyte_fleet.report import TimelineBuilder
 from airbyte_fleet.resolve import (
     file_groups,
     file_selection,
@@ -336,12 +336,12 @@ async def runs(args: argparse.Namespace) -> int:
     with journal, place.reading():
         if showing:
             run_id = _run_id(journal, args.run_id)
-            result = replay_result(journal, run_id) if run_id else None
+            bars = TimelineBuilder() if report is not None else None
+            result = replay_result(journal, run_id, also=bars) if run_id else None
             if result is None:
                 raise _no_such_run(args.run_id)
-            if report is not None:
-                assert run_id is not None
-                await _write_stored_report(journal, run_id, result, report)
+            if report is not None and bars is not None:
+                await _write_report(result, bars, report)
             print_result(result, args.output)
             return EXIT_OK
         records = journal.runs(limit=args.limit)
@@ -349,14 +349,9 @@ async def runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _write_stored_report(
-    journal: RunStore, run_id: str, result: RunResult, path: str
-) -> None:
-    bars = timeline_from_store(journal, run_id)
-    if bars is None:
-        raise _no_such_run(run_id)
+async def _write_report(result: RunResult, bars: TimelineBuilder, path: str) -> None:
     try:
-        await anyio.to_thread.run_sync(write_report_file, result, bars, path)
+        await anyio.to_thread.run_sync(write_report_file, result, bars.timeline(), path)
     except OSError as exc:
         raise ConfigError(
             f"--html '{path}' cannot be written ({exc.strerror or exc}); choose another path."
