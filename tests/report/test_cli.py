@@ -130,3 +130,52 @@ async def test_a_report_path_that_cannot_be_written_is_refused_first(
     assert "choose another path" in lines[0]
     assert "Traceback" not in err
     assert sim.count("POST", "/jobs") == posts  # nothing triggered
+
+
+async def test_a_resumed_runs_report_shows_the_run_from_its_first_start(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim, root = await make_sim(connections=3)
+    # The plan runs connections by name: with one slot, the first by name is triggered first.
+    by_name = sorted(sim.connections, key=lambda c: str(c["name"]))
+    first, *rest = (c["connectionId"] for c in by_name)
+    sim.script(first, JobScript(seconds=600))
+    for cid in rest:
+        sim.script(cid, JobScript(seconds=0.2))
+    args = (*RUN, "--max-concurrency", "1")
+    process = await anyio.open_process(
+        [sys.executable, "-m", "airbyte_fleet", *args],
+        env=_env(root, tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with anyio.fail_after(60):
+            while sim.count("POST", "/jobs") < 1:
+                assert process.returncode is None
+                await anyio.sleep(0.02)
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 130
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert [job["connectionId"] for job in sim.jobs] == [first]
+    # The first sync was cancelled; the two that never had their turn run when it is carried on.
+    live = tmp_path / "resumed.html"
+    code, _, err = await _cli(
+        *RUN[:1], "--resume", "last", "--output", "json", "--report-html", str(live),
+        root=root, state=tmp_path,
+    )  # fmt: skip
+    assert code == 1, err  # the cancelled sync stays cancelled
+    page = live.read_text(encoding="utf-8")
+    assert len(BAR.findall(page)) == 3
+    assert page.count('<rect class="b s"') == 2
+    assert page.count('<rect class="b c"') == 1
+    shown = tmp_path / "shown.html"
+    code, _, err = await _cli(
+        "runs", "show", "last", "--html", str(shown), "--output", "json", root=root, state=tmp_path
+    )
+    assert code == 0, err
+    # The resumer heard the first process's part from the journal: the same report.
+    assert _without_stamp(shown.read_text(encoding="utf-8")) == _without_stamp(page)
