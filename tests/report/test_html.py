@@ -140,6 +140,16 @@ def test_a_run_still_going_shows_its_open_syncs() -> None:
     assert page.count('<rect class="b o"') == 30  # open: no outcome yet
     assert "not yet" in page
 
+    # Earlier, some had not had their turn yet: they are drawn waiting, up to the last event.
+    cut = next(i for i, e in enumerate(events) if e.elapsed_s > 3)
+    result, bars = result_and_timeline(events[:cut])
+    waiting = [b for b in bars.bars if b.triggering_s is None]
+    assert waiting
+    page = render_report(result, bars)
+    assert len(BAR.findall(page)) == 30
+    queued = [b for b in bars.bars if b.triggering_s is None or b.triggering_s > b.ready_s]
+    assert page.count("<rect class=q ") == len(queued)
+
 
 def test_size_stays_bounded_at_ten_thousand_syncs() -> None:
     sizes = {}

@@ -75,7 +75,7 @@ vertical-align:middle}.sw.q{background:#d6dbe3}.sw.r{width:2px;height:14px;backg
 .tl{overflow-x:auto;border:1px solid #e0e0e0;background:#fff}
 svg{display:block}
 svg rect{fill:var(--c)}svg rect.q{fill:#d6dbe3}svg rect.r{fill:#000}
-svg text{font-size:11px;fill:#333}svg .n{text-anchor:end}svg .g{stroke:#eee}
+svg text{font-size:11px;fill:#333}svg .n{text-anchor:end}svg .ax{stroke:#eee}
 section.rows{content-visibility:auto;contain-intrinsic-size:auto 20000px}
 table{border-collapse:collapse;font-size:13px}
 th,td{border-bottom:1px solid #eee;padding:3px 8px;text-align:left;vertical-align:top}
@@ -86,10 +86,10 @@ td.x{max-width:480px;overflow-wrap:anywhere;color:#b00020}
 
 
 # The page's one style, allowed by its hash: not even an injected <style> could apply.
-STYLE_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
+_STYLE_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
 # What the page may load and run: its own style, nothing else. The worker sends it as a header
 # too; the file carries it for wherever else it is opened.
-CONTENT_SECURITY_POLICY = f"default-src 'none'; style-src '{STYLE_HASH}'; form-action 'none'"
+CONTENT_SECURITY_POLICY = f"default-src 'none'; style-src '{_STYLE_HASH}'; form-action 'none'"
 
 
 def render_report(
@@ -216,7 +216,7 @@ def _axis(span: float, scale: float, left: int, height: int) -> Iterator[str]:
     step = _tick_step(span)
     ticks = [i * step for i in range(int(span // step) + 1)]
     lines = "".join(f"M{_n(left + t * scale)} {_AXIS_H - 6}V{height}" for t in ticks)
-    yield f'<path class=g d="{lines}"/>'
+    yield f'<path class=ax d="{lines}"/>'
     for t in ticks:
         yield f'<text x="{_n(left + t * scale)}" y="12">{_tick_label(t, step)}</text>'
 
@@ -260,12 +260,14 @@ def _row(
         out.append(f'<text class=n x="{left - 6}" y="{y + bar_h}">{escape(shown)}</text>')
     start = bar.triggering_s
     end = bar.end_s if bar.end_s is not None else span
-    if start is not None and start - bar.ready_s > 0:
+    # Never triggered: it waited until it was skipped (or, in a run still going, until now),
+    # and its bar is a sliver where the wait ended.
+    begin = start if start is not None else end
+    if begin - bar.ready_s > 0:
         out.append(
             f'<rect class=q x="{_n(left + bar.ready_s * scale)}" y="{y}" '
-            f'width="{_n((start - bar.ready_s) * scale)}" height="{bar_h}"/>'
+            f'width="{_n((begin - bar.ready_s) * scale)}" height="{bar_h}"/>'
         )
-    begin = start if start is not None else (bar.end_s if bar.end_s is not None else 0.0)
     tip = f"{name}: {outcome or 'open'}"
     if start is not None:
         tip += f", {_duration(end - start)}"
