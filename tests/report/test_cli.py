@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -124,11 +125,13 @@ async def test_a_report_path_that_cannot_be_written_is_refused_first(
     code, out, err = await _cli(*args, root=root, state=tmp_path)
     assert code == 2
     assert out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert flag in lines[0]
-    assert "choose another path" in lines[0]
     assert "Traceback" not in err
+    # Its last line says what is wrong, in one sentence that names the flag.
+    fatal = json.loads(err.strip().splitlines()[-1])
+    assert (fatal["event"], fatal["exit_code"]) == ("fatal", 2)
+    assert fatal["error"].startswith(f"{flag} '{path}' cannot be written")
+    assert fatal["error"].endswith("; choose another path.")
+    assert "\n" not in fatal["error"]
     assert sim.count("POST", "/jobs") == posts  # nothing triggered
 
 

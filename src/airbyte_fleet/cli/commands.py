@@ -323,7 +323,6 @@ async def runs(args: argparse.Namespace) -> int:
     # Reading never creates state: no journal means no runs yet.
     showing = args.runs_command == "show"
     report = args.html if showing else None
-    _prepare_output_file("--html", report)
     place = StorePlace(args, load_file_config(args.config))
     try:
         journal = place.open(create=False, wanted=args.run_id if showing else None)
@@ -341,6 +340,8 @@ async def runs(args: argparse.Namespace) -> int:
             if result is None:
                 raise _no_such_run(args.run_id)
             if report is not None and bars is not None:
+                # Checked once the run is found: a mistyped run id leaves no empty file behind.
+                _prepare_output_file("--html", report)
                 await _write_report(result, bars, report)
             print_result(result, args.output)
             return EXIT_OK
