@@ -63,6 +63,7 @@ def _imports(where: str) -> set[str]:
                 "airbyte_fleet.simulator",
                 "airbyte_fleet.journal",
                 "airbyte_fleet.runner",
+                "airbyte_fleet.report",
                 "airbyte_fleet.config",
                 "airbyte_fleet.settings_file",
                 "sqlite3",
@@ -113,6 +114,24 @@ def _imports(where: str) -> set[str]:
         ),
         # The run's home serves the CLI and the worker; it knows neither.
         ("runner", ("airbyte_fleet.cli", "airbyte_fleet.service", "aiohttp.web")),
+        # The report draws a run from its events and result (read back through the runner's
+        # replay); it runs nothing and serves nothing: the CLI and the worker call it.
+        (
+            "report",
+            (
+                "airbyte_fleet.cli",
+                "airbyte_fleet.service",
+                "airbyte_fleet.sinks",
+                "airbyte_fleet.simulator",
+                "airbyte_fleet.api",
+                "airbyte_fleet.engine.run",
+                "airbyte_fleet.engine.trigger",
+                "airbyte_fleet.engine.follow",
+                "airbyte_fleet.engine.watch",
+                "airbyte_fleet.runner.session",
+                "aiohttp",
+            ),
+        ),
         # Sinks render events; they do not run anything.
         (
             "sinks",

@@ -31,13 +31,14 @@ from airbyte_fleet.cli.render import (
     print_result,
     print_runs,
     print_schedules,
+    write_report_file,
     write_result_file,
 )
 from airbyte_fleet.cli.store import RunHold, StorePlace, holding
 from airbyte_fleet.config import AirbyteSettings, load_settings
 from airbyte_fleet.engine.events import EventSink
 from airbyte_fleet.engine.options import Selection
-from airbyte_fleet.engine.result import ResultBuilder
+from airbyte_fleet.engine.result import ResultBuilder, RunResult
 from airbyte_fleet.engine.run import new_run_id
 from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.journal import (
@@ -48,6 +49,7 @@ from airbyte_fleet.journal import (
     store_location,
 )
 from airbyte_fleet.journal import migrate as migrate_store
+from airbyte_fleet.report import TimelineBuilder
 from airbyte_fleet.resolve import (
     file_groups,
     file_selection,
@@ -57,10 +59,9 @@ from airbyte_fleet.resolve import (
     selection_from_flags,
 )
 from airbyte_fleet.runner import RunSession, on_signals, open_client
-from airbyte_fleet.runner.replay import replay_result
+from airbyte_fleet.runner.replay import replay_into, replay_result
 from airbyte_fleet.settings_file import FileConfig, load_file_config
 from airbyte_fleet.sinks import LogSink, ProgressSink, progress_wanted
-from airbyte_fleet.sinks.table import ResultSource
 
 __all__ = ["COMMANDS"]
 
@@ -86,18 +87,23 @@ async def connections(args: argparse.Namespace) -> int:
 
 
 async def run(args: argparse.Namespace) -> int:
-    _prepare_result_file(args.result_file)
+    _prepare_output_file("--result-file", args.result_file)
+    _prepare_output_file("--report-html", args.report_html)
     file = load_file_config(args.config)
     overrides = {**run_overrides_from_env(os.environ), **run_option_flags(args)}
     settings = load_settings(file.airbyte)
     settings.validate_offline()
     progress = ProgressSink() if progress_wanted(args.no_progress, sys.stderr) else None
     sinks: list[EventSink] = [LogSink(), *([progress] if progress is not None else [])]
+    # Fed live, not read back from the store: the report is written even when the store failed.
+    bars = TimelineBuilder() if args.report_html else None
+    if bars is not None:
+        sinks.append(bars)
     # Signal handling lasts until the result is printed: a supervisor's second SIGINT arriving
     # after the run ended must not cut the result short with Python's KeyboardInterrupt.
     signals = contextlib.ExitStack()
     with signals:
-        return await _run(args, file, settings, overrides, sinks, progress, signals)
+        return await _run(args, file, settings, overrides, sinks, progress, signals, bars)
 
 
 async def _run(
@@ -108,6 +114,7 @@ async def _run(
     sinks: list[EventSink],
     progress: ProgressSink | None,
     signals: contextlib.ExitStack,
+    bars: TimelineBuilder | None,
 ) -> int:
     place = StorePlace(args, file)
     hold: RunHold | None = None  # none for a dry run, which stores nothing
@@ -137,6 +144,9 @@ async def _run(
                     groups=file_groups(file),
                     sinks=sinks,
                 )
+            if bars is not None:
+                # The report shows the run from its first start: the earlier process's part too.
+                replay_into(bars, journal, record.run_id)
         else:
             options = merge_run_options(file.run, overrides, file_path=file.path)
             selection = _selection(args, file)
@@ -182,7 +192,7 @@ async def _run(
     if hold is not None and (hold.lost or session.taken_over):
         # The run is another process's now: its result is that process's to report.
         return fail(EXIT_JOURNAL, hold.lost_sentence)
-    code = await _report(result, args)
+    code = await _report(result, args, bars)
     if session.store_error is not None:
         # The result (every sync, the error) is printed: the exit code and one line say why.
         return fail(EXIT_JOURNAL, session.store_error.message)
@@ -216,9 +226,12 @@ async def _follow(
     return session.builder
 
 
-async def _report(result: ResultSource, args: argparse.Namespace) -> int:
+async def _report(
+    result: ResultBuilder, args: argparse.Namespace, bars: TimelineBuilder | None
+) -> int:
     """Write the result (a :class:`ResultBuilder` writes it from its records, without making
-    the model of each sync) to ``--result-file`` and stdout; its exit code."""
+    the model of each sync) to ``--result-file`` and stdout, and the report to
+    ``--report-html``; its exit code."""
     # Every error text in the result already passed the secret filter (ResultBuilder).
     if args.result_file:
         try:
@@ -227,18 +240,26 @@ async def _report(result: ResultSource, args: argparse.Namespace) -> int:
         except OSError as exc:
             # The syncs ran; losing the file must not lose the result, which still goes to stdout.
             log.error("result_file_failed", path=args.result_file, error=str(exc))
+    if bars is not None:
+        try:
+            await anyio.to_thread.run_sync(
+                write_report_file, result.result, bars.timeline(), args.report_html
+            )
+        except OSError as exc:
+            log.error("report_html_failed", path=args.report_html, error=str(exc))
     print_result(result, args.output)
     if result.outcome == "interrupted":
         return EXIT_INTERRUPTED
     return EXIT_OK if result.outcome == "succeeded" else EXIT_FAILED
 
 
-def _prepare_result_file(path: str | None) -> None:
-    """Find a result file that cannot be written before anything is triggered, not after."""
+def _prepare_output_file(flag: str, path: str | None) -> None:
+    """Find an output file (*flag*'s) that cannot be written before anything is triggered, or
+    read, not after."""
     if path is None:
         return
     if not path.strip():
-        raise ConfigError("--result-file needs a path; leave the flag out to write no file.")
+        raise ConfigError(f"{flag} needs a path; leave the flag out to write no file.")
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -248,8 +269,7 @@ def _prepare_result_file(path: str | None) -> None:
             pass
     except OSError as exc:
         raise ConfigError(
-            f"--result-file '{path}' cannot be written ({exc.strerror or exc}); choose another "
-            "path."
+            f"{flag} '{path}' cannot be written ({exc.strerror or exc}); choose another path."
         ) from None
 
 
@@ -302,6 +322,7 @@ def _resume_target(journal: RunStore, wanted: str) -> RunRecord:
 async def runs(args: argparse.Namespace) -> int:
     # Reading never creates state: no journal means no runs yet.
     showing = args.runs_command == "show"
+    report = args.html if showing else None
     place = StorePlace(args, load_file_config(args.config))
     try:
         journal = place.open(create=False, wanted=args.run_id if showing else None)
@@ -314,14 +335,28 @@ async def runs(args: argparse.Namespace) -> int:
     with journal, place.reading():
         if showing:
             run_id = _run_id(journal, args.run_id)
-            result = replay_result(journal, run_id) if run_id else None
+            bars = TimelineBuilder() if report is not None else None
+            result = replay_result(journal, run_id, also=bars) if run_id else None
             if result is None:
                 raise _no_such_run(args.run_id)
+            if report is not None and bars is not None:
+                # Checked once the run is found: a mistyped run id leaves no empty file behind.
+                _prepare_output_file("--html", report)
+                await _write_report(result, bars, report)
             print_result(result, args.output)
             return EXIT_OK
         records = journal.runs(limit=args.limit)
     print_runs(records, args.output)
     return EXIT_OK
+
+
+async def _write_report(result: RunResult, bars: TimelineBuilder, path: str) -> None:
+    try:
+        await anyio.to_thread.run_sync(write_report_file, result, bars.timeline(), path)
+    except OSError as exc:
+        raise ConfigError(
+            f"--html '{path}' cannot be written ({exc.strerror or exc}); choose another path."
+        ) from None
 
 
 async def migrate(args: argparse.Namespace) -> int:

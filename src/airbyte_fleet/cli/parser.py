@@ -318,6 +318,12 @@ def _add_run(commands: _Commands) -> None:
     out = run.add_argument_group("output")
     _output(out)
     out.add_argument("--result-file", metavar="PATH", help="also write the JSON result here")
+    out.add_argument(
+        "--report-html",
+        metavar="PATH",
+        help="also write the run's HTML report here (timeline and table, one file), however "
+        "the run ends",
+    )
     out.add_argument("--no-progress", action="store_true", help="no live display on a terminal")
     _add_logging(run)
 
@@ -402,8 +408,16 @@ def _add_runs(commands: _Commands) -> None:
         help="print one run's result ('last' for the newest)",
         parser_class=_Parser,
     )
-    show = runs_sub.add_parser("show", description="Print one run's result from the journal.")
+    show = runs_sub.add_parser(
+        "show",
+        description="Print one run's result from the journal; --html also writes its report.",
+    )
     show.add_argument("run_id", metavar="RUN_ID", help="a run id, or 'last' for the newest")
+    show.add_argument(
+        "--html",
+        metavar="PATH",
+        help="also write the run's HTML report here (timeline and table, one self-contained file)",
+    )
     show.add_argument("--state-dir", metavar="DIR", default=argparse.SUPPRESS, help=state_dir)
     _database_url(show, default=argparse.SUPPRESS)
     _config(show, default=argparse.SUPPRESS)

@@ -10,17 +10,21 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from airbyte_fleet._files import write_atomically
 from airbyte_fleet._logging import LogFormat, configure_logging
 from airbyte_fleet.api import Connection
 from airbyte_fleet.engine.plan import Plan
 from airbyte_fleet.engine.result import RunResult
 from airbyte_fleet.journal import RunRecord
+from airbyte_fleet.report import Timeline, render_report
 from airbyte_fleet.sinks import ProgressSink, render_result_table
 from airbyte_fleet.sinks.table import ResultSource, write_result_json
 
@@ -33,6 +37,7 @@ __all__ = [
     "print_runs",
     "print_schedules",
     "stdout_console",
+    "write_report_file",
     "write_result_file",
 ]
 
@@ -166,6 +171,13 @@ def write_result_file(result: ResultSource, path: str) -> None:
     # UTF-8 whatever the locale: the document is JSON (RFC 8259), and names may be in any script.
     with open(path, "w", encoding="utf-8") as file:
         write_result_json(result, file.write)
+
+
+def write_report_file(result: RunResult, timeline: Timeline, path: str) -> None:
+    """The run's HTML report in the file at *path* (``--report-html``, ``runs show --html``),
+    whole or not at all. Raises :class:`OSError`."""
+    page = render_report(result, timeline, written_at=datetime.now(UTC))
+    write_atomically(Path(path), page)
 
 
 @contextlib.contextmanager

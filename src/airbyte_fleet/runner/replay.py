@@ -7,7 +7,7 @@ so they can never disagree with the result the run itself built live.
 from __future__ import annotations
 
 from airbyte_fleet._logging import get_logger
-from airbyte_fleet.engine.events import RunFinished, RunStarted
+from airbyte_fleet.engine.events import Event, EventSink, RunFinished, RunStarted
 from airbyte_fleet.engine.outcome import OUTCOMES
 from airbyte_fleet.engine.result import ResultBuilder, RunResult, Totals
 from airbyte_fleet.journal import RunStore
@@ -21,9 +21,9 @@ PAGE = 5000
 
 
 def replay_into(
-    builder: ResultBuilder, store: RunStore, run_id: str
+    builder: EventSink, store: RunStore, run_id: str
 ) -> RunStarted | RunFinished | None:
-    """Feed *builder* the run's stored events, from its first ``run_started`` on (kinds this
+    """Feed *builder* (a :class:`ResultBuilder`, or any event sink) the run's stored events, from its first ``run_started`` on (kinds this
     version does not know, and rows it cannot read, are skipped by the store).
 
     When the first start itself cannot be read, the run's record stands in for it (its plan,
@@ -73,20 +73,31 @@ def _start_from_record(store: RunStore, run_id: str) -> RunStarted | None:
     )
 
 
-def replay_result(store: RunStore, run_id: str) -> RunResult | None:
+def replay_result(
+    store: RunStore, run_id: str, *, also: EventSink | None = None
+) -> RunResult | None:
     """The run's result as a :class:`ResultBuilder` fed its stored events would give it; None when
-    the store has no start of the run.
+    the store has no start of the run. *also* hears the same events, in the same read (a run's
+    report draws its timeline from them).
 
     For a run that never finished (crashed, or still going), ``outcome`` is ``"running"`` and
     each sync shows what was known; open syncs are counted as ``pending``.
     """
     builder = ResultBuilder()
-    last = replay_into(builder, store, run_id)
+    last = replay_into(builder if also is None else _both(builder, also), store, run_id)
     if last is None:
         return None
     if isinstance(last, RunFinished):
         return builder.result
     return _unfinished(builder)
+
+
+def _both(first: EventSink, second: EventSink) -> EventSink:
+    def both(event: Event) -> None:
+        first(event)
+        second(event)
+
+    return both
 
 
 def _unfinished(builder: ResultBuilder) -> RunResult:

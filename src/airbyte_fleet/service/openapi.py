@@ -491,6 +491,27 @@ def _paths() -> dict[str, Any]:
                 },
             },
         },
+        "/runs/{run_id}/report.html": {
+            "parameters": run_param,
+            "get": {
+                "operationId": "runReport",
+                "summary": "The run's report: one self-contained HTML page",
+                "description": "The run's header, a timeline (one bar per sync from its first "
+                "trigger to its end, the time the concurrency limit held it back drawn apart, a "
+                "mark per retry) and a table of its syncs, as `airbyte-fleet runs show RUN_ID "
+                "--html` writes it; no script, nothing fetched. A run still going shows what "
+                "is known so far.",
+                "responses": {
+                    "200": {
+                        "description": "the report",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    "401": unauthorized,
+                    "404": not_found,
+                    "503": _ref_response("JournalUnreadable"),
+                },
+            },
+        },
         "/runs/{run_id}/cancel": {
             "parameters": run_param,
             "post": {

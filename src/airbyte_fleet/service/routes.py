@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError, PydanticKnownError, from_json
 from airbyte_fleet._redact import redact
 from airbyte_fleet.coordination import CoordinationError
 from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.report import CONTENT_SECURITY_POLICY, stored_report
 from airbyte_fleet.resolve import run_options_over
 from airbyte_fleet.service.errors import (
     BodyTooSlowError,
@@ -270,6 +271,22 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     if not context.worker.knows(run_id):
         raise RunNotFoundError(run_id)
     return await stream_events(request, context.worker, run_id, after, keepalive=context.keepalive)
+
+
+@ROUTES.get("/runs/{run_id}/report.html")
+async def run_report(request: web.Request) -> web.Response:
+    run_id = request.match_info["run_id"]
+    # Off the loop: a run of 10,000 syncs is tens of thousands of events to read.
+    page = await asyncio.to_thread(stored_report, _context(request).worker.journal, run_id)
+    if page is None:
+        raise RunNotFoundError(run_id)
+    return web.Response(
+        # The same secret filter as every JSON answer (errors in it already passed it once).
+        text=redact(page),
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-store"},
+    )
 
 
 def _last_event_id(request: web.Request) -> int:
