@@ -116,8 +116,9 @@ const Timeline = (() => {
     });
 
     return {
-      // *list*: the syncs shown, in order; *at*: seconds since the run started, for bars still going.
-      update(list, at) { items = list; now = at; schedule(); },
+      // *list*: the syncs shown, in order; *at*: seconds since the run started, for bars still
+      // going. Called from an animation frame, so it draws at once.
+      update(list, at) { items = list; now = at; draw(); },
     };
   }
 
