@@ -36,7 +36,7 @@ document.addEventListener("DOMContentLoaded", () => {
       item = {
         id: event.connection_id, name: event.connection_name || "", state: "queued", attempt: 1,
         job: null, ready: run.ready, start: null, end: null, rows: null, bytes: null, error: "",
-        outcome: null, retries: [], row: null,
+        outcome: null, retries: [],
       };
       byId.set(item.id, item);
       syncs.push(item);
@@ -118,28 +118,43 @@ document.addEventListener("DOMContentLoaded", () => {
     return !name || (item.name || item.id).toLowerCase().includes(name);
   }
 
-  function cells(item) {
-    const tr = document.createElement("tr");
-    for (let i = 0; i < 8; i += 1) tr.append(document.createElement("td"));
-    tr.dataset.connection = item.id;
-    const c = tr.children;
-    c[2].className = c[3].className = c[4].className = c[5].className = c[6].className = "num";
-    c[7].className = "err";
-    item.row = tr;
-    return tr;
+  // The table draws only the rows in view, like the timeline: a fixed row height, a spacer row
+  // above and one below, and a pool of rows refilled as the box scrolls. At 10,000 syncs the page
+  // lays out a few dozen rows, not 80,000 cells.
+  const ROW_HEIGHT = 26;
+  const wrap = $("table-wrap");
+  const above = Fleet.el("tr", { class: "pad" }, Fleet.el("td", { colspan: "8" }));
+  const below = Fleet.el("tr", { class: "pad" }, Fleet.el("td", { colspan: "8" }));
+  const pool = [];
+  body.append(above, below);
+
+  function pooled(i) {
+    while (pool.length <= i) {
+      const tr = document.createElement("tr");
+      tr.className = "sync";
+      for (let c = 0; c < 8; c += 1) tr.append(document.createElement("td"));
+      for (const c of [2, 3, 4, 5, 6]) tr.children[c].className = "num";
+      tr.children[7].className = "err";
+      pool.push(tr);
+    }
+    return pool[i];
   }
 
-  function fill(item) {
-    const c = item.row.children;
+  function fill(tr, item, at) {
+    const c = tr.children;
     c[0].textContent = item.name || item.id;
+    c[0].title = item.name || item.id;
     c[1].textContent = item.state;
     c[1].className = "st o-" + (item.outcome || (item.state === "queued" ? "queued" : "running"));
     c[2].textContent = item.attempt;
     c[3].textContent = item.job === null ? "" : item.job;
+    c[4].textContent = elapsed(item, at);
     c[5].textContent = Fleet.count(item.rows);
     c[6].textContent = Fleet.bytes(item.bytes);
     c[7].textContent = item.error;
-    item.row.dataset.state = item.state;
+    c[7].title = item.error;
+    tr.dataset.connection = item.id;
+    tr.dataset.state = item.state;
   }
 
   function elapsed(item, at) {
@@ -147,38 +162,58 @@ document.addEventListener("DOMContentLoaded", () => {
     return Fleet.duration((item.end !== null ? item.end : at) - item.start);
   }
 
+  function drawTable(at) {
+    const top = wrap.scrollTop;
+    const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - 5);
+    const last = Math.min(shown.length, first + Math.ceil(wrap.clientHeight / ROW_HEIGHT) + 10);
+    above.firstChild.style.height = first * ROW_HEIGHT + "px";
+    below.firstChild.style.height = (shown.length - last) * ROW_HEIGHT + "px";
+    const rows = [];
+    for (let i = first; i < last; i += 1) {
+      const tr = pooled(i - first);
+      fill(tr, shown[i], at);
+      rows.push(tr);
+    }
+    const current = Array.from(body.children).slice(1, -1);
+    if (current.length !== rows.length || current.some((tr, i) => tr !== rows[i])) {
+      for (const tr of current) if (!rows.includes(tr)) tr.remove();
+      below.before(...rows);
+    }
+  }
+
   function flush() {
     flushing = false;
     const at = nowAt();
-    const fresh = document.createDocumentFragment();
-    for (const item of dirty) {
-      if (!item.row) fresh.append(cells(item));
-      fill(item);
-    }
-    if (fresh.childNodes.length) body.append(fresh);
     const outcome = $("outcome").value;
     const name = $("name").value.trim().toLowerCase();
     if (filterChanged || dirty.size) {
       shown = outcome || name ? syncs.filter((item) => matches(item, outcome, name)) : syncs;
-      if (filterChanged) {
-        for (const item of syncs) item.row.hidden = shown !== syncs && !matches(item, outcome, name);
-      } else if (shown !== syncs) {
-        for (const item of dirty) item.row.hidden = !matches(item, outcome, name);
-      }
-    }
-    for (const item of run.endAt === null ? syncs : dirty) {
-      item.row.children[4].textContent = elapsed(item, at);
     }
     dirty.clear();
     filterChanged = false;
+    drawTable(at);
     timeline.update(shown, at);
     summary(shown.length);
   }
 
+  let scrolling = false;
+  wrap.addEventListener("scroll", () => {
+    if (scrolling) return;
+    scrolling = true;
+    requestAnimationFrame(() => { scrolling = false; drawTable(nowAt()); });
+  }, { passive: true });
+
+  // At most a few flushes a second: a replay of thousands of events arrives within a moment,
+  // and each flush lays the table out again.
+  const FLUSH_EVERY_MS = 200;
+  let lastFlush = -Infinity;
   function later() {
     if (flushing) return;
     flushing = true;
-    requestAnimationFrame(flush);
+    const wait = lastFlush + FLUSH_EVERY_MS - performance.now();
+    const frame = () => requestAnimationFrame((t) => { lastFlush = t; flush(); });
+    if (wait > 0) setTimeout(frame, wait);
+    else frame();
   }
 
   function summary(visible) {
@@ -198,6 +233,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $("shown").textContent = visible === syncs.length ? "" : `${visible} of ${syncs.length} shown`;
     document.body.dataset.state = run.state;
     document.body.dataset.syncs = String(syncs.length);
+    document.body.dataset.shown = String(visible);
     if (run.state === "finished" && !document.body.dataset.drawn) {
       // How long the finished run took to show, from the start of navigation (what the tests
       // measure).
