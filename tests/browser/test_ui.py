@@ -154,13 +154,19 @@ async def test_log_in_start_a_run_and_watch_it_live(
 
         # The filters: by outcome, then by name.
         await page.select_option("#outcome", "failed")
-        await page.wait_for_function("() => document.getElementById('timeline-canvas').dataset.bars === '0'")
+        await page.wait_for_function(
+            "() => document.getElementById('timeline-canvas').dataset.bars === '0'"
+        )
         assert await page.locator("#syncs tbody tr.sync").count() == 0
         await page.select_option("#outcome", "")
         first = sim.connections[0]["name"]
         await page.fill("#name", first)
-        await page.wait_for_function("() => document.getElementById('timeline-canvas').dataset.bars === '1'")
-        assert await page.locator("#syncs tbody tr.sync td:first-child").all_inner_texts() == [first]
+        await page.wait_for_function(
+            "() => document.getElementById('timeline-canvas').dataset.bars === '1'"
+        )
+        assert await page.locator("#syncs tbody tr.sync td:first-child").all_inner_texts() == [
+            first
+        ]
 
         # The runs list shows it, with who submitted it.
         await page.goto(running.url + "/ui")
@@ -173,14 +179,14 @@ async def test_log_in_start_a_run_and_watch_it_live(
         response = await page.goto(running.url + "/ui")
         assert response is not None
         policy = (await response.all_headers())["content-security-policy"]
-        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
-        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+        assert "default-src 'self'" in policy
+        assert "frame-ancestors 'none'" in policy
+        assert "unsafe-inline" not in policy
+        assert "unsafe-eval" not in policy
         watched.check_clean()
 
 
-async def test_cancel_from_the_page(
-    browser: Any, make_sim: SimFactory, tmp_path: Path
-) -> None:
+async def test_cancel_from_the_page(browser: Any, make_sim: SimFactory, tmp_path: Path) -> None:
     clock = FakeClock()
     async with ui_worker(
         make_sim, tmp_path, clock=clock, connections=2, workspaces=1, sync_seconds=(600.0, 600.0)
@@ -211,9 +217,7 @@ async def test_cancel_from_the_page(
         watched.check_clean()
 
 
-async def test_a_wrong_token_is_refused(
-    browser: Any, make_sim: SimFactory, tmp_path: Path
-) -> None:
+async def test_a_wrong_token_is_refused(browser: Any, make_sim: SimFactory, tmp_path: Path) -> None:
     async with ui_worker(make_sim, tmp_path, connections=1) as (_, running, _api):
         watched = await open_page(browser, running.url)
         page = watched.page
@@ -262,7 +266,9 @@ async def test_a_finished_run_of_2000_syncs_draws_within_2_seconds(
         # The table, like the timeline, lays out only the rows in view.
         rows = await page.locator("#syncs tbody tr.sync").count()
         assert 0 < rows < 100
-        print(f"\n2,000-sync run page: drawn {drawn_ms} ms after navigation ({waited_ms:.0f} ms waited)")
+        print(
+            f"\n2,000-sync run page: drawn {drawn_ms} ms after navigation ({waited_ms:.0f} ms waited)"
+        )
         assert drawn_ms < DRAW_LIMIT_MS, drawn_ms
         # Scrolling the timeline draws only what is in view.
         drawn = int(await page.get_attribute("#timeline-canvas", "data-drawn") or 0)

@@ -113,9 +113,7 @@ async def list_schedules(request: web.Request) -> web.Response:
                 "enabled": schedule.enabled,
                 "cron": schedule.cron,
                 "timezone": schedule.timezone,
-                "next": [
-                    t.isoformat() for t in next_fire_times(schedule, now, NEXT_TIMES)
-                ]
+                "next": [t.isoformat() for t in next_fire_times(schedule, now, NEXT_TIMES)]
                 if schedule.enabled
                 else [],
                 "last_tick": row["last_tick"],
