@@ -105,6 +105,8 @@ document.addEventListener("DOMContentLoaded", () => {
     } else if (kind === "sync_detached") {
       item.state = "detached";
     } else if (FINAL[kind]) {
+      // An earlier attempt's error is not this one's.
+      item.error = e.error || "";
       item.outcome = FINAL[kind](e);
       item.state = item.outcome;
       item.end = e.elapsed_s;
@@ -165,7 +167,9 @@ document.addEventListener("DOMContentLoaded", () => {
   function drawTable(at) {
     const top = wrap.scrollTop;
     const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - 5);
-    const last = Math.min(shown.length, first + Math.ceil(wrap.clientHeight / ROW_HEIGHT) + 10);
+    // The box grows with its rows up to its CSS height: until it has, fill the window's height.
+    const height = Math.max(wrap.clientHeight, window.innerHeight);
+    const last = Math.min(shown.length, first + Math.ceil(height / ROW_HEIGHT) + 10);
     above.firstChild.style.height = first * ROW_HEIGHT + "px";
     below.firstChild.style.height = (shown.length - last) * ROW_HEIGHT + "px";
     const rows = [];
