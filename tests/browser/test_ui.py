@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +18,11 @@ import pytest
 
 from airbyte_fleet.service import Running
 from airbyte_fleet.settings_file import FileConfig
-from airbyte_fleet.simulator import Simulator
-from airbyte_fleet.simulator._clock import FakeClock
+from airbyte_fleet.simulator import FakeClock, Simulator
+from conftest import SimFactory
 from service.support import FAST_RUN, TOKEN, Api, worker
 
 pytestmark = pytest.mark.anyio
-
-# tests/conftest.py's make_sim (its module name is taken here by this folder's conftest).
-SimFactory = Callable[..., Awaitable[tuple[Simulator, str]]]
 
 # What the page must draw a finished run of this many syncs within (issue 16).
 BIG_RUN = 2_000
