@@ -177,6 +177,8 @@ async def test_pages_send_a_browser_to_the_login_form_and_carry_a_strict_policy(
                 policy = r.headers["Content-Security-Policy"]
                 assert r.headers["X-Content-Type-Options"] == "nosniff"
                 assert r.headers["Referrer-Policy"] == "no-referrer"
+                # A new version's scripts are never taken from a stale cache.
+                assert r.headers["Cache-Control"] == "no-cache"
         directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
         assert directives["default-src"] == "'self'"
         assert directives["script-src"] == "'self'"

@@ -43,13 +43,14 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     """On every answer, the API's too: a JSON answer opened as a page is no page either."""
     for name, value in _HEADERS.items():
         response.headers.setdefault(name, value)
+    if request.path.startswith("/ui"):
+        # Always asked again (an unchanged file is a 304): a new version of the worker brings new
+        # scripts under the same names.
+        response.headers.setdefault("Cache-Control", "no-cache")
 
 
 def _page(name: str) -> web.FileResponse:
-    response = web.FileResponse(STATIC_DIR / name)
-    # Always asked again: a new version of the worker brings new scripts with the same names.
-    response.headers["Cache-Control"] = "no-cache"
-    return response
+    return web.FileResponse(STATIC_DIR / name)
 
 
 @PAGE_ROUTES.get("/ui")
