@@ -1,8 +1,9 @@
 """The worker's process: the aiohttp application over a :class:`Worker`, started and stopped.
 
-``build_app`` puts the routes (``routes.py``) behind four middlewares: error answers
-(``errors.py``), requests from web pages (``origin.py``), the bearer token (``auth.py``) and the
-body limit. ``launch`` starts the worker and its API as an async context manager, listening with
+``build_app`` puts the routes (``routes.py``, and the web page's: ``ui/``) behind four
+middlewares: error answers (``errors.py``), requests from web pages (``origin.py``), the bearer
+token or a browser's session cookie (``auth.py``) and the body limit; every answer carries the
+page's security headers (``ui/pages.py``). ``launch`` starts the worker and its API as an async context manager, listening with
 a cap on open connections (``listener.py``); ``serve`` is ``airbyte-fleet serve``: ``launch``
 until a signal.
 """
