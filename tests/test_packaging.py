@@ -118,6 +118,11 @@ def test_the_wheel_has_the_licence_and_the_metadata(dists: tuple[Path, Path]) ->
     assert "Programming Language :: Python :: 3 :: Only" in classifiers
     assert not [c for c in classifiers if c.startswith("License ::")]  # PEP 639: the expression
     assert "airbyte_fleet/py.typed" in names
+    # The web page (/ui) is served from the installed package: every file of it must be there.
+    static = ROOT / "src/airbyte_fleet/service/ui/static"
+    shipped = {f"airbyte_fleet/service/ui/static/{p.name}" for p in static.iterdir()}
+    assert shipped
+    assert shipped <= set(names), sorted(shipped - set(names))
     assert not [n for n in names if n.startswith("tests/")]
     assert description.strip(), "no long description"
     assert not RELATIVE_LINK.findall(description)

@@ -133,6 +133,11 @@ class Coordinator(Protocol):
         that fired it (*run*'s, or the one that came first; then nothing is submitted)."""
         ...
 
+    def submitters(self, run_ids: Iterable[str]) -> dict[str, str]:
+        """The schedule that submitted each of *run_ids* that a schedule submitted (the others,
+        submitted through the API, are left out)."""
+        ...
+
     def schedule_states(self) -> dict[str, str]:
         """Each schedule's saved state (the scheduler's own JSON)."""
         ...

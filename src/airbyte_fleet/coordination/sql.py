@@ -123,6 +123,13 @@ RETURNING run_id
 """
 _FIRED = "SELECT run_id FROM schedule_fires WHERE schedule = :schedule AND tick = :tick"
 _STATES = "SELECT schedule, state FROM schedule_state"
+# A scheduled run's schedule outlives its queue entry in schedule_fires.
+_SUBMITTERS = """
+SELECT run_id, schedule FROM schedule_fires WHERE run_id IN_LIST(:ids)
+UNION ALL
+SELECT run_id, submitted_by FROM worker_runs
+WHERE submitted_by IS NOT NULL AND run_id IN_LIST(:ids)
+"""
 _SAVE_STATE = """
 INSERT INTO schedule_state (schedule, state) VALUES (:schedule, :state)
 ON CONFLICT (schedule) DO UPDATE SET state = excluded.state
@@ -325,6 +332,17 @@ class SqlCoordinator(ABC):
             return first
 
         return self._transaction(f"fire schedule {schedule}", work)
+
+    def submitters(self, run_ids: Iterable[str]) -> dict[str, str]:
+        wanted = sorted(set(run_ids))
+        if not wanted:
+            return {}
+        params = {"ids": self._d.ids(wanted)}
+
+        def work(tx: Tx) -> dict[str, str]:
+            return {run_id: schedule for run_id, schedule in tx.rows(_SUBMITTERS, params)}
+
+        return self._transaction("read who submitted the runs", work)
 
     def schedule_states(self) -> dict[str, str]:
         def work(tx: Tx) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """The worker's process: the aiohttp application over a :class:`Worker`, started and stopped.
 
-``build_app`` puts the routes (``routes.py``) behind four middlewares: error answers
-(``errors.py``), requests from web pages (``origin.py``), the bearer token (``auth.py``) and the
-body limit. ``launch`` starts the worker and its API as an async context manager, listening with
+``build_app`` puts the routes (``routes.py``, and the web page's: ``ui/``) behind four
+middlewares: error answers (``errors.py``), requests from web pages (``origin.py``), the bearer
+token or a browser's session cookie (``auth.py``) and the body limit; every answer carries the
+page's security headers (``ui/pages.py``). ``launch`` starts the worker and its API as an async context manager, listening with
 a cap on open connections (``listener.py``); ``serve`` is ``airbyte-fleet serve``: ``launch``
 until a signal.
 """
@@ -53,6 +54,7 @@ from airbyte_fleet.service.schedules import (
     StoredState,
     parse_schedules,
 )
+from airbyte_fleet.service.ui import API_ROUTES, PAGE_ROUTES, UI, UiContext, security_headers
 from airbyte_fleet.settings_file import FileConfig, load_file_config
 
 __all__ = ["Running", "build_app", "launch", "serve"]
@@ -81,23 +83,30 @@ def build_app(
     ready_timeout: float = 5.0,
     keepalive: float = 15.0,
     body_timeout: float = 30.0,
+    scheduler: Scheduler | None = None,
 ) -> web.Application:
-    """The API over *worker*. *token*: the bearer token every route but the probes and /metrics
-    requires (None: no auth, for a loopback bind only; :func:`check_bind` enforces that, and
-    such a worker answers only requests addressed to a loopback name)."""
+    """The API and the web page (``/ui``) over *worker*. *token*: the bearer token every route but
+    the probes and /metrics requires, or the session cookie a browser gets for it (None: no auth,
+    for a loopback bind only; :func:`check_bind` enforces that, and such a worker answers only
+    requests addressed to a loopback name). *scheduler*: what ``GET /schedules`` shows."""
+    ui = UiContext(token, scheduler)
     app = web.Application(
         client_max_size=max_body_bytes,
         # Outermost first: errors.problems answers whatever the others (and the routes) raise.
         middlewares=[
             problems,
             origin_middleware(loopback_only=token is None),
-            auth_middleware(token),
+            auth_middleware(token, ui.cookies),
             _body_limit(max_body_bytes),
         ],
     )
     app[CONTEXT] = ApiContext(worker, metrics, ready_timeout, keepalive, body_timeout)
+    app[UI] = ui
     app.on_cleanup.append(_stop_readiness_check)
+    app.on_response_prepare.append(security_headers)
     app.add_routes(ROUTES)
+    app.add_routes(API_ROUTES)
+    app.add_routes(PAGE_ROUTES)
     return app
 
 
@@ -155,6 +164,8 @@ async def launch(
                 sinks=[exporter.sink],
                 legacy=LegacyLedger(options.state_dir) if options.database_url is None else None,
             )
+            # Made before the app, which shows it (GET /schedules); it runs once the worker does.
+            scheduler = await _scheduler(file, worker, options, exporter)
             app = build_app(
                 worker,
                 token=options.token,
@@ -163,6 +174,7 @@ async def launch(
                 ready_timeout=options.ready_timeout,
                 keepalive=options.keepalive,
                 body_timeout=options.body_timeout,
+                scheduler=scheduler,
             )
             runner = web.AppRunner(
                 app,
@@ -193,7 +205,6 @@ async def launch(
                 shown = f"[{host}]" if ":" in str(host) else str(host)
                 running = Running(f"http://{shown}:{port}", worker, app)
                 await worker.start()
-                scheduler = await _scheduler(file, worker, options, exporter)
                 schedule_task = (
                     asyncio.create_task(scheduler.run(), name="schedules")
                     if scheduler is not None

@@ -30,6 +30,8 @@ __all__ = [
     "BodyTooSlowError",
     "CrossSiteError",
     "InvalidRequestError",
+    "LoginRefusedError",
+    "LoginRequiredError",
     "MetricsUnavailableError",
     "NotJSONError",
     "NotLoopbackError",
@@ -101,6 +103,23 @@ class UnauthenticatedError(Exception):
     def __init__(self, *, missing: bool) -> None:
         super().__init__("no bearer token" if missing else "wrong bearer token")
         self.missing = missing
+
+
+class LoginRequiredError(Exception):
+    """A page of the web UI asked for without credentials; *next* is its path and query, quoted
+    for a query string."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__("login required")
+        self.next_path = next_path
+
+
+class LoginRefusedError(Exception):
+    """``POST /login`` with a token that is not the worker's (or a worker that has none)."""
+
+    def __init__(self, *, no_token: bool = False) -> None:
+        super().__init__("no token to log in with" if no_token else "wrong token")
+        self.no_token = no_token
 
 
 class MetricsUnavailableError(Exception):
@@ -253,6 +272,27 @@ def _unauthenticated(exc: UnauthenticatedError, request: web.Request) -> web.Res
         if exc.missing
         else "The bearer token is not the one this worker was started with.",
         headers={"WWW-Authenticate": 'Bearer realm="airbyte-fleet"'},
+    )
+
+
+@answer.register
+def _login_required(exc: LoginRequiredError, request: web.Request) -> web.Response:
+    # A browser follows this to the login form, which comes back here once logged in.
+    return error_response(
+        303,
+        "This page needs a login; open /ui/login.",
+        headers={"Location": f"/ui/login?next={exc.next_path}"},
+    )
+
+
+@answer.register
+def _login_refused(exc: LoginRefusedError, request: web.Request) -> web.Response:
+    if exc.no_token:
+        return error_response(
+            409, "This worker has no API token, so there is nothing to log in with; open /ui."
+        )
+    return error_response(
+        401, "That is not this worker's token; paste the value of AIRBYTE_FLEET_API_TOKEN."
     )
 
 

@@ -28,6 +28,7 @@ from airbyte_fleet.engine.options import ISO_DURATION_PATTERN, RunOptions, Selec
 from airbyte_fleet.engine.result import RunResult
 from airbyte_fleet.journal.codec import event_kinds
 from airbyte_fleet.runner import SessionState
+from airbyte_fleet.service.session_cookie import COOKIE_NAME
 
 __all__ = ["LAST_EVENT_ID_PATTERN", "openapi_document"]
 
@@ -244,6 +245,8 @@ def _components() -> dict[str, Any]:
                     "description": "why the worker could not record the run (its journal "
                     "failed mid-run, or its record was damaged before it started); else null"
                 },
+                "submitted_by": _nullable({"type": "string"})
+                | {"description": "the schedule that submitted the run; null: the API"},
             },
         },
         "RunList": {
@@ -308,9 +311,19 @@ def _components() -> dict[str, Any]:
             },
         },
     }
+    schemas |= _browser_schemas()
     return {
         "schemas": schemas,
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "session": {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": COOKIE_NAME,
+                "description": "what POST /login sets; a request that changes something and "
+                "carries only the cookie must come from the worker's own page (Origin)",
+            },
+        },
         "parameters": {
             "RunId": {
                 "name": "run_id",
@@ -532,6 +545,142 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _browser_schemas() -> dict[str, Any]:
+    """What the web page (``/ui``) asks of the API besides runs: logging in, the schedules and the
+    config file's groups."""
+    return {
+        "Login": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["token"],
+            "properties": {
+                "token": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 4096,
+                    "description": "the worker's API token (AIRBYTE_FLEET_API_TOKEN)",
+                }
+            },
+        },
+        "LoggedIn": {
+            "type": "object",
+            "required": ["expires_in"],
+            "properties": {
+                "expires_in": {
+                    "type": "integer",
+                    "description": "seconds until the session cookie expires",
+                }
+            },
+        },
+        "ScheduleItem": {
+            "type": "object",
+            "required": ["name", "enabled", "cron", "timezone", "next", "selection", "request"],
+            "properties": {
+                "name": {"type": "string"},
+                "enabled": {"type": "boolean"},
+                "cron": {"type": "string"},
+                "timezone": {"type": "string"},
+                "next": {
+                    "type": "array",
+                    "items": {"type": "string", "format": "date-time"},
+                    "description": "the next fire times, in the schedule's zone (none when "
+                    "disabled)",
+                },
+                "last_tick": _nullable({"type": "string", "format": "date-time"}),
+                "run_id": _nullable({"type": "string"})
+                | {"description": "the last run the schedule submitted"},
+                "running": {"type": "boolean"},
+                "outcome": _nullable({"type": "string"})
+                | {"description": "the last run's outcome once it has finished"},
+                "selection": {"type": "string", "description": "what it selects, in short"},
+                "request": _ref("RunRequest")
+                | {"description": "a POST /runs body that runs what the schedule runs, now"},
+            },
+        },
+        "ScheduleList": {
+            "type": "object",
+            "required": ["schedules"],
+            "properties": {"schedules": {"type": "array", "items": _ref("ScheduleItem")}},
+        },
+        "GroupList": {
+            "type": "object",
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "selection"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "selection": {"type": "string", "description": "what it selects"},
+                        },
+                    },
+                }
+            },
+        },
+    }
+
+
+def _browser_paths() -> dict[str, Any]:
+    unauthorized = _ref_response("Unauthorized")
+    return {
+        "/login": {
+            "post": {
+                "operationId": "login",
+                "summary": "Exchange the API token for a browser's session cookie",
+                "description": "Sets an `HttpOnly`, `SameSite=Strict` cookie (`Secure` when the "
+                "page is on https) that authenticates the API and its event streams; its value "
+                "is not the token.",
+                "security": [],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("Login")}},
+                },
+                "responses": {
+                    "200": _json(_ref("LoggedIn"), "logged in; the cookie is set"),
+                    "400": _error("the body is empty or not JSON"),
+                    "401": _error("not this worker's token"),
+                    "408": _error("the body did not arrive within the worker's body timeout"),
+                    "409": _error("the worker has no token: nothing to log in with"),
+                    "413": _error("the body is too large"),
+                    "415": _error("the body is not declared `Content-Type: application/json`"),
+                    "422": _error("the request is invalid; `errors` lists each field"),
+                },
+            }
+        },
+        "/logout": {
+            "post": {
+                "operationId": "logout",
+                "summary": "End the browser's session",
+                "security": [],
+                "responses": {"204": {"description": "logged out; the cookie is cleared"}},
+            }
+        },
+        "/schedules": {
+            "get": {
+                "operationId": "listSchedules",
+                "summary": "The config file's schedules: next fire times, last run and outcome",
+                "responses": {
+                    "200": _json(_ref("ScheduleList"), "every schedule"),
+                    "401": unauthorized,
+                    "503": _ref_response("JournalUnreadable"),
+                },
+            }
+        },
+        "/groups": {
+            "get": {
+                "operationId": "listGroups",
+                "summary": "The config file's groups, which a run's selection can name",
+                "responses": {
+                    "200": _json(_ref("GroupList"), "every group"),
+                    "401": unauthorized,
+                },
+            }
+        },
+    }
+
+
 @functools.cache
 def _document() -> dict[str, Any]:
     return {
@@ -543,8 +692,8 @@ def _document() -> dict[str, Any]:
             "events and get one result per run.",
         },
         "servers": [{"url": "/"}],
-        "security": [{"bearer": []}],
-        "paths": _refusing_web_pages(_paths()),
+        "security": [{"bearer": []}, {"session": []}],
+        "paths": _refusing_web_pages(_paths() | _browser_paths()),
         "components": _components(),
     }
 

@@ -21,7 +21,7 @@ from aiohttp.typedefs import Handler, Middleware
 from airbyte_fleet.service.errors import CrossSiteError, NotLoopbackError
 from airbyte_fleet.service.options import is_loopback
 
-__all__ = ["origin_middleware"]
+__all__ = ["SAFE_METHODS", "origin_middleware", "sent_by_own_page"]
 
 # Methods that change nothing; a page cannot read their answers without CORS, which is not served.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -68,3 +68,18 @@ def _from_another_site(request: web.Request, host: str | None) -> bool:
     except ValueError:
         return True
     return host is None or sent_from != host.strip().lower()
+
+
+def sent_by_own_page(request: web.Request) -> bool:
+    """Whether a browser says the request comes from one of the worker's own pages: stricter than
+    :func:`origin_middleware`, which lets a request that names no page at all (a script's) pass.
+    For a request authenticated by a cookie, which a browser attaches whoever asks."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site.strip().lower() != "same-origin":
+        return False
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is None:
+        # Browsers send Origin with every request that is not a GET or HEAD; without it, only
+        # a same-origin Sec-Fetch-Site vouches for the page.
+        return site is not None
+    return not _from_another_site(request, request.headers.get(hdrs.HOST))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -613,7 +614,8 @@ class Worker:
                 listed_view(r, self._sessions.get(r.run_id))
                 for r in self.journal.runs(limit=rest, offset=skip)
             )
-        return out
+        submitters = self.coordinator.submitters(view.run_id for view in out)
+        return [dataclasses.replace(v, submitted_by=submitters.get(v.run_id)) for v in out]
 
     def _fresh(self, session: RunSession) -> bool:
         if not session.started:

@@ -35,6 +35,8 @@ class RunView:
     error: str | None = None
     # The replica (or process) holding the run's lease now; None when nobody does.
     owner: str | None = None
+    # The schedule that submitted the run; None: submitted through the API.
+    submitted_by: str | None = None
 
     def status(self) -> dict[str, Any]:
         return {
@@ -76,6 +78,7 @@ class RunView:
             "total": self.total,
             "counts": dict(self.counts),
             "error": self.error,
+            "submitted_by": self.submitted_by,
         }
 
 
