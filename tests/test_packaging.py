@@ -86,9 +86,11 @@ def test_the_readme_has_no_link_that_breaks_on_a_package_index() -> None:
     for tag in images:
         src = re.search(r'src="([^"]+)"', tag)
         alt = re.search(r'alt="([^"]{20,})"', tag)
-        assert src is not None and alt is not None, tag
+        assert src is not None, tag
+        assert alt is not None, tag
         if not src[1].startswith("https://"):
-            assert src[1].startswith("docs/img/") and (ROOT / src[1]).is_file(), tag
+            assert src[1].startswith("docs/img/"), tag
+            assert (ROOT / src[1]).is_file(), tag
             assert src[1] in alt[1], f"the alt text must name {src[1]}: {tag}"
 
 
