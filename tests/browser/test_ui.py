@@ -165,6 +165,14 @@ async def test_log_in_start_a_run_and_watch_it_live(
             first
         ]
 
+        # The run's static report, linked from its page, opens from the same origin with the
+        # cookie: a bar per sync there too.
+        await page.fill("#name", "")
+        await page.click("#report")
+        await page.wait_for_url(running.url + f"/runs/{run_id}/report.html")
+        assert await page.locator("svg rect.b").count() == 3
+        await page.go_back()
+
         # The runs list shows it, with who submitted it.
         await page.goto(running.url + "/ui")
         row = page.locator(f"tr[data-run='{run_id}']")
