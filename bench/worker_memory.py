@@ -239,7 +239,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         env = fleet_env(sim) | {
             "AIRBYTE_FLEET_API_TOKEN": TOKEN,
             # The hook accounts for the memory at three marks (and traces it with --trace).
-            "PYTHONPATH": str(TRACE_HOOK),
+            # The caller's PYTHONPATH kept after it: a tree other than the installed one can be
+            # measured (PYTHONPATH=OTHER/src), the before and after of a change side by side.
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(TRACE_HOOK), os.environ.get("PYTHONPATH", "")) if p
+            ),
             "AIRBYTE_FLEET_BENCH_TRACE_DIR": str(trace_dir),
             "AIRBYTE_FLEET_BENCH_TRACE": "1" if args.trace else "0",
         }
@@ -293,6 +297,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "growth": growth_rows,
         "type_growth": type_rows,
         "memory_at_snapshots": accounts,
+        "package": accounts[0].get("package") if accounts else None,
         "holders": holders,
     }
 
@@ -321,6 +326,7 @@ def report(r: dict[str, Any]) -> str:
         f"- after the first {r['warm_up_runs']} runs: **{r['kb_per_run_after_warm_up']} KB per "
         f"run** (least squares), {verdict} (flat: ≤ {r['flat_kb_per_run']:g} KB per run)",
         f"- wall {r['wall_s']} s; failed runs: {len(r['failures'])}",
+        f"- measured: `{r['package']}`",
     ]
     lines += [f"  - {f}" for f in r["failures"]]
     halfway = r["warm_up_runs"] + (r["runs"] - r["warm_up_runs"]) // 2

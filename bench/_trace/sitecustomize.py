@@ -153,6 +153,8 @@ if _DIR:
             "sqlite_bytes": _sqlite_memory(),
             "python_blocks": sys.getallocatedblocks(),
             "python_traced_bytes": tracemalloc.get_traced_memory()[0] if _TRACE else None,
+            # Which tree was measured (the harness may point PYTHONPATH at another one).
+            "package": getattr(sys.modules.get("airbyte_fleet"), "__file__", None),
         }
         (folder / f"memory-{_taken}.json").write_text(json.dumps(memory))
         if _TRACE:
