@@ -134,6 +134,13 @@ class Worker:
     def rss_mb(self) -> float:
         return proc_memory_mb(self.proc.pid)[0]
 
+    def anon_mb(self) -> float:
+        """The resident pages no file backs (the heap), without the libraries' code paged in."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
     def snapshot(self, trace_dir: Path, number: int, timeout: float = 300.0) -> Path:
         self.proc.send_signal(signal.SIGUSR1)
         done = trace_dir / f"snapshot-{number}.done"
@@ -227,6 +234,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     trace_dir = WORK / "trace"
     shutil.rmtree(trace_dir, ignore_errors=True)
     samples: list[tuple[int, float]] = []
+    anon: list[tuple[int, float]] = []
     failures: list[str] = []
     growth_rows: list[dict[str, Any]] = []
     type_rows: list[dict[str, Any]] = []
@@ -252,6 +260,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         worker = Worker(env, WORK, args.fleet)
         try:
             samples.append((0, worker.rss_mb()))
+            anon.append((0, worker.anon_mb()))
             snapshots: list[Path] = []
             cursor = 0
             for number in range(1, args.runs + 1):
@@ -263,6 +272,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     failures.append(f"run {number}: {result.get('counts')}")
                 if number % args.every == 0:
                     samples.append((number, worker.rss_mb()))
+                    anon.append((number, worker.anon_mb()))
                     print(f"  run {number}: {samples[-1][1]:.1f} MB", file=sys.stderr)
                 halfway = args.warm_up + (args.runs - args.warm_up) // 2
                 # After the RSS sample: the account's full collection must not shape it.
@@ -280,6 +290,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             worker.stop()
     after_warm_up = [(n, mb) for n, mb in samples if n >= args.warm_up]
     slope = slope_kb_per_run(after_warm_up)
+    anon_slope = slope_kb_per_run([(n, mb) for n, mb in anon if n >= args.warm_up])
     return {
         "runs": args.runs,
         "syncs_per_run": "2 and 3, alternating",
@@ -290,8 +301,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "sqlite_cache_kib": args.sqlite_cache_kib,
         "wall_s": round(time.perf_counter() - started, 1),
         "failures": failures,
-        "samples": [{"after_runs": n, "rss_mb": round(mb, 2)} for n, mb in samples],
+        "samples": [
+            {"after_runs": n, "rss_mb": round(mb, 2), "anon_mb": round(a, 2)}
+            for (n, mb), (_, a) in zip(samples, anon, strict=True)
+        ],
         "kb_per_run_after_warm_up": None if slope is None else round(slope, 2),
+        "anon_kb_per_run_after_warm_up": None if anon_slope is None else round(anon_slope, 2),
         "flat_kb_per_run": args.flat_kb,
         "flat": slope is not None and slope <= args.flat_kb,
         "growth": growth_rows,
@@ -319,12 +334,13 @@ def report(r: dict[str, Any]) -> str:
         ),
         "",
         table(
-            ["after runs", "worker RSS MB"],
-            [[s["after_runs"], s["rss_mb"]] for s in r["samples"]],
+            ["after runs", "worker RSS MB", "of it anonymous MB"],
+            [[s["after_runs"], s["rss_mb"], s.get("anon_mb", "–")] for s in r["samples"]],
         ),
         "",
         f"- after the first {r['warm_up_runs']} runs: **{r['kb_per_run_after_warm_up']} KB per "
-        f"run** (least squares), {verdict} (flat: ≤ {r['flat_kb_per_run']:g} KB per run)",
+        f"run** (least squares), {verdict} (flat: ≤ {r['flat_kb_per_run']:g} KB per run); "
+        f"anonymous pages alone {r['anon_kb_per_run_after_warm_up']} KB per run",
         f"- wall {r['wall_s']} s; failed runs: {len(r['failures'])}",
         f"- measured: `{r['package']}`",
     ]
@@ -335,17 +351,31 @@ def report(r: dict[str, Any]) -> str:
     if accounts:
         lines += [
             "",
-            "Where the memory is, after a full collection at three marks (SQLite's from "
+            "Where the memory is, after a full collection at three marks (resident anonymous "
+            "and file-backed pages from /proc; glibc's malloc from mallinfo2; SQLite's from "
             "libsqlite3's own count; Python's live blocks from the interpreter"
             + (", bytes from tracemalloc" if r["traced"] else "")
             + "):",
             "",
             table(
-                ["after run", "RSS MB", "SQLite MB", "Python blocks", "Python MB (traced)"],
+                [
+                    "after run",
+                    "RSS MB",
+                    "anon / file MB",
+                    "malloc in use / free kept MB",
+                    "SQLite MB",
+                    "Python blocks",
+                    "Python MB (traced)",
+                ],
                 [
                     [
                         mark,
                         _mb(a["rss_kb"], 1024),
+                        f"{_mb(a.get('rss_anon_kb'), 1024)} / {_mb(a.get('rss_file_kb'), 1024)}",
+                        f"{_mb(a['malloc']['in_use'], 1024 * 1024)} / "
+                        f"{_mb(a['malloc']['free_kept'], 1024 * 1024)}"
+                        if a.get("malloc")
+                        else "–",
                         _mb(a["sqlite_bytes"], 1024 * 1024),
                         a["python_blocks"],
                         _mb(a["python_traced_bytes"], 1024 * 1024),
