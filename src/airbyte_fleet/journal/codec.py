@@ -68,11 +68,13 @@ class _Kind(NamedTuple):
 # pydantic-core keeps one process-wide cache of up to 16,384 strings met while parsing JSON, on by
 # default. Every replayed event brings new values (run ids, connection names, error text): a worker
 # answering GET /runs/{id} for finished runs filled it by about one string a run, its memory never
-# flat before ~16,000 runs. Keys (field names, a few dozen) are all worth caching, values are not;
-# and keys only is the faster too (bench/journal_codec.py, 40,002 events of 10,000 syncs: 2.8 µs an
-# event against 3.3 caching every string, 3.5 caching none, 4.9 through from_json and
-# validate_python). TypeAdapter refuses a config for a dataclass (the class may carry its own), so
-# the validator is built from the adapter's schema here.
+# flat before ~16,000 runs. Keys (field names, a few dozen) are worth caching, values are not. The
+# cost, over the 40,002 events of a 10,000-sync run (bench/journal_codec.py): decoding alone, keys
+# only is 2.7 µs an event against 2.9 caching every string; with every decoded event kept, caching
+# every string is ~15% faster (equal values then share one object); a whole replay from SQLite into
+# a result takes ~0.6 s either way. from_json then validate_python, the other way to keep values
+# out, is slower (3.9 µs). TypeAdapter refuses a config for a dataclass (the class may carry its
+# own), so the validator is built from the adapter's schema here.
 _JSON_CONFIG = CoreConfig(cache_strings="keys")
 
 # Built on first use of a kind: most processes only ever meet a few, and each adapter costs a
