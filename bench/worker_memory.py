@@ -9,7 +9,10 @@ the warm-up (the first ``--warm-up`` runs), which is flat when below ``--flat-kb
 
 At the end of the warm-up, halfway and at the end, the worker also accounts for its memory
 (``bench/_trace/sitecustomize.py``, loaded through its ``PYTHONPATH``, on SIGUSR1, after the RSS
-sample): resident size, the bytes SQLite holds (libsqlite3's own count) and Python's live blocks.
+sample): resident size (anonymous and file-backed), glibc's malloc (in use, freed but kept), the
+bytes SQLite holds (libsqlite3's own count) and Python's live blocks. The worker imports the
+tree on the caller's ``PYTHONPATH`` (behind the hook), so a before and an after can be measured
+one after the other: ``PYTHONPATH=OTHER/src .venv/bin/python bench/worker_memory.py``.
 
 ``--trace`` also runs the worker under tracemalloc: at the same three marks, a snapshot and a
 census of live objects by type; the allocation sites and the types that grew in both halves are
