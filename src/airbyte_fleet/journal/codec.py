@@ -73,7 +73,7 @@ class _Kind(NamedTuple):
 # only is 2.7 µs an event against 2.9 caching every string; with every decoded event kept, caching
 # every string is ~15% faster (equal values then share one object); a whole replay from SQLite into
 # a result takes ~0.6 s either way. from_json then validate_python, the other way to keep values
-# out, is slower (3.9 µs). TypeAdapter refuses a config for a dataclass (the class may carry its
+# out, is slower (3.8–4.4 µs). TypeAdapter refuses a config for a dataclass (the class may carry its
 # own), so the validator is built from the adapter's schema here.
 _JSON_CONFIG = CoreConfig(cache_strings="keys")
 
