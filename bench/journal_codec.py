@@ -9,7 +9,11 @@ event, side by side, best of --repeat rounds:
 * ``per-kind``: ``airbyte_fleet.journal.codec``, one ``TypeAdapter`` per event kind (what the
   journal uses; a store reads each row's kind from its own column);
 * ``union``: one ``TypeAdapter`` over the tagged union of every event class, with a callable
-  discriminator (events carry their kind as a ClassVar, not a field).
+  discriminator (events carry their kind as a ClassVar, not a field);
+* ``cache-all``: per kind, decoding with the adapter's own ``validate_json``, which keeps every
+  string it meets (values too) in pydantic-core's process-wide cache (the codec before issue 13's
+  last fix: a worker's memory grew with each run it replayed); ``per-kind`` caches keys only;
+* ``from-json``: per kind, ``pydantic_core.from_json`` (keys cached) then ``validate_python``.
 
 Not a test: numbers go into the report and BENCHMARKS.md.
 
@@ -30,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Union
 
 from pydantic import Discriminator, Tag, TypeAdapter
+from pydantic_core import from_json
 
 from airbyte_fleet.engine.events import (
     Event,
@@ -178,6 +183,21 @@ def new_decode(text: str, kind: str) -> Event:
     return decode_event(text, kind=kind)
 
 
+# --------------------------------------------------------------------------- string cache variants
+
+_PER_KIND: dict[str, TypeAdapter[Any]] = {kind: TypeAdapter(cls) for kind, cls in _KINDS.items()}
+
+
+def cache_all_decode(text: str, kind: str) -> Event:
+    event: Event = _PER_KIND[kind].validate_json(text)
+    return event
+
+
+def from_json_decode(text: str, kind: str) -> Event:
+    event: Event = _PER_KIND[kind].validate_python(from_json(text, cache_strings="keys"))
+    return event
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -224,6 +244,8 @@ CODECS: dict[str, Codec] = {
     "old": (old_encode, old_decode),
     "per-kind": (encode_event, new_decode),
     "union": (union_encode, union_decode),
+    "cache-all": (encode_event, cache_all_decode),
+    "from-json": (encode_event, from_json_decode),
 }
 
 

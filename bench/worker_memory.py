@@ -9,7 +9,10 @@ the warm-up (the first ``--warm-up`` runs), which is flat when below ``--flat-kb
 
 At the end of the warm-up, halfway and at the end, the worker also accounts for its memory
 (``bench/_trace/sitecustomize.py``, loaded through its ``PYTHONPATH``, on SIGUSR1, after the RSS
-sample): resident size, the bytes SQLite holds (libsqlite3's own count) and Python's live blocks.
+sample): resident size (anonymous and file-backed), glibc's malloc (in use, freed but kept), the
+bytes SQLite holds (libsqlite3's own count) and Python's live blocks. The worker imports the
+tree on the caller's ``PYTHONPATH`` (behind the hook), so a before and an after can be measured
+one after the other: ``PYTHONPATH=OTHER/src .venv/bin/python bench/worker_memory.py``.
 
 ``--trace`` also runs the worker under tracemalloc: at the same three marks, a snapshot and a
 census of live objects by type; the allocation sites and the types that grew in both halves are
@@ -134,6 +137,13 @@ class Worker:
     def rss_mb(self) -> float:
         return proc_memory_mb(self.proc.pid)[0]
 
+    def anon_mb(self) -> float:
+        """The resident pages no file backs (the heap), without the libraries' code paged in."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
     def snapshot(self, trace_dir: Path, number: int, timeout: float = 300.0) -> Path:
         self.proc.send_signal(signal.SIGUSR1)
         done = trace_dir / f"snapshot-{number}.done"
@@ -227,6 +237,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     trace_dir = WORK / "trace"
     shutil.rmtree(trace_dir, ignore_errors=True)
     samples: list[tuple[int, float]] = []
+    anon: list[tuple[int, float]] = []
     failures: list[str] = []
     growth_rows: list[dict[str, Any]] = []
     type_rows: list[dict[str, Any]] = []
@@ -239,7 +250,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         env = fleet_env(sim) | {
             "AIRBYTE_FLEET_API_TOKEN": TOKEN,
             # The hook accounts for the memory at three marks (and traces it with --trace).
-            "PYTHONPATH": str(TRACE_HOOK),
+            # The caller's PYTHONPATH kept after it: a tree other than the installed one can be
+            # measured (PYTHONPATH=OTHER/src), the before and after of a change side by side.
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(TRACE_HOOK), os.environ.get("PYTHONPATH", "")) if p
+            ),
             "AIRBYTE_FLEET_BENCH_TRACE_DIR": str(trace_dir),
             "AIRBYTE_FLEET_BENCH_TRACE": "1" if args.trace else "0",
         }
@@ -248,6 +263,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         worker = Worker(env, WORK, args.fleet)
         try:
             samples.append((0, worker.rss_mb()))
+            anon.append((0, worker.anon_mb()))
             snapshots: list[Path] = []
             cursor = 0
             for number in range(1, args.runs + 1):
@@ -259,6 +275,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     failures.append(f"run {number}: {result.get('counts')}")
                 if number % args.every == 0:
                     samples.append((number, worker.rss_mb()))
+                    anon.append((number, worker.anon_mb()))
                     print(f"  run {number}: {samples[-1][1]:.1f} MB", file=sys.stderr)
                 halfway = args.warm_up + (args.runs - args.warm_up) // 2
                 # After the RSS sample: the account's full collection must not shape it.
@@ -276,6 +293,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             worker.stop()
     after_warm_up = [(n, mb) for n, mb in samples if n >= args.warm_up]
     slope = slope_kb_per_run(after_warm_up)
+    anon_slope = slope_kb_per_run([(n, mb) for n, mb in anon if n >= args.warm_up])
     return {
         "runs": args.runs,
         "syncs_per_run": "2 and 3, alternating",
@@ -286,13 +304,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "sqlite_cache_kib": args.sqlite_cache_kib,
         "wall_s": round(time.perf_counter() - started, 1),
         "failures": failures,
-        "samples": [{"after_runs": n, "rss_mb": round(mb, 2)} for n, mb in samples],
+        "samples": [
+            {"after_runs": n, "rss_mb": round(mb, 2), "anon_mb": round(a, 2)}
+            for (n, mb), (_, a) in zip(samples, anon, strict=True)
+        ],
         "kb_per_run_after_warm_up": None if slope is None else round(slope, 2),
+        "anon_kb_per_run_after_warm_up": None if anon_slope is None else round(anon_slope, 2),
         "flat_kb_per_run": args.flat_kb,
         "flat": slope is not None and slope <= args.flat_kb,
         "growth": growth_rows,
         "type_growth": type_rows,
         "memory_at_snapshots": accounts,
+        "package": accounts[0].get("package") if accounts else None,
         "holders": holders,
     }
 
@@ -314,13 +337,15 @@ def report(r: dict[str, Any]) -> str:
         ),
         "",
         table(
-            ["after runs", "worker RSS MB"],
-            [[s["after_runs"], s["rss_mb"]] for s in r["samples"]],
+            ["after runs", "worker RSS MB", "of it anonymous MB"],
+            [[s["after_runs"], s["rss_mb"], s.get("anon_mb", "–")] for s in r["samples"]],
         ),
         "",
         f"- after the first {r['warm_up_runs']} runs: **{r['kb_per_run_after_warm_up']} KB per "
-        f"run** (least squares), {verdict} (flat: ≤ {r['flat_kb_per_run']:g} KB per run)",
+        f"run** (least squares), {verdict} (flat: ≤ {r['flat_kb_per_run']:g} KB per run); "
+        f"anonymous pages alone {r['anon_kb_per_run_after_warm_up']} KB per run",
         f"- wall {r['wall_s']} s; failed runs: {len(r['failures'])}",
+        f"- measured: `{r['package']}`",
     ]
     lines += [f"  - {f}" for f in r["failures"]]
     halfway = r["warm_up_runs"] + (r["runs"] - r["warm_up_runs"]) // 2
@@ -329,17 +354,31 @@ def report(r: dict[str, Any]) -> str:
     if accounts:
         lines += [
             "",
-            "Where the memory is, after a full collection at three marks (SQLite's from "
+            "Where the memory is, after a full collection at three marks (resident anonymous "
+            "and file-backed pages from /proc; glibc's malloc from mallinfo2; SQLite's from "
             "libsqlite3's own count; Python's live blocks from the interpreter"
             + (", bytes from tracemalloc" if r["traced"] else "")
             + "):",
             "",
             table(
-                ["after run", "RSS MB", "SQLite MB", "Python blocks", "Python MB (traced)"],
+                [
+                    "after run",
+                    "RSS MB",
+                    "anon / file MB",
+                    "malloc in use / free kept MB",
+                    "SQLite MB",
+                    "Python blocks",
+                    "Python MB (traced)",
+                ],
                 [
                     [
                         mark,
                         _mb(a["rss_kb"], 1024),
+                        f"{_mb(a.get('rss_anon_kb'), 1024)} / {_mb(a.get('rss_file_kb'), 1024)}",
+                        f"{_mb(a['malloc']['in_use'], 1024 * 1024)} / "
+                        f"{_mb(a['malloc']['free_kept'], 1024 * 1024)}"
+                        if a.get("malloc")
+                        else "–",
                         _mb(a["sqlite_bytes"], 1024 * 1024),
                         a["python_blocks"],
                         _mb(a["python_traced_bytes"], 1024 * 1024),

@@ -46,11 +46,45 @@ def _sqlite_memory() -> int | None:
     return int(used())
 
 
-def _rss_kb() -> int | None:
+def _status_kb(field: str) -> int | None:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return None
+
+
+def _rss_kb() -> int | None:
+    return _status_kb("VmRSS")
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _malloc() -> dict[str, int] | None:
+    """glibc's own account of malloc (every arena): bytes handed out (C and Rust libraries, and
+    Python's larger objects; pymalloc's arenas are mmapped apart) and bytes free but kept."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return {"in_use": info.uordblks + info.hblkhd, "free_kept": info.fordblks}
 
 
 def _type_name(obj: object) -> str:
@@ -151,8 +185,13 @@ if _DIR:
         memory = {
             "rss_kb": _rss_kb(),
             "sqlite_bytes": _sqlite_memory(),
+            "rss_anon_kb": _status_kb("RssAnon"),
+            "rss_file_kb": _status_kb("RssFile"),
+            "malloc": _malloc(),
             "python_blocks": sys.getallocatedblocks(),
             "python_traced_bytes": tracemalloc.get_traced_memory()[0] if _TRACE else None,
+            # Which tree was measured (the harness may point PYTHONPATH at another one).
+            "package": getattr(sys.modules.get("airbyte_fleet"), "__file__", None),
         }
         (folder / f"memory-{_taken}.json").write_text(json.dumps(memory))
         if _TRACE:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import sqlite3
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -82,3 +84,26 @@ def test_datetimes_are_stored_as_utc_text(tmp_path: Path) -> None:
     assert read.at == event.at
     assert record is not None
     assert record.started_at == event.at
+
+
+def test_decoding_keeps_no_values_alive() -> None:
+    # A worker replays every finished run it is asked about: the values of decoded events (run
+    # ids, names, error text) must leave nothing behind once the events are dropped, or its
+    # memory grows with every run it shows (pydantic-core caches strings met in JSON by default).
+    runs = 3000
+    texts = [
+        (encode_event(event), event.kind)
+        for n in range(runs)
+        for event in finished_run(run_id=f"run-{n:05d}-{'x' * 20}")
+    ]
+    for text, kind in texts[:50]:
+        decode_event(text, kind=kind)  # each kind's codec built before counting
+    gc.collect()
+    before = sys.getallocatedblocks()
+    for text, kind in texts:
+        decode_event(text, kind=kind)
+    gc.collect()
+    kept = sys.getallocatedblocks() - before
+    # Caching every string kept about one block per run; a few dozen blocks of the
+    # interpreter's own come and go.
+    assert kept < runs // 10, f"{kept} blocks kept after decoding the events of {runs} runs"

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import CoreConfig, SchemaValidator
 
 from airbyte_fleet.engine.events import Event
 
@@ -56,22 +57,43 @@ def event_kinds() -> dict[str, type[Event]]:
     return found
 
 
+class _Kind(NamedTuple):
+    """One kind's codec: pydantic's adapter (encoding, and decoding a mapping) and the validator
+    that decodes its JSON."""
+
+    adapter: TypeAdapter[Any]
+    from_json: SchemaValidator
+
+
+# pydantic-core keeps one process-wide cache of up to 16,384 strings met while parsing JSON, on by
+# default. Every replayed event brings new values (run ids, connection names, error text): a worker
+# answering GET /runs/{id} for finished runs filled it by about one string a run, its memory never
+# flat before ~16,000 runs. Keys (field names, a few dozen) are worth caching, values are not. The
+# cost, over the 40,002 events of a 10,000-sync run (bench/journal_codec.py): decoding alone, keys
+# only is 2.7 µs an event against 2.9 caching every string; with every decoded event kept, caching
+# every string is ~15% faster (equal values then share one object); a whole replay from SQLite into
+# a result takes ~0.6 s either way. from_json then validate_python, the other way to keep values
+# out, is slower (3.8–4.4 µs). TypeAdapter refuses a config for a dataclass (the class may carry its
+# own), so the validator is built from the adapter's schema here.
+_JSON_CONFIG = CoreConfig(cache_strings="keys")
+
 # Built on first use of a kind: most processes only ever meet a few, and each adapter costs a
 # schema build. Filled by whole-dict swaps, so a reader on another thread never sees half of one.
-_ADAPTERS: dict[str, TypeAdapter[Any]] = {}
+_KINDS: dict[str, _Kind] = {}
 
 
-def _adapter(kind: object) -> TypeAdapter[Any]:
-    global _ADAPTERS
+def _codec(kind: object) -> _Kind:
+    global _KINDS
     if isinstance(kind, str):
-        found = _ADAPTERS.get(kind)
+        found = _KINDS.get(kind)
         if found is not None:
             return found
         # Looked up again on a miss, so event classes defined after the first lookup are found.
         cls = event_kinds().get(kind)
         if cls is not None:
-            found = TypeAdapter(cls)
-            _ADAPTERS = {**_ADAPTERS, kind: found}
+            adapter: TypeAdapter[Any] = TypeAdapter(cls)
+            found = _Kind(adapter, SchemaValidator(adapter.core_schema, _JSON_CONFIG))
+            _KINDS = {**_KINDS, kind: found}
             return found
     raise UnknownEventKind(kind)
 
@@ -79,7 +101,7 @@ def _adapter(kind: object) -> TypeAdapter[Any]:
 def encode_event(event: Event) -> str:
     """The event as one line of JSON, complete enough for :func:`decode_event`."""
     # fallback=str: a value JSON cannot hold (in options) is kept as its text, not a failed write.
-    body = _adapter(event.kind).dump_json(event, exclude_none=True, fallback=str)
+    body = _codec(event.kind).adapter.dump_json(event, exclude_none=True, fallback=str)
     # Every event has fields, so the body is never "{}": the kind goes in front of the first one.
     return f'{{"event":"{event.kind}",{body[1:].decode()}'
 
@@ -102,9 +124,9 @@ def decode_event(data: str | bytes | Mapping[str, Any], *, kind: str | None = No
             kind = kind or data.get("event")
             if not isinstance(kind, str):
                 raise EventDecodeError("not an event: no 'event' kind")
-            event: Event = _adapter(kind).validate_python(data)
+            event: Event = _codec(kind).adapter.validate_python(data)
         else:
-            event = _adapter(kind).validate_json(data)
+            event = _codec(kind).from_json.validate_json(data)
     except ValidationError as exc:
         # The first problem, on one line: this ends up in a log line, not in front of a user.
         first = exc.errors()[0]

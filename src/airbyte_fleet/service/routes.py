@@ -193,8 +193,9 @@ async def _json_body(request: web.Request, within: float) -> Any:
     try:
         # pydantic's parser, not json.loads: it stops at a nesting depth (json.loads recurses
         # until Python's stack limit) and refuses lone surrogates (\ud800), which no text
-        # encoding downstream can write, as well as NaN and Infinity, which JSON has not.
-        return from_json(raw, allow_inf_nan=False)
+        # encoding downstream can write, as well as NaN and Infinity, which JSON has not. Nothing a
+        # client sent stays in its process-wide string cache, which would grow with each request.
+        return from_json(raw, allow_inf_nan=False, cache_strings=False)
     except ValueError as exc:
         # Its message says where the body went wrong (line, column), never what it holds.
         raise NotJSONError(str(exc)) from None

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from airbyte_fleet._files import write_atomically
 from airbyte_fleet._logging import get_logger
@@ -24,13 +24,22 @@ __all__ = ["FileState", "ScheduleState", "StateKeeper", "StoredState"]
 log = get_logger("airbyte_fleet.schedules")
 
 
+# Keys only in pydantic-core's process-wide string cache: the state is read again and again (at
+# start, and as replicas share it), and its values (run ids, ticks) would stay there, more a fire.
+_KEYS_ONLY = ConfigDict(cache_strings="keys")
+
+
 class _StateEntry(BaseModel):
+    model_config = _KEYS_ONLY
+
     last_tick: AwareDatetime | None = None
     run_id: str | None = None
     pending: list[AwareDatetime] = Field(default_factory=list)
 
 
 class _StateFile(BaseModel):
+    model_config = _KEYS_ONLY
+
     version: Literal[1] = 1
     schedules: dict[str, _StateEntry] = Field(default_factory=dict)
 
