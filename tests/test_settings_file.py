@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.engine.options import Group, RunOptions, Selection
 from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.resolve import (
     file_groups,
@@ -127,8 +127,8 @@ extra = {{ anything = [1, 2] }}
     }
     assert file_selection(config).tags == ["nightly", "hourly", "finance"]
     assert file_groups(config) == {
-        "finance": Selection(tags=["finance"], connections=[CONN]),
-        "ws": Selection(workspaces=[WS]),
+        "finance": Group(tags=["finance"], connections=[CONN]),
+        "ws": Group(workspaces=[WS]),
     }
     assert config.schedules["nightly"] == {"cron": "0 2 * * *", "extra": {"anything": [1, 2]}}
 
