@@ -41,6 +41,7 @@ from airbyte_fleet.engine.outcome import (
     run_outcome,
     unsettled_outcome,
 )
+from airbyte_fleet.engine.stages import Stage
 
 __all__ = ["AttemptRecord", "GroupResult", "ResultBuilder", "RunResult", "SyncResult", "Totals"]
 
@@ -339,6 +340,7 @@ class ResultBuilder:
         self._built: RunResult | None = None
         # Texts that repeat from sync to sync (statuses, workspaces, job types) are kept once.
         self._texts: dict[str, str] = {}
+        self._stages: tuple[Stage, ...] = ()
 
     @property
     def result(self) -> RunResult:
@@ -428,6 +430,7 @@ class ResultBuilder:
             for p in event.planned
         }
         self._run = _Run(run_id=event.run_id, started_at=event.at, job_type=job_type)
+        self._stages = event.stages
         self._run.groups = {
             stage.group: GroupResult(
                 group=stage.group,
@@ -498,6 +501,22 @@ class ResultBuilder:
             if sync.started_at is not None:
                 sync.duration_s = round((event.at - sync.started_at).total_seconds(), 3)
 
+    def _settle_groups(self, run: _Run, *, interrupted: bool) -> None:
+        """A group with no final word (a resumed run's group that finished in a process whose
+        last events were lost) is settled from its syncs, by the engine's rule."""
+        for stage in self._stages:
+            group = run.groups.get(stage.group)
+            if group is None or group.outcome is not None:
+                continue
+            counts: dict[str, int] = {}
+            for cid in (*stage.syncs, *stage.waits_for):
+                sync = self._syncs.get(cid)
+                outcome = (sync.outcome if sync is not None else None) or "error"
+                counts[outcome] = counts.get(outcome, 0) + 1
+            group.counts = {o: counts[o] for o in OUTCOMES if o in counts}
+            ok = all(o in OK_OUTCOMES for o in counts)
+            group.outcome = "succeeded" if ok else "interrupted" if interrupted else "failed"
+
     @staticmethod
     def _attempt(sync: _Sync, event: SyncEvent) -> _Attempt:
         jobs = sync.jobs
@@ -529,6 +548,7 @@ class ResultBuilder:
             rows += sync.rows_synced or 0
             size += sync.bytes_synced or 0
         self._listed = len(self._syncs)
+        self._settle_groups(run, interrupted=event.interrupted)
         run.counts = counts
         run.rows_synced = rows
         run.bytes_synced = size

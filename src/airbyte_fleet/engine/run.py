@@ -348,8 +348,13 @@ class Engine(TriggerSteps, FollowSteps):
                     sync.done = True
                     self._open -= 1
                     self._book.settled(sync.connection_id, "skipped")
-            for stage, outcome, counts, reason, _ in self._book.finishable(stopping=self.stopping):
+            finished = self._book.finishable(stopping=self.stopping)
+            for stage, outcome, counts, reason, carried in finished:
                 moved = True
+                if carried:
+                    # Finished in an earlier process, which said so (the result builder
+                    # settles it from its syncs should that word have been lost).
+                    continue
                 self._publish(
                     GroupFinished(
                         run_id=self.run_id,
