@@ -9,11 +9,14 @@ what the engine says about itself.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from airbyte_fleet import AirbyteSettings, run_syncs
 from airbyte_fleet.api import AirbyteClient
 from airbyte_fleet.engine.events import (
     Event,
@@ -302,3 +305,35 @@ async def test_bad_graphs_are_refused_before_anything_is_triggered(
             await _plan(client, groups, *names)
     assert str(caught.value) == message
     assert sim.count("POST", "/jobs") == 0
+
+
+async def test_run_syncs_runs_a_staged_selection(
+    make_sim: SimFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # No config file, no AIRBYTE_FLEET_* from the environment: the groups are Python's.
+    for key in list(os.environ):
+        if key.startswith(("AIRBYTE_", "USE_SERVER")):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    sim, root = await make_sim(connections=3, client_secret="staged-secret")
+    a, b, c = _ids(sim)
+    sim.script(a, JobScript(seconds=0.3))
+    result = await run_syncs(
+        {"groups": ["marts"], "with_upstream": True},
+        {"poll_interval": "20ms"},
+        settings=AirbyteSettings(
+            base_url=root, client_id="sim-client", client_secret="staged-secret"
+        ),
+        groups={
+            "raw": Selection(connections=[a]),
+            "marts": {"connections": [b, c], "after": ["raw"], "on_upstream_failure": "run"},
+        },
+    )
+    assert result.ok, result.summary
+    assert [(g.group, g.outcome, g.after) for g in result.groups] == [
+        ("raw", "succeeded", []),
+        ("marts", "succeeded", ["raw"]),
+    ]
+    assert result.groups[1].on_upstream_failure == "run"
+    at = {cid: times[0] for cid, times in _posts(sim).items()}
+    assert min(at[b], at[c]) >= at[a] + 0.3
