@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from airbyte_fleet import AirbyteSettings, run_syncs
@@ -24,6 +25,7 @@ from airbyte_fleet.engine.events import (
     GroupFinished,
     GroupStarted,
     SyncSkipped,
+    SyncTriggered,
 )
 from airbyte_fleet.engine.options import Group, RunOptions, Selection
 from airbyte_fleet.engine.plan import Plan, PlanError, build_plan, is_staged
@@ -337,3 +339,43 @@ async def test_run_syncs_runs_a_staged_selection(
     assert result.groups[1].on_upstream_failure == "run"
     at = {cid: times[0] for cid, times in _posts(sim).items()}
     assert min(at[b], at[c]) >= at[a] + 0.3
+
+
+async def test_a_stop_reports_waiting_groups_interrupted_and_their_syncs_for_a_resume(
+    make_sim: SimFactory,
+) -> None:
+    sim, root = await make_sim(connections=2)
+    a, b = _ids(sim)
+    sim.script(a, JobScript(seconds=600))
+    groups = {
+        "raw": Group(connections=[a]),
+        # with_upstream on the group itself: naming it brings raw along.
+        "marts": Group(connections=[b], after=["raw"], with_upstream=True),
+    }
+    recorder = Recorder()
+    builder = ResultBuilder()
+    triggered = anyio.Event()
+
+    def on_trigger(event: Event) -> None:
+        if isinstance(event, SyncTriggered):
+            triggered.set()
+
+    async with client_for(root) as client:
+        plan = await _plan(client, groups, "marts")
+        assert [s.group for s in plan.stages] == ["raw", "marts"]
+        engine = Engine(client, RunOptions(**FAST), EventBus([builder, recorder, on_trigger]))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.run, plan)
+            with anyio.fail_after(20):
+                await triggered.wait()
+            engine.stop()
+    result = builder.result
+    assert result.outcome == "interrupted"
+    by_group = {g.group: g for g in result.groups}
+    assert by_group["raw"].outcome == by_group["marts"].outcome == "interrupted"
+    assert by_group["marts"].started_at is None
+    (skipped,) = recorder.of(SyncSkipped)
+    assert skipped.connection_id == b
+    assert skipped.cause == "interrupted"
+    assert [j["status"] for j in sim.jobs] == ["cancelled"]
+    assert set(_posts(sim)) == {a}
