@@ -57,8 +57,11 @@ def test_example_file_uses_every_section_and_loads() -> None:
     assert config.lease == 30.0
     assert set(config.run) == set(RunOptions.model_fields)
     assert file_selection(config) == Selection(tags=["nightly"])
-    assert set(config.groups) == {"finance", "warehouse", "month-end"}
+    assert set(config.groups) == {"finance", "warehouse", "month-end", "reverse-etl"}
     assert file_groups(config)["month-end"].groups == ["finance", "warehouse"]
+    assert file_groups(config)["reverse-etl"] == Group(
+        tags=["reverse-etl"], after=["warehouse"], on_upstream_failure="skip"
+    )
     assert config.schedules["nightly"]["cron"] == "0 2 * * *"
     assert config.schedules["nightly"]["groups"] == ["warehouse"]
     # The worker reads schedules with its own parser; the example must pass it.
