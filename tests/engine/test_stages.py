@@ -31,6 +31,7 @@ from airbyte_fleet.engine.options import Group, RunOptions, Selection
 from airbyte_fleet.engine.plan import Plan, PlanError, build_plan, is_staged
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
 from airbyte_fleet.engine.run import Engine
+from airbyte_fleet.engine.stages import Stage, StageBook, stage_cycle, stage_order
 from airbyte_fleet.simulator import JobScript, Simulator
 from conftest import SimFactory, client_for
 
@@ -379,3 +380,55 @@ async def test_a_stop_reports_waiting_groups_interrupted_and_their_syncs_for_a_r
     assert skipped.cause == "interrupted"
     assert [j["status"] for j in sim.jobs] == ["cancelled"]
     assert set(_posts(sim)) == {a}
+
+
+def test_stage_order_puts_each_group_one_stage_after_the_latest_it_waits_for() -> None:
+    # q waits for p, x for both: p is reached twice on the way, which is no cycle.
+    assert stage_order(["x", "p", "q"], {"x": ["p", "q"], "q": ["p"]}) == ["p", "q", "x"]
+    edges = {"marts": ["raw"], "last": ["marts", "side"]}
+    assert stage_order(["raw", "marts", "side", "last"], edges) == ["raw", "side", "marts", "last"]
+    # Deeper than Python's recursion limit.
+    chain = [f"g{i}" for i in range(5000)]
+    assert stage_order(chain[::-1], {g: [chain[i - 1]] for i, g in enumerate(chain) if i}) == chain
+    with pytest.raises(ValueError, match="cycle"):
+        stage_order(["a", "b"], {"a": ["b"], "b": ["a"]})
+    assert stage_cycle({"raw": ["marts"], "marts": ["raw"]}) == ["raw", "marts", "raw"]
+
+
+def test_a_resumed_book_finishes_carried_groups_silently_and_starts_the_rest() -> None:
+    book = StageBook(
+        [
+            Stage("raw", syncs=("a", "b")),
+            Stage("marts", after=("raw",), syncs=("c", "d")),
+        ]
+    )
+    # As a resume admits them: raw's syncs ended in the earlier process, marts' c too.
+    for cid in ("a", "b", "c"):
+        book.settled(cid, "succeeded", earlier=True)
+    assert book.holds("d")
+    (raw,) = book.startable()
+    assert (raw.group, raw.syncs, raw.carried) == ("raw", (), True)
+    ((stage, outcome, counts, reason, carried),) = book.finishable()
+    assert (stage.group, outcome, counts, reason, carried) == (
+        "raw",
+        "succeeded",
+        {"succeeded": 2},
+        None,
+        True,
+    )
+    (marts,) = book.startable()
+    assert (marts.group, marts.syncs, marts.carried, marts.skip_reason) == (
+        "marts",
+        ("d",),
+        False,
+        None,
+    )
+    assert not book.finishable()
+    book.settled("d", "failed")
+    ((stage, outcome, counts, _, carried),) = book.finishable()
+    assert (stage.group, outcome, counts, carried) == (
+        "marts",
+        "failed",
+        {"succeeded": 1, "failed": 1},
+        False,
+    )

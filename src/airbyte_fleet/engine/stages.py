@@ -84,7 +84,7 @@ def stage_order(names: Sequence[str], edges: Mapping[str, Sequence[str]]) -> lis
     depth: dict[str, int] = {}
     for name in names:
         # Iterative: a config file can chain more groups than Python's recursion limit.
-        todo = [name]
+        todo, visiting = [name], set()
         while todo:
             top = todo[-1]
             if top in depth:
@@ -92,13 +92,14 @@ def stage_order(names: Sequence[str], edges: Mapping[str, Sequence[str]]) -> lis
                 continue
             ups = [up for up in edges.get(top, ()) if up in position]
             missing = [up for up in ups if up not in depth]
-            if missing:
-                if len(todo) > len(names):
-                    raise ValueError("the groups wait for each other in a cycle")
-                todo.extend(missing)
+            if not missing:
+                depth[top] = 1 + max((depth[up] for up in ups), default=-1)
+                todo.pop()
                 continue
-            depth[top] = 1 + max((depth[up] for up in ups), default=-1)
-            todo.pop()
+            if top in visiting:
+                raise ValueError("the groups wait for each other in a cycle")
+            visiting.add(top)
+            todo.extend(missing)
     return sorted(names, key=lambda name: (depth[name], position[name]))
 
 
@@ -153,10 +154,6 @@ class StageBook:
 
     def __bool__(self) -> bool:
         return bool(self.stages)
-
-    def group_of(self, connection_id: str) -> str | None:
-        """The group *connection_id* runs in (None: it has no stage and starts at once)."""
-        return self._runs_in.get(connection_id)
 
     def holds(self, connection_id: str) -> bool:
         """Whether *connection_id* must wait for its group to start."""
@@ -226,14 +223,6 @@ class StageBook:
                 group.state = "finished"
                 group.outcome = "interrupted"
                 yield stage, _counts(group.counts)
-
-    def held(self) -> list[str]:
-        """Every connection still held for a group that has not started."""
-        return [
-            cid
-            for cid, name in self._runs_in.items()
-            if self._groups[name].state == "waiting" and cid not in self._settled
-        ]
 
     def release_all(self) -> None:
         """The run stops: no group waits any more (the held syncs are the caller's to report)."""
