@@ -17,6 +17,10 @@ still being read. The run ends once the last part is in and every sync has ended
 planning too (the syncs it never planned are the plan's rest, which a resume plans again); a plan
 that cannot be read to its end (Airbyte out of reach past its retries) ends planning, the syncs
 planned so far run, and the run fails with an error that says so.
+
+A staged run's plan carries its groups (``engine/stages.py``): a group's syncs are held out of the
+feeder's queue until every group it comes after has finished, then queued (or skipped, cause
+``upstream_failed``); they count as open meanwhile, so the run ends only once every group has.
 """
 
 from __future__ import annotations
@@ -323,7 +327,9 @@ class Engine(TriggerSteps, FollowSteps):
         """Start every group whose upstream has finished (queue its held syncs, or skip them when
         an upstream did not succeed), and announce every group whose syncs have all ended; again
         until nothing changes (a skipped group may let its own downstream go at once)."""
-        while self._book:
+        if not self._book:
+            return
+        while True:
             moved = False
             for start in self._book.startable():
                 moved = True
@@ -345,6 +351,7 @@ class Engine(TriggerSteps, FollowSteps):
                         self._queue.append(sync)
                         continue
                     self._emit(SyncSkipped, sync, reason=start.skip_reason, cause="upstream_failed")
+                    # Never claimed and holding no slot: nothing to give back, unlike _end.
                     sync.done = True
                     self._open -= 1
                     self._book.settled(sync.connection_id, "skipped")
