@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.engine.options import Group, RunOptions, Selection
 from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.resolve import (
     argument,
@@ -142,8 +142,8 @@ def test_the_file_selection_and_groups_become_selections() -> None:
     )
     assert file_selection(file) == Selection(tags=["nightly", "hourly"])
     assert file_groups(file) == {
-        "finance": Selection(connections=[CONN]),
-        "all": Selection(groups=["finance"], all=True),
+        "finance": Group(connections=[CONN]),
+        "all": Group(groups=["finance"], all=True),
     }
     assert file_selection(FileConfig()).empty
 

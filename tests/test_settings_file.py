@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.engine.options import Group, RunOptions, Selection
 from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.resolve import (
     file_groups,
@@ -57,8 +57,11 @@ def test_example_file_uses_every_section_and_loads() -> None:
     assert config.lease == 30.0
     assert set(config.run) == set(RunOptions.model_fields)
     assert file_selection(config) == Selection(tags=["nightly"])
-    assert set(config.groups) == {"finance", "warehouse", "month-end"}
+    assert set(config.groups) == {"finance", "warehouse", "month-end", "reverse-etl"}
     assert file_groups(config)["month-end"].groups == ["finance", "warehouse"]
+    assert file_groups(config)["reverse-etl"] == Group(
+        tags=["reverse-etl"], after=["warehouse"], on_upstream_failure="skip"
+    )
     assert config.schedules["nightly"]["cron"] == "0 2 * * *"
     assert config.schedules["nightly"]["groups"] == ["warehouse"]
     # The worker reads schedules with its own parser; the example must pass it.
@@ -127,8 +130,8 @@ extra = {{ anything = [1, 2] }}
     }
     assert file_selection(config).tags == ["nightly", "hourly", "finance"]
     assert file_groups(config) == {
-        "finance": Selection(tags=["finance"], connections=[CONN]),
-        "ws": Selection(workspaces=[WS]),
+        "finance": Group(tags=["finance"], connections=[CONN]),
+        "ws": Group(workspaces=[WS]),
     }
     assert config.schedules["nightly"] == {"cron": "0 2 * * *", "extra": {"anything": [1, 2]}}
 

@@ -23,6 +23,9 @@ __all__ = [
     "Event",
     "EventSink",
     "FleetError",
+    "Group",
+    "GroupArgs",
+    "GroupResult",
     "ResultBuilder",
     "RunOptions",
     "RunOptionsArgs",
@@ -43,9 +46,17 @@ if TYPE_CHECKING:
     from airbyte_fleet.api.errors import AirbyteError, AuthError, TransportError
     from airbyte_fleet.config import AirbyteSettings, load_settings
     from airbyte_fleet.engine.events import Event, EventSink
-    from airbyte_fleet.engine.options import RunOptions, RunOptionsArgs, Selection, SelectionArgs
+    from airbyte_fleet.engine.options import (
+        Group,
+        GroupArgs,
+        RunOptions,
+        RunOptionsArgs,
+        Selection,
+        SelectionArgs,
+    )
     from airbyte_fleet.engine.result import (
         AttemptRecord,
+        GroupResult,
         ResultBuilder,
         RunResult,
         SyncResult,
@@ -65,6 +76,9 @@ __getattr__ = lazy_exports(
         "load_settings": "airbyte_fleet.config",
         "Event": "airbyte_fleet.engine.events",
         "EventSink": "airbyte_fleet.engine.events",
+        "Group": "airbyte_fleet.engine.options",
+        "GroupArgs": "airbyte_fleet.engine.options",
+        "GroupResult": "airbyte_fleet.engine.result",
         "RunOptions": "airbyte_fleet.engine.options",
         "RunOptionsArgs": "airbyte_fleet.engine.options",
         "Selection": "airbyte_fleet.engine.options",

@@ -25,7 +25,14 @@ from pathlib import Path
 from airbyte_fleet._caller import calling_as
 from airbyte_fleet.config import AirbyteSettings, load_settings
 from airbyte_fleet.engine.events import EventSink
-from airbyte_fleet.engine.options import RunOptions, RunOptionsArgs, Selection, SelectionArgs
+from airbyte_fleet.engine.options import (
+    Group,
+    GroupArgs,
+    RunOptions,
+    RunOptionsArgs,
+    Selection,
+    SelectionArgs,
+)
 from airbyte_fleet.engine.result import RunResult
 from airbyte_fleet.resolve import (
     argument,
@@ -49,7 +56,7 @@ async def run_syncs(
     *,
     settings: AirbyteSettings | None = None,
     config: str | Path | None = None,
-    groups: Mapping[str, Selection | SelectionArgs] | None = None,
+    groups: Mapping[str, Selection | GroupArgs] | None = None,
     sinks: Sequence[EventSink] = (),
     run_id: str | None = None,
 ) -> RunResult:
@@ -109,7 +116,7 @@ def run_syncs_blocking(
     *,
     settings: AirbyteSettings | None = None,
     config: str | Path | None = None,
-    groups: Mapping[str, Selection | SelectionArgs] | None = None,
+    groups: Mapping[str, Selection | GroupArgs] | None = None,
     sinks: Sequence[EventSink] = (),
     run_id: str | None = None,
 ) -> RunResult:
@@ -130,13 +137,14 @@ def _resolve(
     options: RunOptions | RunOptionsArgs | None,
     settings: AirbyteSettings | None,
     config: str | Path | None,
-    groups: Mapping[str, Selection | SelectionArgs] | None,
+    groups: Mapping[str, Selection | GroupArgs] | None,
 ) -> tuple[Selection, RunOptions, AirbyteSettings, dict[str, Selection]]:
     """The CLI's layers, with Python's arguments on top; each problem one ConfigError."""
     # The arguments first: a mistake in the call is named as such before any file is read.
     given = argument(Selection, selection, "selection")
     named = {
-        name: argument(Selection, body, f"groups[{name!r}]")
+        # A plain Selection is a group that comes after nothing.
+        name: body if isinstance(body, Selection) else argument(Group, body, f"groups[{name!r}]")
         for name, body in (groups or {}).items()
     }
     wanted = argument(RunOptions, options, "options")

@@ -36,7 +36,7 @@ from airbyte_fleet.config import (
     register_env_secrets,
     register_url_secrets,
 )
-from airbyte_fleet.engine.options import RunOptions, Selection
+from airbyte_fleet.engine.options import Group, RunOptions, Selection
 from airbyte_fleet.errors import ConfigError
 from airbyte_fleet.settings_file import DEFAULT_CONFIG_PATH, NO_CONFIG_FIX, FileConfig
 
@@ -63,6 +63,7 @@ SELECTION_FLAGS = {
     "workspaces": "--workspace",
     "all": "--all",
     "groups": "--group",
+    "with_upstream": "--with-upstream",
 }
 
 M = TypeVar("M", bound=BaseModel)
@@ -128,12 +129,13 @@ def file_selection(file: FileConfig) -> Selection:
 
 
 def file_groups(file: FileConfig) -> dict[str, Selection]:
-    """The file's ``[groups.NAME]`` tables, which ``--group NAME`` and ``groups`` refer to."""
+    """The file's ``[groups.NAME]`` tables, which ``--group NAME`` and ``groups`` refer to (each
+    a :class:`Group`: a selection, and what it comes after in a staged run)."""
     return {
         name: validated(
-            Selection,
+            Group,
             body,
-            in_table(_file_name(file.path), f"[groups.{spell_out_controls(name)}]", Selection),
+            in_table(_file_name(file.path), f"[groups.{spell_out_controls(name)}]", Group),
         )
         for name, body in file.groups.items()
     }

@@ -31,8 +31,8 @@ from airbyte_fleet._messages import (
 )
 from airbyte_fleet._validation import Loc, Place, check_fields, in_table
 from airbyte_fleet.config import AirbyteSettings, StoreSettings
-from airbyte_fleet.engine.options import RunOptions, Selection
-from airbyte_fleet.engine.plan import group_cycle
+from airbyte_fleet.engine.options import Group, RunOptions, Selection
+from airbyte_fleet.engine.plan import group_cycle, stage_cycle_message
 from airbyte_fleet.errors import ConfigError
 
 __all__ = ["CONFIG_ENV", "DEFAULT_CONFIG_PATH", "NO_CONFIG_FIX", "FileConfig", "load_file_config"]
@@ -195,6 +195,10 @@ def _parse(path: Path, doc: dict[str, Any]) -> FileConfig:
     )
 
 
+# The keys that select connections (a group's after, policy and with_upstream select none).
+_SELECTS = ("connections", "names", "tags", "workspaces", "all", "groups")
+
+
 def _groups(file: str, doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The ``[groups.NAME]`` tables, each checked, none empty, none including itself."""
     groups: dict[str, dict[str, Any]] = {}
@@ -213,14 +217,18 @@ def _groups(file: str, doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         groups[name] = body
     # Every group is known before any is read: a group may name one defined further down.
     includes: dict[str, list[str]] = {}
+    after: dict[str, list[str]] = {}
     for name, body in groups.items():
-        checked = _check_selection(file, f"[groups.{spell_out_controls(name)}]", body, groups)
-        if not any(checked.values()):
+        checked = _check_selection(
+            file, f"[groups.{spell_out_controls(name)}]", body, groups, model=Group
+        )
+        if not any(checked.get(key) for key in _SELECTS):
             raise ConfigError(
                 f"Group [groups.{spell_out_controls(name)}] in {file} selects nothing; "
                 f"{SELECTS_NOTHING_FIX}."
             )
         includes[name] = checked.get("groups") or []
+        after[name] = checked.get("after") or []
     cycle = group_cycle(includes, includes)
     if cycle:
         first, last, back = (spell_out_controls(name) for name in (cycle[0], cycle[-2], cycle[-1]))
@@ -228,6 +236,9 @@ def _groups(file: str, doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             f"Group [groups.{first}] in {file} includes itself ({chain(cycle)}); remove "
             f"'{back}' from groups in [groups.{last}]."
         )
+    message = stage_cycle_message(includes, after, where=f" in {file}")
+    if message:
+        raise ConfigError(message)
     return groups
 
 
@@ -269,23 +280,26 @@ def _table(file: str, doc: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 
 def _check_selection(
-    file: str, table: str, body: Mapping[str, Any], groups: Collection[str]
+    file: str,
+    table: str,
+    body: Mapping[str, Any],
+    groups: Collection[str],
+    *,
+    model: type[Selection] = Selection,
 ) -> dict[str, Any]:
     """Check a selection table (and the groups it names); return its keys as checked."""
     for key, value in body.items():
-        if key not in Selection.model_fields and isinstance(value, dict):
+        if key not in model.model_fields and isinstance(value, dict):
             fix = (
                 "name groups with letters, digits, '-' or '_' (no dots)"
                 if table.startswith("[groups.")
-                else f"use only {', '.join(Selection.model_fields)} there"
+                else f"use only {', '.join(model.model_fields)} there"
             )
             raise ConfigError(
                 f"Table {table[:-1]}.{spell_out_controls(key)}] in {file} nests a table inside "
                 f"{table}; {fix}."
             )
-    return check_fields(
-        Selection, body, in_table(file, table, Selection), context={"groups": groups}
-    )
+    return check_fields(model, body, in_table(file, table, model), context={"groups": groups})
 
 
 def _toml_type(value: Any) -> str:

@@ -281,6 +281,7 @@ def _selection(args: argparse.Namespace, file: FileConfig) -> Selection:
         workspaces=args.workspace,
         all=bool(args.all),
         groups=args.group,
+        with_upstream=bool(args.with_upstream),
     )
     # The file's default selection applies only when the command line selects nothing.
     return file_selection(file) if given.empty else given

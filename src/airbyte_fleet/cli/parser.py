@@ -302,6 +302,12 @@ def _add_run(commands: _Commands) -> None:
         metavar="NAME",
         help="a named group from the config file",
     )
+    pick.add_argument(
+        "--with-upstream",
+        action="store_true",
+        default=None,
+        help="also run, transitively, the groups the named groups come after (their after)",
+    )
     how = run.add_argument_group("how to run (flags > AIRBYTE_FLEET_* env > config file)")
     _config(how)
     for name, field in RunOptions.model_fields.items():

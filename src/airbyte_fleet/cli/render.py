@@ -93,9 +93,36 @@ def print_connections(connections: Sequence[Connection], output: Output) -> None
 
 
 def print_plan(plan: Plan, output: Output) -> None:
+    """The plan's syncs in run order; for a staged run, its groups in stage order first (in JSON
+    an object with ``stages`` and ``syncs``; a flat run's stays the list of syncs)."""
     if output == "json":
-        _print_json(plan.describe())
+        if plan.stages:
+            _print_json({"stages": plan.describe_stages(), "syncs": plan.describe()})
+        else:
+            _print_json(plan.describe())
         return
+    if plan.stages:
+        _print_table(
+            f"stages: {len(plan.stages)} groups, each starting once the groups it waits for end",
+            ("#", "group", "waits for", "if upstream fails", "connections"),
+            (
+                (
+                    str(i),
+                    row["group"],
+                    ", ".join(row["after"]) or "nothing (starts at once)",
+                    row["on_upstream_failure"],
+                    "\n".join(
+                        [f"{c['name'] or c['connection_id']}" for c in row["connections"]]
+                        + [
+                            f"(waits for {c['name'] or c['connection_id']})"
+                            for c in row["waits_for"]
+                        ]
+                    )
+                    or "—",
+                )
+                for i, row in enumerate(plan.describe_stages(), 1)
+            ),
+        )
     _print_table(
         f"plan: {len(plan.runnable)} to run, {len(plan.skipped)} skipped",
         ("connection id", "name", "workspace", "status", "action"),

@@ -15,12 +15,15 @@ from typing import Any, ClassVar
 
 from airbyte_fleet._logging import get_logger
 from airbyte_fleet.engine.outcome import SkipCause
+from airbyte_fleet.engine.stages import Stage
 from airbyte_fleet.errors import FleetError
 
 __all__ = [
     "Event",
     "EventBus",
     "EventSink",
+    "GroupFinished",
+    "GroupStarted",
     "PlannedSync",
     "RunFinished",
     "RunStarted",
@@ -105,6 +108,36 @@ class RunStarted(Event):
     selection: dict[str, Any] | None = field(default=None, metadata={"log": False})
     # The plan is still being read: more syncs follow, each part in a SyncsPlanned.
     planning: bool = False
+    # A staged run's groups, each after the groups it waits for (engine/stages.py); a resume
+    # reads them back from here.
+    stages: tuple[Stage, ...] = field(default=(), metadata={"log": False})
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupStarted(Event):
+    """A group of a staged run may start: every group it comes after has finished. With
+    ``skip_reason`` its syncs are skipped instead (an upstream group did not succeed)."""
+
+    kind: ClassVar[str] = "group_started"
+
+    group: str
+    after: tuple[str, ...] = ()
+    # How many of its syncs it starts (or skips) now.
+    syncs: int = 0
+    skip_reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupFinished(Event):
+    """Every connection a group needs has a final state (or the run stopped first)."""
+
+    kind: ClassVar[str] = "group_finished"
+
+    group: str
+    # succeeded, failed, skipped (its upstream did not succeed) or interrupted.
+    outcome: str
+    counts: dict[str, int] = field(default_factory=dict)
+    skip_reason: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

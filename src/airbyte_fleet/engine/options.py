@@ -20,11 +20,14 @@ from pydantic import (
 
 from airbyte_fleet._messages import did_you_mean, spell_out_controls
 from airbyte_fleet._validation import config_error, constructor, invalid
+from airbyte_fleet.engine.stages import UpstreamPolicy
 
 __all__ = [
     "ISO_DURATION_PATTERN",
     "Duration",
     "DurationArg",
+    "Group",
+    "GroupArgs",
     "IfRunning",
     "JobTypeName",
     "PollMode",
@@ -180,6 +183,7 @@ class SelectionArgs(TypedDict, total=False):
     workspaces: list[str] | str
     all: bool
     groups: list[str] | str
+    with_upstream: bool
 
 
 class Selection(_Strict):
@@ -197,6 +201,10 @@ class Selection(_Strict):
     groups: GroupNames = Field(
         default_factory=list, description="named groups from the config file"
     )
+    with_upstream: bool = Field(
+        default=False,
+        description="also run, transitively, the groups the named groups come after (their after)",
+    )
 
     if TYPE_CHECKING:
         # The typed signature for checkers (pydantic validates and converts at run time): a list
@@ -210,6 +218,34 @@ class Selection(_Strict):
     @property
     def empty(self) -> bool:
         return not (self.connections or self.filters_given or self.groups)
+
+
+class GroupArgs(SelectionArgs, total=False):
+    """:class:`Group`'s fields as keyword arguments or a plain dict, typed for checkers."""
+
+    after: list[str] | str
+    on_upstream_failure: UpstreamPolicy
+
+
+class Group(Selection):
+    """A named group (``[groups.NAME]``): a selection, and in a staged run the groups it starts
+    after. A group whose upstream had a sync that failed, was cancelled, timed out or could not
+    run is skipped (``on_upstream_failure="skip"``, each sync with the cause
+    ``upstream_failed``) or run anyway (``"run"``)."""
+
+    after: GroupNames = Field(
+        default_factory=list,
+        description="groups whose syncs must all have ended before this group starts",
+    )
+    on_upstream_failure: UpstreamPolicy = Field(
+        default="skip",
+        description="skip: skip this group when a group it comes after did not succeed; run: "
+        "run it anyway",
+    )
+
+    if TYPE_CHECKING:
+
+        def __init__(self, **fields: Unpack[GroupArgs]) -> None: ...
 
 
 class RunOptionsArgs(TypedDict, total=False):

@@ -43,8 +43,10 @@ RunOutcome = Literal["succeeded", "failed", "interrupted"]
 #   inactive: the plan found the connection inactive, locked or deleted;
 #   already_running: a job was running and ``if_running=skip`` said leave it;
 #   claimed: the trigger hook said another run owns the connection and this one should not wait;
-#   interrupted: the run was stopped before this sync's turn came.
-SkipCause = Literal["inactive", "already_running", "claimed", "interrupted"]
+#   interrupted: the run was stopped before this sync's turn came;
+#   upstream_failed: its group comes after a group that did not succeed, and says skip. Final
+#     like the rest: a resume leaves it skipped (re-run the group to run it).
+SkipCause = Literal["inactive", "already_running", "claimed", "interrupted", "upstream_failed"]
 
 
 def final_outcome(event: Event) -> Outcome | None:

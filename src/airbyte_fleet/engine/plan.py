@@ -41,6 +41,7 @@ from airbyte_fleet.api import AirbyteClient, AuthError, Connection, NotFoundErro
 from airbyte_fleet.api.client import PAGE_LIMIT
 from airbyte_fleet.engine.events import PlannedSync
 from airbyte_fleet.engine.options import Selection
+from airbyte_fleet.engine.stages import Stage, stage_cycle, stage_order
 from airbyte_fleet.errors import ConfigError
 
 __all__ = [
@@ -50,6 +51,8 @@ __all__ = [
     "PlanParts",
     "build_plan",
     "group_cycle",
+    "is_staged",
+    "stage_cycle_message",
     "stream_plan",
 ]
 
@@ -74,6 +77,8 @@ class Plan:
     # not errors, since other parts matched, but almost always a typo worth logging.
     warnings: tuple[str, ...] = ()
     connections_listed: int | None = field(default=None, compare=False)
+    # A staged run's groups, each after the ones it waits for (empty: no group waits for another).
+    stages: tuple[Stage, ...] = ()
 
     @property
     def runnable(self) -> tuple[PlannedSync, ...]:
@@ -97,6 +102,24 @@ class Plan:
                 "selected_by": item.selected_by,
             }
             for item in self.items
+        ]
+
+    def describe_stages(self) -> list[dict[str, Any]]:
+        """One JSON-ready row per group of a staged run, in stage order, for ``--dry-run``."""
+        names = {item.connection_id: item.connection_name for item in self.items}
+        return [
+            {
+                "group": stage.group,
+                "after": list(stage.after),
+                "on_upstream_failure": stage.on_upstream_failure,
+                "connections": [
+                    {"connection_id": cid, "name": names.get(cid, "")} for cid in stage.syncs
+                ],
+                "waits_for": [
+                    {"connection_id": cid, "name": names.get(cid, "")} for cid in stage.waits_for
+                ],
+            }
+            for stage in self.stages
         ]
 
 
@@ -186,11 +209,17 @@ async def build_plan(
     chosen: dict[str, tuple[Connection, str]] = {}
     for cid, source in explicit.items():
         chosen[cid] = (by_id.get(cid) or found[cid], source)
+    # Every connection each part selects, not only those it was first to pick: a staged run's
+    # group needs them all.
+    members: dict[str, list[str]] = {
+        part.source: [_norm_id(cid) for cid in part.selection.connections] for part in parts
+    }
 
     if listed is not None:
         ordered = sorted(listed, key=lambda c: (c.name.casefold(), c.name, c.connection_id))
         for part in filter_parts:
             matched = [c for c in ordered if part.matches(c)]
+            members[part.source] += [_norm_id(c.connection_id) for c in matched]
             for connection in matched:
                 chosen.setdefault(_norm_id(connection.connection_id), (connection, part.source))
             warnings.extend(_unused_terms(part, listed, matched))
@@ -206,13 +235,15 @@ async def build_plan(
     else:
         items = list(chosen.values())
 
+    planned = tuple(
+        _planned(c, skip_reason=_skip_reason(c, include_inactive), selected_by=source)
+        for c, source in items
+    )
     return Plan(
-        items=tuple(
-            _planned(c, skip_reason=_skip_reason(c, include_inactive), selected_by=source)
-            for c, source in items
-        ),
+        items=planned,
         warnings=tuple(warnings),
         connections_listed=len(listed) if listed is not None else None,
+        stages=_stages(parts, groups, members, planned, len(listed) if listed else None),
     )
 
 
@@ -221,7 +252,8 @@ def _prepare(
 ) -> tuple[list[_Part], list[str], dict[str, str]]:
     """The selection's parts, the warnings known before any listing, and the explicit ids (in the
     order given, first occurrence wins) with the part that asked for each."""
-    parts = _parts(selection, groups)
+    _check_after(groups)
+    parts = _parts(_with_upstream(selection, groups), groups)
     if not any(part.selects for part in parts):
         # Name the groups that are empty themselves, not those that only include others.
         empty = [p.source for p in parts if p.source != "selection" and not p.selection.groups]
@@ -403,6 +435,127 @@ def _parts(selection: Selection, groups: Mapping[str, Selection]) -> list[_Part]
         parts.append(_Part(f"group {name}", groups[name]))
         pending.extend(groups[name].groups)
     return parts
+
+
+def _after(body: Selection) -> list[str]:
+    # A plain Selection (a Python caller's group) comes after nothing.
+    after: list[str] = getattr(body, "after", [])
+    return after
+
+
+def _check_after(groups: Mapping[str, Selection]) -> None:
+    """Every ``after`` names a group, and no groups wait for each other in a cycle (a config file
+    is checked as it is read; a Python caller's or a request's groups only here)."""
+    for name, body in groups.items():
+        unknown = [up for up in _after(body) if up not in groups]
+        if unknown:
+            raise PlanError(
+                f"Group {spell_out_controls(name)} comes after unknown group "
+                f"'{spell_out_controls(unknown[0])}'; define [groups."
+                f"{spell_out_controls(unknown[0])}] or remove it from the after of group "
+                f"{spell_out_controls(name)}."
+            )
+    message = stage_cycle_message(
+        {name: body.groups for name, body in groups.items()},
+        {name: _after(body) for name, body in groups.items()},
+    )
+    if message:
+        raise PlanError(message)
+
+
+def stage_cycle_message(
+    includes: Mapping[str, Sequence[str]], after: Mapping[str, Sequence[str]], *, where: str = ""
+) -> str | None:
+    """The one sentence for groups that would wait for each other for ever, or None: a group
+    waits for the groups it comes after (*after*) and for those it includes (*includes*). A
+    cycle of includes alone is left to its own sentence (a group that includes itself)."""
+    if stage_cycle(includes) is not None:
+        return None
+    edges = {name: [*after.get(name, ()), *includes.get(name, ())] for name in after}
+    cycle = stage_cycle(edges)
+    if cycle is None:
+        return None
+    last, back = spell_out_controls(cycle[-2]), spell_out_controls(cycle[-1])
+    key = "after" if cycle[-1] in after.get(cycle[-2], ()) else "groups"
+    return (
+        f"Groups{where} wait for each other in a cycle ({chain(cycle)}), so none could ever "
+        f"start; remove '{back}' from {key} in [groups.{last}]."
+    )
+
+
+def _with_upstream(selection: Selection, groups: Mapping[str, Selection]) -> Selection:
+    """*selection* with the groups its groups come after, transitively, when it (or the group)
+    says ``with_upstream``; groups it does not define are left to :func:`_parts` to name."""
+    named = list(selection.groups)
+    pending = list(named)
+    while pending:
+        body = groups.get(pending.pop(0))
+        if body is None or not (selection.with_upstream or body.with_upstream):
+            continue
+        for up in _after(body):
+            if up not in named:
+                named.append(up)
+                pending.append(up)
+    if len(named) == len(selection.groups):
+        return selection
+    return selection.model_copy(update={"groups": named})
+
+
+def is_staged(selection: Selection, groups: Mapping[str, Selection]) -> bool:
+    """Whether a run of *selection* is staged: one of the groups it runs comes after another of
+    them. Such a run is planned whole before it starts (its groups need the whole graph)."""
+    names = set(_group_refs(_with_upstream(selection, groups), groups))
+    return any(up in names for name in names if name in groups for up in _after(groups[name]))
+
+
+def _stages(
+    parts: Sequence[_Part],
+    groups: Mapping[str, Selection],
+    members: Mapping[str, Sequence[str]],
+    planned: Sequence[PlannedSync],
+    listed: int | None,
+) -> tuple[Stage, ...]:
+    """The groups of a staged run, each after the ones it waits for; () when no group of the run
+    comes after another. A connection two groups select runs once, in the earlier; a connection
+    the command line itself selects has no stage and starts at once."""
+    names = [part.source.removeprefix("group ") for part in parts if part.source != "selection"]
+    in_run = set(names)
+    after = {name: [up for up in _after(groups[name]) if up in in_run] for name in names}
+    if not any(after.values()):
+        return ()
+    edges = {name: [*after[name], *groups[name].groups] for name in names}
+    order = stage_order(names, edges)
+    direct = {name: members.get(f"group {name}", []) for name in names}
+    for name in order:
+        if not direct[name] and not groups[name].groups:
+            seen = f" of the {listed} these credentials can see" if listed is not None else ""
+            raise PlanError(
+                f"Group {spell_out_controls(name)} selects no connection{seen}, so a staged run "
+                "cannot wait for it; fix its connections, names, tags or workspaces in the "
+                "config file, or leave it out of the run."
+            )
+    free = set(members.get("selection", []))
+    runs_in: dict[str, str] = {}
+    needs: dict[str, set[str]] = {}
+    for name in order:
+        for cid in direct[name]:
+            if cid not in free:
+                runs_in.setdefault(cid, name)
+        # Included groups come earlier in the order: their needs are known by now.
+        needs[name] = set(direct[name]).union(*(needs[inc] for inc in groups[name].groups))
+    ids = [(item.connection_id, _norm_id(item.connection_id)) for item in planned]
+    return tuple(
+        Stage(
+            group=name,
+            after=tuple(after[name]),
+            on_upstream_failure=getattr(groups[name], "on_upstream_failure", "skip"),
+            syncs=tuple(cid for cid, norm in ids if runs_in.get(norm) == name),
+            waits_for=tuple(
+                cid for cid, norm in ids if norm in needs[name] and runs_in.get(norm) != name
+            ),
+        )
+        for name in order
+    )
 
 
 def group_cycle(includes: Mapping[str, Sequence[str]], starts: Iterable[str]) -> list[str] | None:

@@ -20,6 +20,8 @@ from pydantic_core import to_json
 from airbyte_fleet._redact import redact
 from airbyte_fleet.engine.events import (
     Event,
+    GroupFinished,
+    GroupStarted,
     RunFinished,
     RunStarted,
     SyncAdopted,
@@ -39,8 +41,9 @@ from airbyte_fleet.engine.outcome import (
     run_outcome,
     unsettled_outcome,
 )
+from airbyte_fleet.engine.stages import Stage
 
-__all__ = ["AttemptRecord", "ResultBuilder", "RunResult", "SyncResult", "Totals"]
+__all__ = ["AttemptRecord", "GroupResult", "ResultBuilder", "RunResult", "SyncResult", "Totals"]
 
 # A summary names this many failed syncs, then counts the rest: it must stay one readable line.
 _FAILURES_SHOWN = 3
@@ -86,6 +89,27 @@ class Totals(BaseModel):
     bytes_synced: int = 0
 
 
+class GroupResult(BaseModel):
+    """One group of a staged run (groups that wait for other groups): how it ended, its syncs
+    by outcome, when it started and finished, and the groups it waited for."""
+
+    group: str
+    outcome: Literal["succeeded", "failed", "skipped", "interrupted"] | None = Field(
+        default=None,
+        description="succeeded, failed, skipped (a group it comes after did not succeed) or "
+        "interrupted; None while it runs or waits",
+    )
+    after: list[str] = Field(default_factory=list, description="the groups it started after")
+    on_upstream_failure: Literal["skip", "run"] = "skip"
+    counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="every connection it needs (its own and those it waited for) by outcome",
+    )
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    skip_reason: str | None = Field(default=None, description="why it was skipped")
+
+
 class RunResult(BaseModel):
     """What a run did, once: its outcome, counts by sync outcome, totals, and one
     :class:`SyncResult` per selected connection. ``outcome`` is ``succeeded`` when every sync
@@ -101,6 +125,10 @@ class RunResult(BaseModel):
     outcome: Literal["succeeded", "failed", "interrupted", "running"] = "running"
     counts: dict[str, int] = Field(default_factory=dict)
     totals: Totals = Field(default_factory=Totals)
+    groups: list[GroupResult] = Field(
+        default_factory=list,
+        description="a staged run's groups, in stage order (empty when no group waits for another)",
+    )
     syncs: list[SyncResult] = Field(default_factory=list)
     error: str | None = Field(
         default=None,
@@ -275,6 +303,7 @@ class _Run:
     rows_synced: int = 0
     bytes_synced: int = 0
     error: str | None = None
+    groups: dict[str, GroupResult] = field(default_factory=dict)
 
     def model(self, syncs: list[SyncResult]) -> RunResult:
         return RunResult.model_construct(
@@ -287,6 +316,7 @@ class _Run:
             outcome=self.outcome,
             counts=dict(self.counts),
             totals=Totals(rows_synced=self.rows_synced, bytes_synced=self.bytes_synced),
+            groups=[group.model_copy() for group in self.groups.values()],
             syncs=syncs,
             error=self.error,
         )
@@ -310,6 +340,7 @@ class ResultBuilder:
         self._built: RunResult | None = None
         # Texts that repeat from sync to sync (statuses, workspaces, job types) are kept once.
         self._texts: dict[str, str] = {}
+        self._stages: tuple[Stage, ...] = ()
 
     @property
     def result(self) -> RunResult:
@@ -359,6 +390,26 @@ class ResultBuilder:
             self._add(event)
         elif isinstance(event, RunFinished):
             self._finish(event)
+        elif isinstance(event, GroupStarted | GroupFinished):
+            self._group(event)
+
+    def _group(self, event: GroupStarted | GroupFinished) -> None:
+        group = self._started().groups.get(event.group)
+        if group is None:
+            group = GroupResult(group=event.group)
+            self._started().groups[event.group] = group
+        if isinstance(event, GroupStarted):
+            # A resumed run starts a group the earlier process left waiting: its end is to come.
+            if group.started_at is None:
+                group.started_at = event.at
+            group.outcome = None
+            group.finished_at = None
+            group.skip_reason = event.skip_reason
+            return
+        group.outcome = event.outcome  # type: ignore[assignment]
+        group.counts = dict(event.counts)
+        group.finished_at = event.at
+        group.skip_reason = event.skip_reason
 
     def _text(self, text: str) -> str:
         return self._texts.setdefault(text, text)
@@ -379,6 +430,15 @@ class ResultBuilder:
             for p in event.planned
         }
         self._run = _Run(run_id=event.run_id, started_at=event.at, job_type=job_type)
+        self._stages = event.stages
+        self._run.groups = {
+            stage.group: GroupResult(
+                group=stage.group,
+                after=list(stage.after),
+                on_upstream_failure=stage.on_upstream_failure,
+            )
+            for stage in event.stages
+        }
         self._listed = None
 
     def _add(self, event: SyncsPlanned) -> None:
@@ -441,6 +501,22 @@ class ResultBuilder:
             if sync.started_at is not None:
                 sync.duration_s = round((event.at - sync.started_at).total_seconds(), 3)
 
+    def _settle_groups(self, run: _Run, *, interrupted: bool) -> None:
+        """A group with no final word (a resumed run's group that finished in a process whose
+        last events were lost) is settled from its syncs, by the engine's rule."""
+        for stage in self._stages:
+            group = run.groups.get(stage.group)
+            if group is None or group.outcome is not None:
+                continue
+            counts: dict[str, int] = {}
+            for cid in (*stage.syncs, *stage.waits_for):
+                sync = self._syncs.get(cid)
+                outcome = (sync.outcome if sync is not None else None) or "error"
+                counts[outcome] = counts.get(outcome, 0) + 1
+            group.counts = {o: counts[o] for o in OUTCOMES if o in counts}
+            ok = all(o in OK_OUTCOMES for o in counts)
+            group.outcome = "succeeded" if ok else "interrupted" if interrupted else "failed"
+
     @staticmethod
     def _attempt(sync: _Sync, event: SyncEvent) -> _Attempt:
         jobs = sync.jobs
@@ -472,6 +548,7 @@ class ResultBuilder:
             rows += sync.rows_synced or 0
             size += sync.bytes_synced or 0
         self._listed = len(self._syncs)
+        self._settle_groups(run, interrupted=event.interrupted)
         run.counts = counts
         run.rows_synced = rows
         run.bytes_synced = size

@@ -17,6 +17,10 @@ still being read. The run ends once the last part is in and every sync has ended
 planning too (the syncs it never planned are the plan's rest, which a resume plans again); a plan
 that cannot be read to its end (Airbyte out of reach past its retries) ends planning, the syncs
 planned so far run, and the run fails with an error that says so.
+
+A staged run's plan carries its groups (``engine/stages.py``): a group's syncs are held out of the
+feeder's queue until every group it comes after has finished, then queued (or skipped, cause
+``upstream_failed``); they count as open meanwhile, so the run ends only once every group has.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from airbyte_fleet.engine._core import (
 )
 from airbyte_fleet.engine.events import (
     EventBus,
+    GroupFinished,
+    GroupStarted,
     PlannedSync,
     RunFinished,
     RunStarted,
@@ -64,6 +70,7 @@ from airbyte_fleet.engine.options import RunOptions, Selection
 from airbyte_fleet.engine.outcome import run_outcome, unsettled_outcome
 from airbyte_fleet.engine.plan import Plan, PlanParts
 from airbyte_fleet.engine.resume import ResumePoint
+from airbyte_fleet.engine.stages import StageBook
 from airbyte_fleet.engine.trigger import IntentBatch, TriggerSteps
 from airbyte_fleet.engine.watch import BatchedWatcher, JobWatcher, PerJobWatcher
 
@@ -151,6 +158,10 @@ class Engine(TriggerSteps, FollowSteps):
         self._planning = False
         self._more = anyio.Event()
         self._plan_error: str | None = None
+        # A staged run's groups, and the syncs held until their group may start (they count as
+        # open: the run is not over while any waits).
+        self._book = StageBook(())
+        self._held: dict[str, Sync] = {}
         # Syncs starting at once (claim, intent, trigger): enough to keep the connection pool busy
         # and to fill an intent batch, few enough that 10,000 syncs never mean 10,000 tasks.
         self._start_slots = 2 * min(options.max_concurrency, max(1, client.max_connections))
@@ -242,9 +253,12 @@ class Engine(TriggerSteps, FollowSteps):
                 selection=selection.model_dump(mode="json") if selection is not None else None,
                 planned=plan.items,
                 planning=self._planning,
+                stages=plan.stages,
             )
         )
+        self._book = StageBook(plan.stages)
         self._admit(plan.items)
+        self._advance_stages()
         self._watcher = (
             self._make_watcher(self._stop)
             if self._make_watcher is not None
@@ -289,7 +303,9 @@ class Engine(TriggerSteps, FollowSteps):
                 self._syncs[item.connection_id] = sync
             if point is not None and point.state == "final":
                 # Settled by the earlier process; its events are already in every sink.
-                self._outcomes[item.connection_id] = point.outcome or "error"
+                outcome = point.outcome or "error"
+                self._outcomes[item.connection_id] = outcome
+                self._book.settled(item.connection_id, outcome, earlier=True)
             elif item.skip_reason is not None:
                 self._emit(
                     SyncSkipped,
@@ -298,10 +314,73 @@ class Engine(TriggerSteps, FollowSteps):
                     error=item.skip_reason,
                     cause="inactive",
                 )
+                self._book.settled(item.connection_id, "skipped")
+            elif self._book.holds(item.connection_id):
+                self._held[item.connection_id] = sync
+                self._open += 1
             else:
                 self._queue.append(sync)
                 self._open += 1
         self._more.set()
+
+    def _advance_stages(self) -> None:
+        """Start every group whose upstream has finished (queue its held syncs, or skip them when
+        an upstream did not succeed), and announce every group whose syncs have all ended; again
+        until nothing changes (a skipped group may let its own downstream go at once)."""
+        if not self._book:
+            return
+        while True:
+            moved = False
+            for start in self._book.startable():
+                moved = True
+                syncs = [self._held.pop(cid) for cid in start.syncs if cid in self._held]
+                if not start.carried:
+                    self._publish(
+                        GroupStarted(
+                            run_id=self.run_id,
+                            at=now(),
+                            elapsed_s=self._elapsed(),
+                            group=start.group,
+                            after=self._book_after(start.group),
+                            syncs=len(syncs),
+                            skip_reason=start.skip_reason,
+                        )
+                    )
+                for sync in syncs:
+                    if start.skip_reason is None:
+                        self._queue.append(sync)
+                        continue
+                    self._emit(SyncSkipped, sync, reason=start.skip_reason, cause="upstream_failed")
+                    # Never claimed and holding no slot: nothing to give back, unlike _end.
+                    sync.done = True
+                    self._open -= 1
+                    self._book.settled(sync.connection_id, "skipped")
+            finished = self._book.finishable(stopping=self.stopping)
+            for stage, outcome, counts, reason, carried in finished:
+                moved = True
+                if carried:
+                    # Finished in an earlier process, which said so (the result builder
+                    # settles it from its syncs should that word have been lost).
+                    continue
+                self._publish(
+                    GroupFinished(
+                        run_id=self.run_id,
+                        at=now(),
+                        elapsed_s=self._elapsed(),
+                        group=stage.group,
+                        outcome=outcome,
+                        counts=counts,
+                        skip_reason=reason,
+                    )
+                )
+            if not moved:
+                break
+        self._more.set()
+        if self._open <= 0 and not self._planning:
+            self._all_ended.set()
+
+    def _book_after(self, group: str) -> tuple[str, ...]:
+        return next((s.after for s in self._book.stages if s.group == group), ())
 
     async def _plan_rest(self, more: PlanParts) -> None:
         """Take the plan's later parts as they come; a stop ends the planning."""
@@ -413,6 +492,17 @@ class Engine(TriggerSteps, FollowSteps):
         """Even when aborted, the run ends with one ``run_finished``: sinks settle every sync. A
         store that refuses it (the run is settled already) sets :attr:`failure` all the same,
         so the caller can say the store holds the run unfinished."""
+        for stage, counts_of in self._book.unfinished():
+            self._publish(
+                GroupFinished(
+                    run_id=self.run_id,
+                    at=now(),
+                    elapsed_s=self._elapsed(),
+                    group=stage.group,
+                    outcome="interrupted",
+                    counts=counts_of,
+                )
+            )
         counts: dict[str, int] = {}
         for item in self._planned:
             outcome = self._outcomes.get(item.connection_id) or unsettled_outcome(
@@ -439,6 +529,12 @@ class Engine(TriggerSteps, FollowSteps):
         super()._begin_stop(mode)
         # Jobs followed have no task to notice the stop: each gets its stop step now.
         self._stop_following()
+        # Syncs held for their group go to the feeder, which reports each as not triggered (a
+        # resume runs them once their group may start).
+        self._book.release_all()
+        self._queue.extend(self._held.values())
+        self._held.clear()
+        self._more.set()
 
     # ----------------------------------------------------------------- a sync's steps
 
@@ -448,7 +544,7 @@ class Engine(TriggerSteps, FollowSteps):
         starting = anyio.Semaphore(self._start_slots)
         while True:
             if not self._queue:
-                if not self._planning:
+                if not self._planning and not self._held:
                     return
                 self._more = anyio.Event()
                 await self._more.wait()
@@ -535,6 +631,13 @@ class Engine(TriggerSteps, FollowSteps):
             if holds_slot:
                 self._limiter.release_on_behalf_of(sync)
             self._open -= 1
+            if self._book:
+                cid = sync.connection_id
+                outcome = self._outcomes.get(cid) or unsettled_outcome(
+                    has_job=cid in self._with_job, wait=self.options.wait
+                )
+                self._book.settled(cid, outcome)
+                self._advance_stages()
             if self._open <= 0 and not self._planning:
                 self._all_ended.set()
 

@@ -3,11 +3,13 @@ and by the worker after a restart."""
 
 from __future__ import annotations
 
+from airbyte_fleet.engine.events import RunStarted
 from airbyte_fleet.engine.plan import Plan
 from airbyte_fleet.engine.resume import ResumePoint, SyncState
-from airbyte_fleet.journal import RunRecord, SyncRecord
+from airbyte_fleet.engine.stages import Stage
+from airbyte_fleet.journal import RunRecord, RunStore, SyncRecord
 
-__all__ = ["resume_plan"]
+__all__ = ["resume_plan", "stored_stages"]
 
 
 def _resume_state(rec: SyncRecord) -> SyncState:
@@ -33,11 +35,25 @@ def _point(rec: SyncRecord, record: RunRecord, *, damaged: bool) -> ResumePoint:
     )
 
 
-def resume_plan(record: RunRecord, *, damaged: bool = False) -> tuple[Plan, dict[str, ResumePoint]]:
+def resume_plan(
+    record: RunRecord, *, damaged: bool = False, stages: tuple[Stage, ...] = ()
+) -> tuple[Plan, dict[str, ResumePoint]]:
     """The plan and resume points that carry on *record* where it stopped.
 
     *damaged*: the store found itself damaged, so what it shows as never triggered may have been
     triggered in a part it lost; each such sync is reconciled with Airbyte first (an intent).
+    *stages*: a staged run's groups as it started (:func:`stored_stages`): groups whose syncs
+    all ended stay finished, and a group that was waiting starts once its upstream is done.
     """
     points = {cid: _point(rec, record, damaged=damaged) for cid, rec in record.syncs.items()}
-    return Plan(items=tuple(record.planned)), points
+    return Plan(items=tuple(record.planned), stages=stages), points
+
+
+def stored_stages(store: RunStore, run_id: str) -> tuple[Stage, ...]:
+    """The groups a staged run started with, as its first ``run_started`` keeps them (the run's
+    record has no room for them); () for a run that had none, or whose start cannot be read
+    (it is then carried on without stages: its held syncs start at once)."""
+    first = store.events(run_id, limit=1)
+    if first and isinstance(first[0][1], RunStarted):
+        return first[0][1].stages
+    return ()

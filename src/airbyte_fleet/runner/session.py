@@ -36,14 +36,14 @@ from airbyte_fleet.engine.events import (
 )
 from airbyte_fleet.engine.hooks import TriggerHook
 from airbyte_fleet.engine.options import RunOptions, Selection
-from airbyte_fleet.engine.plan import Plan, PlanParts, build_plan, stream_plan
+from airbyte_fleet.engine.plan import Plan, PlanParts, build_plan, is_staged, stream_plan
 from airbyte_fleet.engine.result import ResultBuilder, RunResult
 from airbyte_fleet.engine.resume import ResumePoint
 from airbyte_fleet.engine.run import Engine, StopMode, new_run_id
 from airbyte_fleet.errors import FleetError
 from airbyte_fleet.journal import RunRecord, RunStore
 from airbyte_fleet.runner.replay import replay_into
-from airbyte_fleet.runner.resume import resume_plan
+from airbyte_fleet.runner.resume import resume_plan, stored_stages
 
 __all__ = ["RunSession", "SessionState"]
 
@@ -130,7 +130,8 @@ class RunSession:
         :attr:`plan` is then that first part. "Nothing matched" still raises here: it is known
         only once the list is read, and then no part held a sync."""
         more: PlanParts | None = None
-        if streamed:
+        # A staged run is planned whole: its groups need the whole graph before any starts.
+        if streamed and not is_staged(selection, groups or {}):
             plan, more = await _first_part(
                 stream_plan(
                     client,
@@ -183,7 +184,9 @@ class RunSession:
         A run whose plan was not read to its end (stopped, or Airbyte out of reach, while it was
         read) has its stored selection planned again (its groups from *groups*, as they are now)
         while it goes on: the connections the record does not hold are added to it."""
-        plan, points = resume_plan(record, damaged=store.damage is not None)
+        plan, points = resume_plan(
+            record, damaged=store.damage is not None, stages=stored_stages(store, record.run_id)
+        )
         more: PlanParts | None = None
         if not record.planning_complete and record.selection is not None:
             more = stream_plan(

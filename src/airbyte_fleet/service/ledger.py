@@ -26,6 +26,7 @@ from airbyte_fleet._logging import get_logger
 from airbyte_fleet.coordination import Coordinator, QueuedRun
 from airbyte_fleet.engine.events import PlannedSync
 from airbyte_fleet.engine.plan import Plan
+from airbyte_fleet.engine.stages import Stage
 
 __all__ = ["DamagedEntry", "LedgerEntry", "LegacyLedger", "first_line"]
 
@@ -44,6 +45,8 @@ class LedgerEntry(BaseModel):
     selection: dict[str, Any] | None = None
     plan: list[PlannedSync]
     warnings: list[str] = []
+    # A staged run's groups (engine/stages.py): a run taken from the queue keeps its order.
+    stages: list[Stage] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -61,7 +64,9 @@ class LedgerEntry(BaseModel):
         return data
 
     def to_plan(self) -> Plan:
-        return Plan(items=tuple(self.plan), warnings=tuple(self.warnings))
+        return Plan(
+            items=tuple(self.plan), warnings=tuple(self.warnings), stages=tuple(self.stages)
+        )
 
 
 @dataclass(frozen=True)

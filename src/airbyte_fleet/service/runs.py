@@ -453,6 +453,7 @@ class Worker:
             selection=chosen.model_dump(mode="json"),
             plan=list(session.plan.items),
             warnings=list(session.plan.warnings),
+            stages=list(session.plan.stages),
         )
         queued = QueuedRun(
             run_id=run_id,

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from airbyte_fleet._redact import redact
 from airbyte_fleet.engine.outcome import OUTCOMES
-from airbyte_fleet.engine.result import ResultBuilder, RunResult, SyncResult
+from airbyte_fleet.engine.result import GroupResult, ResultBuilder, RunResult, SyncResult
 
 __all__ = ["ResultSource", "render_result_table", "result_json", "write_result_json"]
 
@@ -26,6 +26,7 @@ _OUTCOME_STYLE = {
     "error": "bold red",
     "cancelled": "yellow",
     "skipped": "dim",
+    "interrupted": "yellow",
 }
 _RUN_STYLE = {"succeeded": "bold green", "running": "yellow"}
 
@@ -188,4 +189,29 @@ def render_result_table(result: RunResult, console: Console) -> None:
         console.print(_table(title, rows))
     else:
         console.print(_blocks(title, rows))
+    if result.groups:
+        console.print(_groups_table(result.groups))
     console.print(_totals_line(result))
+
+
+def _groups_table(groups: list[GroupResult]) -> Table:
+    """A staged run's groups in stage order: how each ended, what it waited for, its syncs."""
+    table = Table(title=Text("groups", style="bold"), title_justify="left")
+    for header in ("group", "outcome", "after", "syncs", "duration"):
+        table.add_column(header, overflow="fold")
+    for group in groups:
+        outcome = group.outcome or "running"
+        counts = ", ".join(f"{n} {o}" for o, n in group.counts.items() if n) or "—"
+        duration = (
+            (group.finished_at - group.started_at).total_seconds()
+            if group.started_at is not None and group.finished_at is not None
+            else None
+        )
+        table.add_row(
+            Text(group.group),
+            Text(outcome, style=_OUTCOME_STYLE.get(outcome, "")),
+            Text(", ".join(group.after) or "—"),
+            Text(counts + (f" ({group.skip_reason})" if group.skip_reason else "")),
+            Text(format_duration(duration)),
+        )
+    return table

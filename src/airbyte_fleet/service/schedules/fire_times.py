@@ -114,6 +114,8 @@ def summarize_selection(selection: Selection) -> str:
         parts.append(f"{len(selection.workspaces)} workspace(s)")
     if selection.connections:
         parts.append(f"{len(selection.connections)} connection(s)")
+    if selection.with_upstream and selection.groups:
+        parts.append("with upstream")
     return "; ".join(parts) or "nothing"
 
 
