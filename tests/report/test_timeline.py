@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from airbyte_fleet.engine.events import Event, RunStarted, SyncsPlanned
-from airbyte_fleet.report import Bar, timeline
+from airbyte_fleet.engine.events import Event, EventBus, RunStarted, SyncsPlanned
+from airbyte_fleet.engine.options import Group, RunOptions, Selection
+from airbyte_fleet.engine.plan import build_plan
+from airbyte_fleet.engine.run import Engine
+from airbyte_fleet.report import Bar, TimelineBuilder, timeline
 from airbyte_fleet.simulator import JobScript
-from conftest import SimFactory
+from conftest import SimFactory, client_for
 
 from .support import made_run, real_run
 
@@ -126,3 +129,28 @@ def test_unknown_events_are_passed_over() -> None:
     start = events[0]
     odd = GroupStarted(run_id=start.run_id, at=start.at, elapsed_s=0.0)
     assert timeline([events[0], odd, *events[1:]]) == timeline(events)
+
+
+async def test_a_staged_runs_later_group_waits_for_its_upstream_not_for_a_slot(
+    make_sim: SimFactory,
+) -> None:
+    sim, root = await make_sim(connections=4)
+    a, b, c, d = (x["connectionId"] for x in sim.connections)
+    for cid in (a, b, c, d):
+        sim.script(cid, JobScript(seconds=SECONDS))
+    groups = {"raw": Group(connections=[a, b]), "marts": Group(connections=[c, d], after=["raw"])}
+    builder = TimelineBuilder()
+    async with client_for(root) as client:
+        plan = await build_plan(client, Selection(groups=["raw", "marts"]), groups=groups)
+        options = RunOptions(poll_interval=0.02, retry_backoff=0.0, max_concurrency=10)
+        await Engine(client, options, EventBus([builder])).run(plan)
+
+    bars = {bar.connection_id: bar for bar in builder.timeline().bars}
+    raw_ended = max(bars[a].end_s or 0.0, bars[b].end_s or 0.0)
+    for cid in (c, d):
+        bar = bars[cid]
+        assert bar.outcome == "succeeded"
+        # Ready when its group started, once raw had ended: the wait before was its upstream's,
+        # and with slots to spare the limiter held it back for no time worth drawing.
+        assert bar.ready_s >= raw_ended - 0.01
+        assert bar.queued_s < SECONDS / 2

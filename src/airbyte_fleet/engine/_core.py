@@ -104,6 +104,8 @@ class Sync:
     done: bool = False
     # The job the watcher follows for it (None while no job is followed).
     followed: Job | None = None
+    # A staged run's sync: the run's elapsed seconds when its group started (see SyncTriggering).
+    ready_s: float | None = None
 
     @property
     def connection_id(self) -> str:

@@ -190,6 +190,11 @@ class SyncTriggering(SyncEvent):
 
     kind: ClassVar[str] = "sync_triggering"
 
+    # A staged run's sync: when its group started (the run's elapsed seconds). Until then it
+    # waited for its upstream groups, from then on for a concurrency slot: a timeline draws only
+    # the second as time the limiter held it back.
+    ready_s: float | None = None
+
 
 @dataclass(frozen=True, kw_only=True)
 class SyncTriggered(SyncEvent):

@@ -334,12 +334,13 @@ class Engine(TriggerSteps, FollowSteps):
             for start in self._book.startable():
                 moved = True
                 syncs = [self._held.pop(cid) for cid in start.syncs if cid in self._held]
+                ready = self._elapsed()
                 if not start.carried:
                     self._publish(
                         GroupStarted(
                             run_id=self.run_id,
                             at=now(),
-                            elapsed_s=self._elapsed(),
+                            elapsed_s=ready,
                             group=start.group,
                             after=self._book_after(start.group),
                             syncs=len(syncs),
@@ -348,6 +349,7 @@ class Engine(TriggerSteps, FollowSteps):
                     )
                 for sync in syncs:
                     if start.skip_reason is None:
+                        sync.ready_s = ready
                         self._queue.append(sync)
                         continue
                     self._emit(SyncSkipped, sync, reason=start.skip_reason, cause="upstream_failed")

@@ -85,7 +85,7 @@ class TriggerSteps(EngineCore):
         """Journal the intent to trigger *sync*, durable before this returns (the write-ahead
         promise), in one transaction with every other intent ready now. Raises what the store
         raised: then the trigger must not be sent."""
-        event = self._sync_event(SyncTriggering, sync)
+        event = self._sync_event(SyncTriggering, sync, ready_s=sync.ready_s)
         if self._letting_go:
             return
         batch = self._intents

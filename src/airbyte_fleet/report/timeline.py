@@ -127,6 +127,11 @@ class TimelineBuilder:
             if bar.triggering_s is None:
                 # First heard of after the run was carried on: it waited from the carrying on.
                 bar.ready_s = max(bar.ready_s, self._restart_s)
+                ready = event.ready_s if isinstance(event, SyncTriggering) else None
+                if ready is not None:
+                    # A staged run's sync waited for its upstream groups until its group
+                    # started: only the time after that was the limiter's.
+                    bar.ready_s = max(bar.ready_s, at - (event.elapsed_s - ready))
                 bar.triggering_s = at
             if not isinstance(event, SyncTriggering) and bar.started_s is None:
                 bar.started_s = at

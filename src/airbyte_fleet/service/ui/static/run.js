@@ -93,6 +93,9 @@ document.addEventListener("DOMContentLoaded", () => {
     if (e.error) item.error = e.error;
     if (kind === "sync_triggering") {
       item.state = "triggering";
+      // A staged run's sync waited for its upstream groups until its group started: only the
+      // time after that was the limiter's.
+      if (item.start === null && e.ready_s !== undefined) item.ready = Math.max(item.ready, e.ready_s);
       if (item.start === null) item.start = e.elapsed_s;
     } else if (kind === "sync_triggered" || kind === "sync_adopted") {
       item.state = kind === "sync_adopted" ? "adopted" : "running";
