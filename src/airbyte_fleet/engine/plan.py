@@ -562,28 +562,9 @@ def group_cycle(includes: Mapping[str, Sequence[str]], starts: Iterable[str]) ->
     """A chain of groups, from one of *starts*, that comes back to a group on it
     (``["a", "b", "a"]``), or ``None``. *includes* maps a group to the groups it names.
 
-    Without this, groups that only include each other read as "selects nothing". Iterative: a
-    config file can chain more groups than Python's recursion limit.
+    Without this, groups that only include each other read as "selects nothing".
     """
-    finished: set[str] = set()
-    for start in starts:
-        if start in finished or start not in includes:
-            continue
-        path, on_path = [start], {start}
-        todo = [iter(includes[start])]
-        while todo:
-            name = next(todo[-1], None)
-            if name is None:
-                on_path.discard(path[-1])
-                finished.add(path.pop())
-                todo.pop()
-            elif name in on_path:
-                return [*path[path.index(name) :], name]
-            elif name not in finished and name in includes:
-                path.append(name)
-                on_path.add(name)
-                todo.append(iter(includes[name]))
-    return None
+    return stage_cycle(includes, starts)
 
 
 def _group_refs(selection: Selection, groups: Mapping[str, Selection]) -> list[str]:

@@ -51,13 +51,16 @@ class Stage:
     waits_for: tuple[str, ...] = ()
 
 
-def stage_cycle(edges: Mapping[str, Sequence[str]]) -> list[str] | None:
+def stage_cycle(
+    edges: Mapping[str, Sequence[str]], starts: Iterable[str] | None = None
+) -> list[str] | None:
     """A chain of groups that comes back to itself (``["raw", "marts", "raw"]``), or None.
-    *edges* maps a group to the groups it waits for. Iterative: a config file can chain more groups
-    than Python's recursion limit."""
+    *edges* maps a group to the groups it waits for (or includes); only chains from *starts* (by
+    default every group) are followed. Iterative: a config file can chain more groups than
+    Python's recursion limit."""
     finished: set[str] = set()
-    for start in edges:
-        if start in finished:
+    for start in edges if starts is None else starts:
+        if start in finished or start not in edges:
             continue
         path, on_path = [start], {start}
         todo = [iter(edges[start])]
