@@ -24,6 +24,7 @@ from datetime import datetime
 from html import escape
 
 from airbyte_fleet._redact import redact
+from airbyte_fleet._units import format_size
 from airbyte_fleet._version import __version__
 from airbyte_fleet.engine.outcome import OUTCOMES
 from airbyte_fleet.engine.result import RunResult, SyncResult
@@ -151,7 +152,7 @@ def _header(result: RunResult) -> Iterator[str]:
         ("Duration", _duration(result.duration_s)),
         ("Syncs", f"{len(result.syncs):,}"),
         ("Rows", f"{result.totals.rows_synced:,}"),
-        ("Bytes", _size(result.totals.bytes_synced)),
+        ("Bytes", format_size(result.totals.bytes_synced)),
         ("Job type", escape(result.job_type)),
     ]
     yield "".join(f"<dt>{k}<dd>{v}" for k, v in rows)
@@ -309,7 +310,7 @@ def _table(bars: list[Bar], syncs: dict[str, SyncResult]) -> Iterator[str]:
             f"<td class=n>{'' if sync.job_id is None else sync.job_id}"
             f"<td class=n>{_duration(sync.duration_s) if sync.duration_s is not None else ''}"
             f"<td class=n>{'' if sync.rows_synced is None else f'{sync.rows_synced:,}'}"
-            f"<td class=n>{'' if sync.bytes_synced is None else _size(sync.bytes_synced)}"
+            f"<td class=n>{'' if sync.bytes_synced is None else format_size(sync.bytes_synced)}"
             f"<td class=x>{error}\n"
         )
     yield "</tbody></table></section>\n"
@@ -336,12 +337,3 @@ def _duration(seconds: float | None) -> str:
         return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
-
-
-def _size(n: int) -> str:
-    value, unit = float(n), "B"
-    for bigger in ("KB", "MB", "GB", "TB"):
-        if value < 1000:
-            break
-        value, unit = value / 1000, bigger
-    return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"

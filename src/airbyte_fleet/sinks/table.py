@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from airbyte_fleet._redact import redact
+from airbyte_fleet._units import format_size
 from airbyte_fleet.engine.outcome import OUTCOMES
 from airbyte_fleet.engine.result import GroupResult, ResultBuilder, RunResult, SyncResult
 
@@ -58,16 +59,6 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s"
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    units = iter(("KB", "MB", "GB", "TB"))
-    unit = "B"
-    while value >= 1000 and unit != "TB":
-        value /= 1000
-        unit = next(units)
-    return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-
-
 def _optional_int(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
 
@@ -97,7 +88,7 @@ def _totals_line(result: RunResult) -> Text:
     if not order:
         line.append("none")
     line.append(f" · {result.totals.rows_synced:,} rows")
-    line.append(f" · {_size(result.totals.bytes_synced)}")
+    line.append(f" · {format_size(result.totals.bytes_synced)}")
     line.append(f" · wall {format_duration(result.duration_s)}")
     line.append(" · run ")
     line.append(result.outcome, style=_RUN_STYLE.get(result.outcome, "bold red"))
